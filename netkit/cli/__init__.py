@@ -1,0 +1,1 @@
+"""Typer commands: parse, call one engine function, render. No logic here."""

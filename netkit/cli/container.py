@@ -1,0 +1,75 @@
+"""`netkit container ...`: create, ls, inspect, rm."""
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from netkit.cli import render
+from netkit.cli.app import DRY_OPT, JSON_OPT, context, group
+
+ct_app = group("container", "Containers: network namespaces attached in Docker's four modes.")
+
+
+@ct_app.command("create")
+def create(
+    name: str,
+    net: str = typer.Option("bridge", "--net", "--network", help="bridge | host | none | container:NAME | NETWORK"),
+    ip: Optional[str] = typer.Option(None, "--ip", help="Static IPv4 address on the network."),
+    mac: Optional[str] = typer.Option(None, "--mac", help="MAC address of eth0 (default: 02:42 + IP)."),
+    hostname: Optional[str] = typer.Option(None, "--hostname", "-h", help="Hostname inside the container."),
+    dry_run: bool = DRY_OPT,
+    json: bool = JSON_OPT,
+):
+    """Create a container (docker run --network ...), without a process: exec runs commands in it."""
+    from netkit.engine import containers
+
+    ctx = context(dry_run)
+    c = containers.create(ctx, containers.ContainerRequest(name, net, ip, mac, hostname))
+    if dry_run:
+        render.emit_plan(ctx.printed)
+    elif json:
+        render.emit_json(containers.inspect_view(c))
+    else:
+        render.emit(c.id)
+
+
+@ct_app.command("ls")
+def ls(json: bool = JSON_OPT):
+    """List containers."""
+    from netkit.engine.containers import inspect_view
+
+    cs = context().store.containers()
+    if json:
+        render.emit_json([inspect_view(c) for c in cs])
+        return
+    rows = []
+    for c in cs:
+        nets = ",".join(f"{e.network}={e.ip}" for e in c.endpoints)
+        mode = f"container:{c.shares}" if c.shares else c.mode
+        rows.append([c.id[:12], c.name, mode, nets or "-"])
+    render.emit(render.table(["CONTAINER ID", "NAME", "MODE", "NETWORKS"], rows))
+
+
+@ct_app.command("inspect")
+def inspect(name: str, json: bool = typer.Option(True, "--json/--text", help="JSON (default) or text.")):
+    """Show a container's mode, netns and endpoints."""
+    from netkit.engine import containers
+
+    data = containers.inspect_view(containers.get(context(), name))
+    if json:
+        render.emit_json(data)
+    else:
+        for key, value in data.items():
+            render.emit(f"{key}: {value}")
+
+
+@ct_app.command("rm")
+def rm(names: list[str], dry_run: bool = DRY_OPT):
+    """Remove containers: their netns, veths, addresses."""
+    from netkit.engine import containers
+
+    for name in names:
+        ctx = context(dry_run)
+        containers.remove(ctx, name)
+        render.emit_plan(ctx.printed) if dry_run else render.emit(name)

@@ -1,0 +1,79 @@
+"""`netkit exec`, `attach`, `sandbox` and `config show`."""
+from __future__ import annotations
+
+import os
+from typing import List, Optional
+
+import typer
+
+from netkit.cli import render
+from netkit.cli.app import DRY_OPT, JSON_OPT, app, context, group
+
+_PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+@app.command("exec", context_settings=_PASSTHROUGH)
+def exec_(name: str, cmd: List[str] = typer.Argument(None, help="Command and arguments, after --.")):
+    """Run a command inside a container (its netns, hostname and /etc files); exit code passed through."""
+    from netkit.engine import containers
+    from netkit.kernel import nsexec
+
+    ctx = context()
+    c = containers.get(ctx, name)
+    etc_name = os.path.basename(c.netns) if c.netns else None
+    ctx.close()
+    if not cmd:
+        nsexec.exec_argv([])
+    nsexec.enter(c.netns, c.uts, etc_name)
+    nsexec.exec_argv(list(cmd))
+
+
+@app.command("attach")
+def attach(
+    network: str = typer.Option(..., "--network", help="Network to wire the namespace onto."),
+    pid: Optional[int] = typer.Option(None, "--pid", help="A process whose netns to wire (e.g. started with unshare -n)."),
+    netns: Optional[str] = typer.Option(None, "--netns", help="A netns file instead of a PID."),
+    name: Optional[str] = typer.Option(None, "--name", help="Name for the container (default pidPID)."),
+    ip: Optional[str] = typer.Option(None, "--ip"),
+    dry_run: bool = DRY_OPT,
+    json: bool = JSON_OPT,
+):
+    """Wire a namespace made by someone else onto a network (veth, eth0, address, route)."""
+    from netkit.engine import containers
+
+    ctx = context(dry_run)
+    c = containers.attach(ctx, network, pid, netns, name, ip)
+    if dry_run:
+        render.emit_plan(ctx.printed)
+    elif json:
+        render.emit_json(containers.inspect_view(c))
+    else:
+        ep = c.endpoints[0]
+        render.emit(f"{c.name} {ep.ifname} {ep.ip}/{ep.prefixlen}")
+
+
+@app.command("sandbox", context_settings=_PASSTHROUGH)
+def sandbox(cmd: List[str] = typer.Argument(None, help="Command to run inside (default: a shell).")):
+    """Run a command in a throwaway network world with an `outside` host; all gone when it exits."""
+    import sys
+
+    from netkit import sandbox as sb
+
+    sys.exit(sb.run(list(cmd or [])))
+
+
+cfg_app = group("config", "netkit's config file (like dockerd's daemon.json).")
+
+
+@cfg_app.command("show")
+def config_show(json: bool = JSON_OPT):
+    """Print the effective settings and the file they came from."""
+    from netkit import config
+
+    cfg = config.load()
+    data = cfg.as_dict()
+    if json:
+        render.emit_json(data)
+    else:
+        for key, value in data.items():
+            render.emit(f"{key}: {value}")

@@ -1,0 +1,136 @@
+"""The daemon.json of netkit: settings of the default network and of netkit as a whole.
+
+Read from /etc/netkit/config.json (NETKIT_CONFIG overrides), validated key by key so that a
+mistake is reported in one line naming the file, the key and what is expected.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+from dataclasses import asdict, dataclass, field
+
+from netkit.errors import UserError
+from netkit.ipam import DEFAULT_POOLS
+
+DEFAULT_CONFIG_PATH = "/etc/netkit/config.json"
+DEFAULT_BRIDGE = "netkit0"
+
+
+@dataclass
+class Config:
+    bridge: str = DEFAULT_BRIDGE  # device of the default network; another name adopts that bridge
+    bip: str | None = None  # gateway address/prefix of the default network, e.g. 172.17.0.1/16
+    mtu: int = 1500
+    icc: bool = True
+    iptables: bool = True  # false: netkit writes no firewall rules at all
+    ip_forward: bool = True
+    ip_masq: bool = True
+    dns: list[str] = field(default_factory=list)
+    dns_search: list[str] = field(default_factory=list)
+    default_address_pools: list[dict] = field(default_factory=lambda: [dict(p) for p in DEFAULT_POOLS])
+    source: str = "(defaults)"  # which file the values came from
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def config_path() -> str:
+    return os.environ.get("NETKIT_CONFIG", DEFAULT_CONFIG_PATH)
+
+
+def _bad(path: str, key: str, expected: str, value) -> UserError:
+    return UserError(f"{path}: bad value for '{key}': {json.dumps(value)}; expected {expected}")
+
+
+def _ipv4(path: str, key: str, value) -> str:
+    try:
+        if ipaddress.ip_address(value).version == 4:
+            return value
+    except (ValueError, TypeError):
+        pass
+    raise _bad(path, key, "an IPv4 address", value)
+
+
+def _validate(path: str, raw: dict) -> Config:
+    cfg = Config(source=path)
+    for key, value in raw.items():
+        if key == "bridge":
+            from netkit.naming import validate_ifname
+
+            if not isinstance(value, str):
+                raise _bad(path, key, "a bridge interface name", value)
+            try:
+                validate_ifname(value, "bridge")
+            except UserError as err:
+                raise UserError(f"{path}: bad value for 'bridge': {err}") from None
+            cfg.bridge = value
+        elif key == "bip":
+            from netkit.ipam import parse_interface_cidr
+
+            if not isinstance(value, str):
+                raise _bad(path, key, "ADDRESS/PREFIX like 172.30.0.1/24", value)
+            try:
+                parse_interface_cidr(value, "bip")
+            except UserError:
+                raise _bad(path, key, "ADDRESS/PREFIX like 172.30.0.1/24", value) from None
+            cfg.bip = value
+        elif key == "mtu":
+            if not isinstance(value, int) or isinstance(value, bool) or not 68 <= value <= 65535:
+                raise _bad(path, key, "an integer from 68 to 65535", value)
+            cfg.mtu = value
+        elif key in ("icc", "iptables", "ip_forward", "ip_masq"):
+            if not isinstance(value, bool):
+                raise _bad(path, key, "true or false", value)
+            setattr(cfg, key, value)
+        elif key == "dns":
+            if not isinstance(value, list):
+                raise _bad(path, key, "a list of IPv4 addresses", value)
+            cfg.dns = [_ipv4(path, key, v) for v in value]
+        elif key == "dns_search":
+            if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+                raise _bad(path, key, "a list of domain names", value)
+            cfg.dns_search = list(value)
+        elif key == "default_address_pools":
+            cfg.default_address_pools = _pools(path, value)
+        else:
+            known = ", ".join(f.name for f in Config.__dataclass_fields__.values() if f.name != "source")
+            raise UserError(f"{path}: unknown key '{key}'; known keys: {known}")
+    return cfg
+
+
+def _pools(path: str, value) -> list[dict]:
+    expected = 'a list of {"base": CIDR, "size": PREFIXLEN}'
+    if not isinstance(value, list) or not value:
+        raise _bad(path, "default_address_pools", expected, value)
+    pools = []
+    for pool in value:
+        if not isinstance(pool, dict) or set(pool) != {"base", "size"}:
+            raise _bad(path, "default_address_pools", expected, pool)
+        try:
+            base = ipaddress.ip_network(pool["base"])
+        except (ValueError, TypeError):
+            raise _bad(path, "default_address_pools", expected, pool) from None
+        size = pool["size"]
+        if base.version != 4 or not isinstance(size, int) or not base.prefixlen <= size <= 30:
+            raise _bad(path, "default_address_pools", expected + " with size between the base's prefix and 30", pool)
+        pools.append({"base": str(base), "size": size})
+    return pools
+
+
+def load(path: str | None = None) -> Config:
+    path = path or config_path()
+    try:
+        with open(path) as fh:
+            text = fh.read()
+    except FileNotFoundError:
+        return Config()
+    except OSError as err:
+        raise UserError(f"{path}: cannot read the config file: {err.strerror}") from None
+    try:
+        raw = json.loads(text) if text.strip() else {}
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path}: not valid JSON: {err.msg} at line {err.lineno} column {err.colno}") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: the config must be a JSON object like {{\"mtu\": 1450}}")
+    return _validate(path, raw)

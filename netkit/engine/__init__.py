@@ -1,0 +1,1 @@
+"""Use cases: each loads state, computes a plan, applies it (with undo) and saves state."""

@@ -1,0 +1,59 @@
+"""Plain Linux bridges, as the course notes make them with brctl: create, remove, show, macs."""
+from __future__ import annotations
+
+from netkit import ipam, naming, ops
+from netkit.errors import Conflict, NotFound, UserError
+
+
+def _exists(name: str) -> bool:
+    from netkit.engine.networks import _kernel_link_exists
+
+    return _kernel_link_exists(name)
+
+
+def create(ctx, name: str, cidr: str | None = None, mtu: int | None = None) -> None:
+    ctx.require_root()
+    naming.validate_ifname(name, "bridge")
+    if cidr:
+        ipam.parse_interface_cidr(cidr, "--cidr")
+    if mtu is not None and not 68 <= mtu <= 65535:
+        raise UserError(f"invalid MTU {mtu}: use a value from 68 to 65535")
+    with ctx.change():
+        if _exists(name):
+            raise Conflict(f"interface '{name}' already exists")
+        ctx.apply([ops.BridgeAdd(name, mtu or 1500, cidr)])
+        ctx.store.put_bridge(name, {"cidr": cidr, "mtu": mtu or 1500})
+
+
+def remove(ctx, name: str) -> None:
+    ctx.require_root()
+    with ctx.change():
+        owner = next((n.name for n in ctx.store.networks() if n.bridge == name), None)
+        if owner:
+            raise Conflict(f"bridge '{name}' belongs to network '{owner}'; use `netkit network rm {owner}`")
+        if not _exists(name):
+            ctx.store.delete_bridge(name)
+            raise NotFound(f"bridge '{name}' not found; see `netkit bridge show`")
+        if ctx.store.bridge(name) is None:
+            from netkit.kernel.links import link_info
+
+            info = link_info(name)
+            if info["kind"] != "bridge":
+                raise UserError(f"interface '{name}' is not a bridge")
+        ctx.apply([ops.BridgeDel(name)])
+        ctx.store.delete_bridge(name)
+
+
+def show() -> list[dict]:
+    from netkit.kernel.links import bridges
+
+    return bridges()
+
+
+def macs(name: str) -> list[dict]:
+    from netkit.kernel import links
+
+    info = links.link_info(name) if _exists(name) else None
+    if not info or info["kind"] != "bridge":
+        raise NotFound(f"bridge '{name}' not found; see `netkit bridge show`")
+    return links.bridge_macs(name)

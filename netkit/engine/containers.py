@@ -1,0 +1,237 @@
+"""Containers in Docker's four modes; connect/disconnect; attach a foreign netns; exec."""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+from netkit import ipam, naming, ops
+from netkit.engine import networks
+from netkit.errors import Conflict, NotFound, UserError
+from netkit.model import (MODE_BRIDGE, MODE_CONTAINER, MODE_HOST, MODE_NONE, Container, Endpoint,
+                          Network)
+
+
+@dataclass
+class ContainerRequest:
+    name: str
+    net: str = "bridge"  # bridge | host | none | container:NAME | NETWORK
+    ip: str | None = None
+    mac: str | None = None
+    hostname: str | None = None
+    extra: dict = field(default_factory=dict)  # options later features read (dns, links, ports ...)
+
+
+def get(ctx, name: str) -> Container:
+    c = ctx.store.container(name)
+    if not c:
+        raise NotFound(f"container '{name}' not found; see `netkit container ls`")
+    return c
+
+
+def _netns_name(c: Container) -> str | None:
+    """The /run/netns name of the netns a container's interfaces live in."""
+    return os.path.basename(c.netns) if c.netns else None
+
+
+def plan_endpoint(ctx, c: Container, net: Network, ip: str | None, mac: str | None,
+                  aliases: list[str] | None = None) -> tuple[Endpoint, list]:
+    if c.endpoint(net.name):
+        raise Conflict(f"container '{c.name}' is already connected to network '{net.name}'")
+    layout = ipam.plan_layout(ipam.parse_subnet(net.subnet), net.gateway, net.ip_range)
+    used = {ipam.parse_ip(a): owner for a, owner in ctx.store.addresses(net.name).items()}
+    if ip:
+        addr = ipam.parse_ip(ip)
+        ipam.check_static(layout, addr, used)
+    else:
+        addr = ipam.allocate(layout, set(used))
+    used_if = {e.ifname for e in c.endpoints}
+    ifname = next(naming.container_ifname(i) for i in range(len(used_if) + 1)
+                  if naming.container_ifname(i) not in used_if)
+    ep = Endpoint(
+        container=c.name, network=net.name, ifname=ifname, host_ifname=naming.veth_name(c.id, net.id),
+        ip=str(addr), prefixlen=net.prefixlen, gateway=net.gateway,
+        mac=naming.validate_mac(mac) if mac else naming.mac_for_ip(str(addr)), aliases=list(aliases or []),
+    )
+    if networks._kernel_link_exists(ep.host_ifname):
+        raise Conflict(f"interface '{ep.host_ifname}' already exists on the host; run `netkit doctor`")
+    # The first network gives the default route, as in Docker; internal networks give none.
+    gateway = net.gateway if not c.endpoints and not net.internal else None
+    step = ops.EndpointAdd(_netns_name(c), ep.host_ifname, ep.ifname, net.bridge, net.mtu, ep.mac,
+                           ep.ip, ep.prefixlen, gateway)
+    return ep, [step]
+
+
+def _parse_mode(ctx, req: ContainerRequest) -> tuple[str, str | None, Container | None]:
+    """(mode, network name, shared container) from --net."""
+    net = req.net or "bridge"
+    if net == "host":
+        return MODE_HOST, None, None
+    if net == "none":
+        return MODE_NONE, None, None
+    if net.startswith("container:"):
+        other = net.split(":", 1)[1]
+        if not other:
+            raise UserError("--net container: needs a name, e.g. --net container:web")
+        if other == req.name:
+            raise UserError(f"container '{req.name}' cannot share its own network namespace")
+        target = ctx.store.container(other)
+        if not target:
+            raise NotFound(f"--net container:{other}: container '{other}' not found")
+        # Join the netns owner, not a sharer, so that removal order stays simple.
+        if target.mode == MODE_CONTAINER:
+            target = ctx.store.container(target.shares)
+        return MODE_CONTAINER, None, target
+    return MODE_BRIDGE, net, None
+
+
+def create(ctx, req: ContainerRequest) -> Container:
+    ctx.require_root()
+    with ctx.change():
+        c = plan_create(ctx, req)
+    return c
+
+
+def plan_create(ctx, req: ContainerRequest) -> Container:
+    """Validate, plan and apply a container inside an open ctx.change()."""
+    naming.validate_object_name("container", req.name)
+    if ctx.store.container(req.name):
+        raise Conflict(f"container '{req.name}' already exists")
+    mode, net_name, shared = _parse_mode(ctx, req)
+    if mode != MODE_BRIDGE and (req.ip or req.mac):
+        raise UserError(f"--ip and --mac need a bridge network; '{req.net}' mode has no interface of its own")
+    if req.hostname:
+        if mode == MODE_CONTAINER:
+            raise UserError("--hostname conflicts with --net container:...: the hostname belongs to the shared container")
+        if mode == MODE_HOST:
+            raise UserError("--hostname conflicts with --net host: a host-mode container uses the host's name")
+        from netkit.names import validate_hostname
+
+        validate_hostname(req.hostname)
+    from netkit.kernel import netns as netns_mod
+
+    c = Container(name=req.name, id=naming.new_id(req.name), mode=mode, netns=None, hostname=req.hostname,
+                  created=time.time())
+    plan: list = []
+    if mode in (MODE_BRIDGE, MODE_NONE):
+        if netns_mod.exists(req.name):
+            raise Conflict(f"a network namespace named '{req.name}' already exists (see `ip netns list`)")
+        c.netns = netns_mod.netns_path(req.name)
+        plan.append(ops.NetnsAdd(req.name))
+    elif mode == MODE_CONTAINER:
+        c.shares, c.netns, c.uts = shared.name, shared.netns, shared.uts
+    if req.hostname:
+        c.uts = os.path.join(ctx.run_dir, "uts", req.name)
+        plan.append(ops.UtsAdd(c.uts, req.hostname))
+    if mode == MODE_BRIDGE:
+        net = networks.get(ctx, net_name)
+        ep, steps = plan_endpoint(ctx, c, net, req.ip, req.mac)
+        c.endpoints.append(ep)
+        plan += steps
+    ctx.apply(plan)
+    ctx.store.put_container(c)
+    return c
+
+
+def remove(ctx, name: str) -> Container:
+    ctx.require_root()
+    with ctx.change():
+        c = get(ctx, name)
+        sharers = ctx.store.sharers(name)
+        if sharers:
+            raise Conflict(
+                f"container '{name}' shares its network namespace with {', '.join(sharers)} "
+                f"(--net container:{name}); remove {'them' if len(sharers) > 1 else sharers[0]} first"
+            )
+        plan: list = [ops.LinkDel(e.host_ifname) for e in c.endpoints]
+        if c.mode in (MODE_BRIDGE, MODE_NONE):
+            plan.append(ops.NetnsDel(_netns_name(c)))
+        if c.uts and c.mode != MODE_CONTAINER:
+            plan.append(ops.UtsDel(c.uts))
+        ctx.apply(plan)
+        ctx.store.delete_container(name)
+    return c
+
+
+def connect(ctx, network: str, name: str, ip: str | None = None, aliases: list[str] | None = None) -> Endpoint:
+    ctx.require_root()
+    with ctx.change():
+        c = get(ctx, name)
+        if c.mode != MODE_BRIDGE:
+            raise UserError(
+                f"container '{name}' is in {c.mode} mode and cannot join networks; "
+                "create it with --net bridge or a network name"
+            )
+        net = networks.get(ctx, network)
+        ep, plan = plan_endpoint(ctx, c, net, ip, None, aliases)
+        ctx.apply(plan)
+        c.endpoints.append(ep)
+        ctx.store.put_container(c)
+    return ep
+
+
+def disconnect(ctx, network: str, name: str) -> Endpoint:
+    ctx.require_root()
+    with ctx.change():
+        c = get(ctx, name)
+        if not ctx.store.network(network):
+            raise NotFound(f"network '{network}' not found; see `netkit network ls`")
+        ep = c.endpoint(network)
+        if not ep:
+            raise UserError(f"container '{name}' is not connected to network '{network}'")
+        ctx.apply([ops.LinkDel(ep.host_ifname)])
+        c.endpoints.remove(ep)
+        ctx.store.put_container(c)
+    return ep
+
+
+def attach(ctx, network: str, pid: int | None = None, netns_path: str | None = None,
+           name: str | None = None, ip: str | None = None) -> Container:
+    """Wire a netns made by someone else (a runtime's --net=none container) onto a network."""
+    from netkit.kernel import netns as netns_mod
+
+    ctx.require_root()
+    if (pid is None) == (netns_path is None):
+        raise UserError("give exactly one of --pid PID or --netns PATH")
+    if pid is not None:
+        source = f"/proc/{pid}/ns/net"
+        if pid <= 0 or not os.path.exists(source):
+            raise NotFound(f"no process with PID {pid}")
+        name = name or f"pid{pid}"
+    else:
+        source = netns_path
+        if not os.path.exists(source):
+            raise NotFound(f"no network namespace file at {netns_path}")
+        name = name or os.path.basename(netns_path.rstrip("/"))
+    if netns_mod.same_netns(source, "/proc/thread-self/ns/net"):
+        raise UserError(
+            f"{'process ' + str(pid) if pid else netns_path} is in the host's network namespace; "
+            "start it in its own (e.g. `unshare -n`, or a runtime's --net=none)"
+        )
+    with ctx.change():
+        naming.validate_object_name("container", name)
+        if ctx.store.container(name):
+            raise Conflict(f"container '{name}' already exists; pass --name")
+        if netns_mod.exists(name):
+            raise Conflict(f"a network namespace named '{name}' already exists (see `ip netns list`); pass --name")
+        c = Container(name=name, id=naming.new_id(name), mode=MODE_BRIDGE, netns=netns_mod.netns_path(name),
+                      external=True, pid=pid, created=time.time())
+        plan: list = [ops.NetnsAttach(name, source, pid)]
+        net = networks.get(ctx, network)
+        ep, steps = plan_endpoint(ctx, c, net, ip, None)
+        c.endpoints.append(ep)
+        ctx.apply(plan + steps)
+        ctx.store.put_container(c)
+    return c
+
+
+def inspect_view(c: Container) -> dict:
+    return {
+        "name": c.name, "id": c.id, "mode": c.mode, "netns": c.netns, "shares": c.shares,
+        "hostname": c.hostname, "external": c.external, "pid": c.pid,
+        "endpoints": [
+            {"network": e.network, "interface": e.ifname, "host_interface": e.host_ifname, "ip": e.ip,
+             "prefix_length": e.prefixlen, "gateway": e.gateway, "mac": e.mac, "aliases": e.aliases}
+            for e in c.endpoints
+        ],
+    }

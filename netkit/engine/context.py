@@ -1,0 +1,76 @@
+"""What every use case works with: the state store, the config, and the kernel executor,
+plus the one place that turns a plan into kernel changes or, with --dry-run, into text."""
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+
+from netkit import config as config_mod
+from netkit.errors import EnvError
+from netkit.ops import render_plan
+from netkit.state import Store, run_dir
+
+
+class _DryRun(Exception):
+    """Raised at the end of a dry-run change so that the state transaction rolls back."""
+
+
+class Context:
+    def __init__(self, dry_run: bool = False, store: Store | None = None, config=None):
+        self.dry_run = dry_run
+        self.store = store or Store()
+        self.config = config or config_mod.load()
+        self.run_dir = run_dir()
+        self.printed: list[str] = []  # dry-run: the iproute2/iptables commands the plan stands for
+        self._executor = None
+        self._applied: list = []
+        self._on_commit: list = []  # kernel steps that can only run once state is final
+
+    def executor(self):
+        if self._executor is None:
+            from netkit.kernel.links import Executor
+
+            self._executor = Executor()
+        return self._executor
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.close()
+        self.store.close()
+
+    def require_root(self) -> None:
+        if os.geteuid() != 0 and not self.dry_run:
+            raise EnvError("netkit must run as root to change network state (try: sudo netkit ...)")
+
+    def apply(self, plan: list) -> None:
+        if self.dry_run:
+            self.printed.extend(render_plan(plan))
+            return
+        self.executor().apply(plan)
+        self._applied.extend(plan)
+
+    def after(self, step) -> None:
+        """Run step(ctx) after the plan succeeded and before the state is committed."""
+        self._on_commit.append(step)
+
+    @contextmanager
+    def change(self):
+        """One command's change: state transaction + kernel plan; all or nothing."""
+        self._applied = []
+        self._on_commit = []
+        try:
+            with self.store.transaction():
+                yield self
+                for step in self._on_commit:
+                    step(self)
+                if self.dry_run:
+                    raise _DryRun
+        except _DryRun:
+            pass
+        except BaseException:
+            if self._applied:
+                self.executor().undo(self._applied)
+            raise
+        finally:
+            self._applied = []
+            self._on_commit = []

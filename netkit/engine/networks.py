@@ -1,0 +1,175 @@
+"""Networks: create (own or adopted bridge), remove, list, inspect, and the default network."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from netkit import ipam, naming, ops
+from netkit.errors import Conflict, NotFound, UserError
+from netkit.model import Network
+
+DEFAULT_NETWORK = "bridge"
+
+
+@dataclass
+class NetworkRequest:
+    name: str
+    subnet: str | None = None
+    gateway: str | None = None
+    ip_range: str | None = None
+    bridge: str | None = None
+    mtu: int | None = None
+    internal: bool = False
+    icc: bool = True
+    masquerade: bool = True
+    driver: str = "bridge"
+
+
+def _kernel_link_exists(name: str) -> bool:
+    import socket
+
+    try:
+        socket.if_nametoindex(name)
+        return True
+    except OSError:
+        return False
+
+
+def _bridge_addresses(name: str) -> list[str]:
+    from netkit.kernel.links import link_info
+
+    info = link_info(name)
+    if info is None:
+        return []
+    if info["kind"] != "bridge":
+        raise UserError(f"interface '{name}' exists but is a {info['kind'] or 'plain'} interface, not a bridge")
+    return info["ipv4"]
+
+
+def _taken_subnets(ctx, exclude: str | None = None) -> dict[str, ipam.IPv4Network]:
+    return {n.name: ipam.parse_subnet(n.subnet) for n in ctx.store.networks() if n.name != exclude}
+
+
+def plan_network(ctx, req: NetworkRequest, default: bool = False) -> tuple[Network, list]:
+    """Validate a request against state and kernel; return the Network and its kernel plan."""
+    naming.validate_object_name("network", req.name)
+    if req.driver != "bridge":
+        raise UserError(f"unknown network driver '{req.driver}': only 'bridge' is supported")
+    if ctx.store.network(req.name):
+        raise Conflict(f"network '{req.name}' already exists")
+    if req.mtu is not None and not 68 <= req.mtu <= 65535:
+        raise UserError(f"invalid MTU {req.mtu}: use a value from 68 to 65535")
+
+    if req.bridge:
+        bridge = naming.validate_ifname(req.bridge, "bridge")
+    else:
+        bridge = naming.bridge_name_for(req.name)
+    owner = next((n.name for n in ctx.store.networks() if n.bridge == bridge), None)
+    if owner:
+        raise Conflict(f"bridge '{bridge}' already belongs to network '{owner}'")
+    adopted = _kernel_link_exists(bridge)
+    if adopted and not req.bridge and not default:
+        raise Conflict(f"interface '{bridge}' already exists; adopt it with --bridge {bridge} or choose another name")
+    existing_addrs = _bridge_addresses(bridge) if adopted else []
+
+    others = _taken_subnets(ctx)
+    gateway = req.gateway
+    if req.subnet:
+        subnet = ipam.parse_subnet(req.subnet)
+        ipam.check_overlap(subnet, others)
+    elif existing_addrs:
+        # Like dockerd -b: an adopted bridge that already has an address defines the network.
+        iface = ipam.parse_interface_cidr(existing_addrs[0])
+        subnet, gateway = iface.network, gateway or str(iface.ip)
+        ipam.check_overlap(subnet, others)
+    else:
+        taken = list(others.values()) + ipam.host_routes()
+        subnet = ipam.pick_free_subnet(ctx.config.default_address_pools, taken)
+    layout = ipam.plan_layout(subnet, gateway, req.ip_range)
+
+    net = Network(
+        name=req.name, id=naming.new_id(req.name), bridge=bridge, subnet=str(layout.subnet),
+        gateway=str(layout.gateway), ip_range=str(layout.ip_range) if layout.ip_range else None,
+        mtu=req.mtu or ctx.config.mtu, internal=req.internal, icc=req.icc, masquerade=req.masquerade,
+        adopted=adopted, default=default, iptables=ctx.config.iptables, created=time.time(),
+    )
+    address = f"{net.gateway}/{layout.subnet.prefixlen}"
+    if adopted:
+        plan = [] if address in existing_addrs else [ops.AddrAdd(bridge, address)]
+    else:
+        plan = [ops.BridgeAdd(bridge, net.mtu, address)]
+    return net, plan
+
+
+def create(ctx, req: NetworkRequest) -> Network:
+    ctx.require_root()
+    with ctx.change():
+        net, plan = plan_network(ctx, req)
+        ctx.apply(plan)
+        ctx.store.put_network(net)
+    return net
+
+
+def default_request(ctx) -> tuple[NetworkRequest, bool]:
+    cfg = ctx.config
+    req = NetworkRequest(name=DEFAULT_NETWORK, mtu=cfg.mtu, icc=cfg.icc, masquerade=cfg.ip_masq)
+    if cfg.bip:
+        iface = ipam.parse_interface_cidr(cfg.bip)
+        req.subnet, req.gateway = str(iface.network), str(iface.ip)
+    req.bridge = cfg.bridge
+    return req, cfg.bridge != "netkit0"
+
+
+def get(ctx, name: str) -> Network:
+    """A network by name; the default `bridge` network is made on first use (like docker0)."""
+    net = ctx.store.network(name)
+    if net:
+        return net
+    if name != DEFAULT_NETWORK:
+        raise NotFound(f"network '{name}' not found; see `netkit network ls`")
+    req, must_exist = default_request(ctx)
+    if must_exist and not _kernel_link_exists(req.bridge):
+        raise UserError(
+            f"{ctx.config.source}: bridge '{req.bridge}' does not exist; create it first "
+            f"(ip link add {req.bridge} type bridge) or remove the 'bridge' key"
+        )
+    net, plan = plan_network(ctx, req, default=True)
+    ctx.apply(plan)
+    ctx.store.put_network(net)
+    return net
+
+
+def remove(ctx, name: str) -> Network:
+    ctx.require_root()
+    with ctx.change():
+        net = ctx.store.network(name)
+        if not net:
+            raise NotFound(f"network '{name}' not found; see `netkit network ls`")
+        members = ctx.store.members(name)
+        if members:
+            raise Conflict(
+                f"network '{name}' still has containers: {', '.join(members)}; "
+                "remove them or `netkit network disconnect` them first"
+            )
+        ctx.apply([] if net.adopted else [ops.BridgeDel(net.bridge)])
+        ctx.store.delete_network(name)
+    return net
+
+
+def inspect(ctx, name: str) -> dict:
+    net = ctx.store.network(name)
+    if not net:
+        raise NotFound(f"network '{name}' not found; see `netkit network ls`")
+    containers = {}
+    for cname in ctx.store.members(name):
+        c = ctx.store.container(cname)
+        ep = c.endpoint(name) if c else None
+        if ep:
+            containers[cname] = {"ip": ep.ip, "prefix_length": ep.prefixlen, "mac": ep.mac,
+                                 "interface": ep.ifname, "host_interface": ep.host_ifname}
+    return {
+        "name": net.name, "id": net.id, "driver": "bridge", "bridge": net.bridge, "subnet": net.subnet,
+        "gateway": net.gateway, "ip_range": net.ip_range, "mtu": net.mtu, "internal": net.internal,
+        "icc": net.icc, "masquerade": net.masquerade, "adopted_bridge": net.adopted, "default": net.default,
+        "iptables": net.iptables, "containers": containers,
+    }

@@ -1,0 +1,101 @@
+"""The objects netkit keeps in its state: networks, containers, endpoints and port mappings.
+
+Plain dataclasses with no behaviour beyond (de)serialisation, shared by the pure planning
+code (ipam, rules, naming) and the engine. Field names are the stable names of `--json`.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+# Container network modes, as in `docker run --network`.
+MODE_BRIDGE = "bridge"  # own netns, one endpoint per network
+MODE_HOST = "host"  # the host's netns
+MODE_NONE = "none"  # own netns with only lo
+MODE_CONTAINER = "container"  # joins another container's netns
+
+
+@dataclass
+class Network:
+    name: str
+    id: str
+    bridge: str  # bridge device in the host netns
+    subnet: str  # "172.17.0.0/16"
+    gateway: str  # "172.17.0.1", set on the bridge
+    ip_range: str | None = None  # allocate from this sub-range only
+    mtu: int = 1500
+    internal: bool = False  # no way out, no publishing
+    icc: bool = True  # inter-container communication on the same bridge
+    masquerade: bool = True  # SNAT traffic leaving the host
+    adopted: bool = False  # the bridge existed before netkit: never delete it
+    default: bool = False  # the "bridge" network made on first use
+    iptables: bool = True  # false: netkit writes no firewall rules for this network
+    created: float = 0.0
+
+    @property
+    def prefixlen(self) -> int:
+        return int(self.subnet.split("/")[1])
+
+
+@dataclass
+class Endpoint:
+    """One container interface on one network (eth0, eth1 ...)."""
+
+    container: str
+    network: str
+    ifname: str  # name inside the container: eth0, eth1 ...
+    host_ifname: str  # the veth peer on the host, enslaved to the bridge
+    ip: str
+    prefixlen: int
+    gateway: str
+    mac: str
+    aliases: list[str] = field(default_factory=list)  # DNS aliases on this network
+
+
+@dataclass
+class PortMapping:
+    """One published port: host_ip:host_port/proto -> container_port on the container's IP."""
+
+    container: str
+    proto: str  # tcp, udp, sctp
+    host_ip: str  # "0.0.0.0" for all IPv4 addresses
+    host_port: int
+    container_port: int
+
+
+@dataclass
+class Container:
+    name: str
+    id: str
+    mode: str  # MODE_*
+    netns: str | None  # /run/netns/NAME, None for host mode
+    shares: str | None = None  # container mode: whose netns is joined
+    hostname: str | None = None
+    uts: str | None = None  # pinned UTS namespace file when a hostname is set
+    external: bool = False  # netns made by someone else (netkit attach): never delete it
+    pid: int | None = None  # attach --pid: the process whose netns was wired
+    dns: list[str] = field(default_factory=list)
+    dns_search: list[str] = field(default_factory=list)
+    dns_options: list[str] = field(default_factory=list)
+    extra_hosts: list[str] = field(default_factory=list)  # "name:ip"
+    links: list[str] = field(default_factory=list)  # "other:alias"
+    exposed: list[str] = field(default_factory=list)  # "80/tcp"
+    created: float = 0.0
+    endpoints: list[Endpoint] = field(default_factory=list)
+    ports: list[PortMapping] = field(default_factory=list)
+
+    def endpoint(self, network: str) -> Endpoint | None:
+        return next((e for e in self.endpoints if e.network == network), None)
+
+
+def to_dict(obj) -> dict:
+    return asdict(obj)
+
+
+def from_dict(cls, data: dict):
+    """Build a dataclass from a dict, ignoring unknown keys (older/newer state rows)."""
+    names = {f.name for f in fields(cls)}
+    kwargs = {k: v for k, v in data.items() if k in names}
+    if cls is Container:
+        kwargs["endpoints"] = [from_dict(Endpoint, e) for e in data.get("endpoints", [])]
+        kwargs["ports"] = [from_dict(PortMapping, p) for p in data.get("ports", [])]
+    return cls(**kwargs)

@@ -1,0 +1,87 @@
+"""Names: validation of user-given names and derivation of interface names (<= 15 bytes)."""
+from __future__ import annotations
+
+import hashlib
+import re
+
+from netkit.errors import UserError
+
+IFNAMSIZ = 15  # the kernel's limit on interface names, without the trailing NUL
+_OBJECT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# The kernel refuses '/', ':' (alias syntax), whitespace, and the names '.' and '..'.
+_IFNAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+MAX_OBJECT_NAME = 64
+BRIDGE_PREFIX = "br-"
+
+
+def validate_object_name(kind: str, name: str) -> str:
+    """Check a container or network name the way Docker does ([a-zA-Z0-9][a-zA-Z0-9_.-]*)."""
+    if not name:
+        raise UserError(f"{kind} name must not be empty")
+    if len(name) > MAX_OBJECT_NAME:
+        raise UserError(f"{kind} name '{name}' is {len(name)} characters; use at most {MAX_OBJECT_NAME}")
+    if not _OBJECT_NAME.match(name):
+        raise UserError(
+            f"invalid {kind} name '{name}': use letters, digits, '_', '.' and '-', starting with a letter or digit"
+        )
+    return name
+
+
+def validate_ifname(name: str, what: str = "interface") -> str:
+    raw = name.encode()
+    if not name or name in (".", ".."):
+        raise UserError(f"invalid {what} name '{name}'")
+    if len(raw) > IFNAMSIZ:
+        raise UserError(f"{what} name '{name}' is {len(raw)} bytes; Linux allows at most {IFNAMSIZ}")
+    if not _IFNAME.match(name):
+        raise UserError(f"invalid {what} name '{name}': use letters, digits, '_', '.' and '-' only")
+    return name
+
+
+def bridge_name_for(network: str) -> str:
+    """`br-NAME` like Docker's `br-<id>`, but readable; refuse rather than truncate (collisions)."""
+    name = BRIDGE_PREFIX + network
+    if len(name.encode()) > IFNAMSIZ:
+        limit = IFNAMSIZ - len(BRIDGE_PREFIX)
+        raise UserError(
+            f"network name '{network}' would make bridge name '{name}' longer than {IFNAMSIZ} bytes; "
+            f"use a name of at most {limit} characters or pick the bridge with --bridge IFNAME"
+        )
+    return name
+
+
+def veth_name(container_id: str, network_id: str) -> str:
+    """Host end of a container's veth: `veth` + 7 hex digits, stable for a container/network pair."""
+    digest = hashlib.sha256(f"{container_id}/{network_id}".encode()).hexdigest()
+    return "veth" + digest[:7]
+
+
+def container_ifname(index: int) -> str:
+    """eth0 for the first network a container joins, eth1 for the second ..."""
+    return f"eth{index}"
+
+
+def new_id(name: str) -> str:
+    """A 64-hex id like Docker's; random so that a re-created name gets new veth names."""
+    import os
+
+    return hashlib.sha256(name.encode() + os.urandom(16)).hexdigest()
+
+
+def mac_for_ip(ip: str) -> str:
+    """Docker's scheme: 02:42 followed by the IPv4 address bytes (locally administered, unicast)."""
+    octets = [int(x) for x in ip.split(".")]
+    return "02:42:" + ":".join(f"{o:02x}" for o in octets)
+
+
+_MAC = re.compile(r"^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$")
+
+
+def validate_mac(mac: str) -> str:
+    if not _MAC.match(mac):
+        raise UserError(f"invalid MAC address '{mac}': use six hex pairs like 02:42:ac:11:00:02")
+    if int(mac[:2], 16) & 1:
+        raise UserError(f"MAC address '{mac}' is a multicast address; the first byte must be even")
+    if mac == "00:00:00:00:00:00":
+        raise UserError("MAC address 00:00:00:00:00:00 is not usable")
+    return mac.lower()

@@ -1,0 +1,191 @@
+"""Kernel changes as plain data: each step knows its iproute2 equivalent and its undo.
+
+The engine builds a list of these (the plan); `--dry-run` prints `render()` of each, and
+kernel.links.Executor applies them, undoing the finished ones when a later one fails.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+def _ns(netns: str | None) -> str:
+    return f"-n {netns} " if netns else ""
+
+
+@dataclass(frozen=True)
+class NetnsAdd:
+    """A named netns (/run/netns/NAME) with lo up and, unless asked for, IPv6 off."""
+
+    name: str
+    ipv6: bool = False
+
+    def render(self) -> list[str]:
+        lines = [f"ip netns add {self.name}"]
+        if not self.ipv6:
+            lines.append(f"ip netns exec {self.name} sysctl -qw net.ipv6.conf.all.disable_ipv6=1 "
+                         "net.ipv6.conf.default.disable_ipv6=1")
+        lines.append(f"ip -n {self.name} link set lo up")
+        return lines
+
+    def undo(self):
+        return NetnsDel(self.name)
+
+
+@dataclass(frozen=True)
+class NetnsAttach:
+    """Give a name to a netns made by someone else (a process's), as `ip netns attach` does."""
+
+    name: str
+    source: str  # /proc/PID/ns/net or a netns file
+    pid: int | None = None
+
+    def render(self) -> list[str]:
+        if self.pid is not None:
+            return [f"ip netns attach {self.name} {self.pid}"]
+        return [f"touch /run/netns/{self.name}", f"mount --bind {self.source} /run/netns/{self.name}"]
+
+    def undo(self):
+        return NetnsDel(self.name)
+
+
+@dataclass(frozen=True)
+class NetnsDel:
+    """Drop the name; the netns itself goes when nothing else holds it."""
+
+    name: str
+
+    def render(self) -> list[str]:
+        return [f"ip netns del {self.name}"]
+
+    def undo(self):
+        return None
+
+
+@dataclass(frozen=True)
+class BridgeAdd:
+    name: str
+    mtu: int
+    address: str | None = None  # "172.17.0.1/16"
+
+    def render(self) -> list[str]:
+        lines = [f"ip link add {self.name} type bridge", f"ip link set {self.name} mtu {self.mtu}",
+                 f"sysctl -qw net.ipv6.conf.{self.name}.disable_ipv6=1"]
+        if self.address:
+            lines.append(f"ip addr add {self.address} dev {self.name}")
+        lines.append(f"ip link set {self.name} up")
+        return lines
+
+    def undo(self):
+        return BridgeDel(self.name)
+
+
+@dataclass(frozen=True)
+class AddrAdd:
+    """An address on an existing interface of the host (an adopted bridge's gateway)."""
+
+    ifname: str
+    address: str
+
+    def render(self) -> list[str]:
+        return [f"ip addr add {self.address} dev {self.ifname}", f"ip link set {self.ifname} up"]
+
+    def undo(self):
+        return AddrDel(self.ifname, self.address)
+
+
+@dataclass(frozen=True)
+class AddrDel:
+    ifname: str
+    address: str
+
+    def render(self) -> list[str]:
+        return [f"ip addr del {self.address} dev {self.ifname}"]
+
+    def undo(self):
+        return None
+
+
+@dataclass(frozen=True)
+class BridgeDel:
+    name: str
+
+    def render(self) -> list[str]:
+        return [f"ip link del {self.name}"]
+
+    def undo(self):
+        return None
+
+
+@dataclass(frozen=True)
+class EndpointAdd:
+    """A veth pair: host end on the bridge, the peer made directly inside the container's netns."""
+
+    netns: str
+    host_ifname: str
+    ifname: str
+    bridge: str
+    mtu: int
+    mac: str
+    ip: str
+    prefixlen: int
+    gateway: str | None  # set: add the default route via it (the container's first network)
+
+    def render(self) -> list[str]:
+        ns = self.netns
+        lines = [
+            f"ip link add {self.host_ifname} mtu {self.mtu} type veth peer name {self.ifname} "
+            f"mtu {self.mtu} address {self.mac} netns {ns}",
+            f"sysctl -qw net.ipv6.conf.{self.host_ifname}.disable_ipv6=1",
+            f"ip link set {self.host_ifname} master {self.bridge} up",
+            f"ip -n {ns} addr add {self.ip}/{self.prefixlen} dev {self.ifname}",
+            f"ip -n {ns} link set {self.ifname} up",
+        ]
+        if self.gateway:
+            lines.append(f"ip -n {ns} route add default via {self.gateway}")
+        return lines
+
+    def undo(self):
+        return LinkDel(self.host_ifname)
+
+
+@dataclass(frozen=True)
+class LinkDel:
+    """Delete an interface (deleting one end of a veth deletes both)."""
+
+    ifname: str
+    netns: str | None = None
+
+    def render(self) -> list[str]:
+        return [f"ip {_ns(self.netns)}link del {self.ifname}"]
+
+    def undo(self):
+        return None
+
+
+@dataclass(frozen=True)
+class UtsAdd:
+    """A persistent UTS namespace holding the container's hostname, pinned to a file."""
+
+    path: str
+    hostname: str
+
+    def render(self) -> list[str]:
+        return [f"touch {self.path}", f"unshare --uts={self.path} hostname {self.hostname}"]
+
+    def undo(self):
+        return UtsDel(self.path)
+
+
+@dataclass(frozen=True)
+class UtsDel:
+    path: str
+
+    def render(self) -> list[str]:
+        return [f"umount {self.path}", f"rm {self.path}"]
+
+    def undo(self):
+        return None
+
+
+def render_plan(ops) -> list[str]:
+    return [line for op in ops for line in op.render()]

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs inside `netkit sandbox`: a network, two containers, and real traffic between them.
+set -euo pipefail
+nk() { echo "\$ netkit $*"; .venv/bin/python -m netkit "$@"; }
+nk network create app --subnet 172.20.0.0/24
+nk container create web --net app
+nk container create client --net app
+nk network ls
+nk container ls
+nk bridge show
+echo "\$ netkit exec web -- python3 -m http.server 80 &"
+.venv/bin/python -m netkit exec web -- python3 -m http.server 80 --bind 0.0.0.0 >/dev/null 2>&1 &
+server=$!
+for _ in $(seq 50); do ip netns exec web ss -ltn 2>/dev/null | grep -q ":80 " && break; sleep 0.1; done
+nk exec client -- python3 -c "import urllib.request as u; r = u.urlopen('http://172.20.0.2/', timeout=5); print('client got HTTP', r.status, 'from web (172.20.0.2)')"
+nk bridge macs br-app
+kill "$server"
+nk container rm web client
+nk network rm app
