@@ -1,0 +1,1 @@
+"""`netkit publish`, `unpublish`, `port`, `rules`, `doctor`, `reset`: the firewall side."""

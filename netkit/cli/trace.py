@@ -1,0 +1,1 @@
+"""`netkit trace ...` and `netkit demo`: the packet tracer."""
