@@ -1,0 +1,311 @@
+"""A network's embedded DNS server (what Docker's 127.0.0.11 resolver and aardvark-dns do): answers
+for the container names in a records file, forwards every other query to upstream resolvers; UDP and TCP.
+
+    python -m netkit.dns.server --listen IP [--port 53] --records FILE [--ready-fd N] [--network NAME]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import selectors
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+from typing import NamedTuple
+
+from dnslib import AAAA, PTR, QTYPE, RCODE, RR, A, DNSError, DNSRecord
+
+# TTL 0: container names come and go (and an IP is reused by the next container), and the
+# server is one local hop away, so answers are not worth caching. Docker uses 600 s, which
+# lets a caching client (nscd, a JVM) keep a removed container's address for ten minutes.
+TTL = 0
+UPSTREAM_TIMEOUT = 2.0  # per upstream, then the next one
+MAX_FORWARDS = 64  # forwards in flight; beyond this answer SERVFAIL at once rather than queue
+MAX_TCP = 64  # TCP connections served at once
+TCP_IDLE = 10.0  # seconds a TCP client may stay silent
+
+
+def log(msg: str) -> None:
+    print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} netkit-dns[{os.getpid()}]: {msg}", file=sys.stderr, flush=True)
+
+
+def parse_upstream(text: str) -> tuple[str, int]:
+    """Upstream "198.18.0.2" or "fd00::1" -> port 53; "127.0.0.2:5353" or "[::1]:5353" name a port (tests)."""
+    try:
+        return str(ipaddress.ip_address(text)), 53
+    except ValueError:
+        pass
+    host, _, port = text.rpartition(":")
+    return str(ipaddress.ip_address(host.strip("[]"))), int(port)
+
+
+class Snapshot(NamedTuple):
+    """One consistent reading of the records file (replaced whole, never changed in place)."""
+
+    names: dict[str, list[str]]  # name -> addresses
+    reverse: dict[str, str]  # "2.0.18.172.in-addr.arpa" -> name, for PTR queries
+    upstreams: list[tuple[str, int]]
+
+
+class Records:
+    """The records file, re-read when its inode, size or mtime changes (one stat per query),
+    so containers the engine adds or removes resolve at once, with no signal or restart."""
+
+    def __init__(self, path: str, listen: tuple[str, int]):
+        self.path = path
+        self.listen = listen
+        self._lock = threading.Lock()  # TCP and forward threads read it too
+        self._key: tuple | None = ()  # matches no stat result, so the first query loads
+        self.snap = Snapshot({}, {}, [])
+
+    def current(self) -> Snapshot:
+        try:
+            st = os.stat(self.path)
+            key = (st.st_ino, st.st_size, st.st_mtime_ns)
+        except FileNotFoundError:
+            key = None
+        with self._lock:
+            if key != self._key:
+                self._load(key)
+            return self.snap
+
+    def _load(self, key: tuple | None) -> None:
+        if key is None:  # no file (yet, or the network is going away): nothing to answer
+            names, ups = {}, []
+        else:
+            try:
+                with open(self.path, encoding="utf-8") as f:
+                    data = json.load(f)
+                names = {k.lower().rstrip("."): [str(ipaddress.ip_address(ip)) for ip in v]
+                         for k, v in data.get("records", {}).items()}
+                ups = [parse_upstream(u) for u in data.get("upstreams", [])]
+            except (OSError, ValueError, AttributeError, TypeError) as err:
+                # The engine renames a complete file into place, so this is a real error:
+                # keep serving the last good records and try again on the next query.
+                log(f"cannot read {self.path}, keeping previous records: {err}")
+                return
+        reverse: dict[str, str] = {}
+        for name, ips in names.items():
+            for ip in ips:
+                reverse.setdefault(ipaddress.ip_address(ip).reverse_pointer, name)
+        # Forwarding to ourselves would loop until every forward slot is taken.
+        ups = [u for u in ups if u != self.listen]
+        self.snap, self._key = Snapshot(names, reverse, ups), key
+        log(f"records: {len(names)} names, upstreams {[f'{h}:{p}' for h, p in ups]}")
+
+
+class Server:
+    def __init__(self, listen_ip: str, port: int, records_path: str):
+        self.family = socket.AF_INET6 if ":" in listen_ip else socket.AF_INET
+        self.records = Records(records_path, (str(ipaddress.ip_address(listen_ip)), port))
+        self.forward_slots = threading.BoundedSemaphore(MAX_FORWARDS)
+        self.tcp_slots = threading.BoundedSemaphore(MAX_TCP)
+        self.udp = socket.socket(self.family, socket.SOCK_DGRAM)
+        self.udp.bind((listen_ip, port))
+        self.tcp = socket.socket(self.family, socket.SOCK_STREAM)
+        self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # restart despite TIME_WAIT
+        self.tcp.bind((listen_ip, port))
+        self.tcp.listen(64)
+
+    # -- answering ---------------------------------------------------------------------------
+
+    def local(self, q: DNSRecord, recs: Snapshot) -> DNSRecord | None:
+        """Our answer if the name is one of the network's, else None (to be forwarded)."""
+        qname = str(q.q.qname).rstrip(".").lower()
+        if qname in recs.names:
+            r = q.reply()
+            for ip in recs.names[qname]:
+                v6 = ":" in ip
+                if q.q.qtype in (QTYPE.ANY, QTYPE.AAAA if v6 else QTYPE.A):
+                    r.add_answer(RR(q.q.qname, QTYPE.AAAA if v6 else QTYPE.A,
+                                    rdata=AAAA(ip) if v6 else A(ip), ttl=TTL))
+            return r  # other types of a known name: NOERROR, no answers
+        if qname in recs.reverse and q.q.qtype in (QTYPE.PTR, QTYPE.ANY):
+            r = q.reply()
+            r.add_answer(RR(q.q.qname, QTYPE.PTR, rdata=PTR(recs.reverse[qname] + "."), ttl=TTL))
+            return r
+        return None
+
+    def forward(self, q: DNSRecord, data: bytes, upstreams: list[tuple[str, int]], tcp: bool) -> bytes:
+        """The first upstream's reply, relayed as is; NXDOMAIN with no upstreams, SERVFAIL if all fail."""
+        if not upstreams:
+            return self.error(q, RCODE.NXDOMAIN)
+        for host, port in upstreams:
+            try:
+                out = udp_query(data, host, port)
+                if tcp and out[2] & 0x02:  # truncated: a TCP client can take the full answer
+                    out = tcp_query(data, host, port)
+                return out
+            except OSError:  # timeout, refused, unreachable: try the next one
+                continue
+        return self.error(q, RCODE.SERVFAIL)
+
+    @staticmethod
+    def error(q: DNSRecord, rcode: int) -> bytes:
+        r = q.reply(aa=0)
+        r.header.rcode = rcode
+        return r.pack()
+
+    @staticmethod
+    def parse(data: bytes) -> DNSRecord | None:
+        try:
+            q = DNSRecord.parse(data)
+        except DNSError:
+            return None
+        # Drop replies and empty questions: answering them invites reflection loops.
+        return q if not q.header.qr and q.questions else None
+
+    # -- transports --------------------------------------------------------------------------
+
+    def on_udp(self) -> None:
+        try:
+            data, addr = self.udp.recvfrom(65535)
+        except OSError:
+            return
+        q = self.parse(data)
+        if q is None:
+            return
+        if q.header.opcode != 0:
+            self.udp.sendto(self.error(q, RCODE.NOTIMP), addr)
+            return
+        recs = self.records.current()
+        r = self.local(q, recs)
+        if r is not None:
+            self.udp.sendto(fit_udp(r, q), addr)
+        elif not recs.upstreams:
+            self.udp.sendto(self.error(q, RCODE.NXDOMAIN), addr)
+        elif self.forward_slots.acquire(blocking=False):
+            # A slow upstream holds only its own thread; the loop goes on answering.
+            threading.Thread(target=self._udp_forward, args=(q, data, recs.upstreams, addr), daemon=True).start()
+        else:
+            self.udp.sendto(self.error(q, RCODE.SERVFAIL), addr)
+
+    def _udp_forward(self, q, data, upstreams, addr) -> None:
+        try:
+            self.udp.sendto(self.forward(q, data, upstreams, tcp=False), addr)
+        except OSError:
+            pass
+        finally:
+            self.forward_slots.release()
+
+    def on_tcp(self) -> None:
+        try:
+            conn, _ = self.tcp.accept()
+        except OSError:
+            return
+        if not self.tcp_slots.acquire(blocking=False):
+            conn.close()
+            return
+        threading.Thread(target=self._tcp_conn, args=(conn,), daemon=True).start()
+
+    def _tcp_conn(self, conn: socket.socket) -> None:
+        try:
+            conn.settimeout(TCP_IDLE)
+            while (head := recv_exact(conn, 2)) is not None:
+                data = recv_exact(conn, struct.unpack("!H", head)[0])
+                q = self.parse(data) if data is not None else None
+                if q is None:
+                    break
+                if q.header.opcode != 0:
+                    out = self.error(q, RCODE.NOTIMP)
+                else:
+                    recs = self.records.current()
+                    r = self.local(q, recs)
+                    out = r.pack() if r is not None else self.forward(q, data, recs.upstreams, tcp=True)
+                conn.sendall(struct.pack("!H", len(out)) + out)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+            self.tcp_slots.release()
+
+    def serve_forever(self) -> None:
+        sel = selectors.DefaultSelector()
+        sel.register(self.udp, selectors.EVENT_READ, self.on_udp)
+        sel.register(self.tcp, selectors.EVENT_READ, self.on_tcp)
+        while True:
+            for key, _ in sel.select():
+                try:
+                    key.data()
+                except Exception as err:  # noqa: BLE001 - one bad query must not stop the server
+                    log(f"error handling a query: {err!r}")
+
+
+def fit_udp(r: DNSRecord, q: DNSRecord) -> bytes:
+    """Pack `r` for a UDP client: truncated (TC set, so it retries over TCP) if too big."""
+    limit = 512
+    for rr in q.ar:
+        if rr.rtype == QTYPE.OPT:  # EDNS0 advertises a larger buffer in the class field
+            limit = max(512, rr.rclass)
+    out = r.pack()
+    return out if len(out) <= limit else r.truncate().pack()
+
+
+def udp_query(data: bytes, host: str, port: int) -> bytes:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect((host, port))  # a connected socket only accepts datagrams from the upstream
+        s.send(data)
+        deadline = time.monotonic() + UPSTREAM_TIMEOUT
+        while True:
+            s.settimeout(max(deadline - time.monotonic(), 0.001))
+            out = s.recv(65535)
+            if len(out) >= 12 and out[:2] == data[:2]:  # same query ID; ignore strays
+                return out
+
+
+def tcp_query(data: bytes, host: str, port: int) -> bytes:
+    with socket.create_connection((host, port), timeout=UPSTREAM_TIMEOUT) as s:
+        s.sendall(struct.pack("!H", len(data)) + data)
+        head = recv_exact(s, 2)
+        out = recv_exact(s, struct.unpack("!H", head)[0]) if head else None
+        if out is None:
+            raise ConnectionError("upstream closed the TCP connection")
+        return out
+
+
+def recv_exact(conn: socket.socket, n: int) -> bytes | None:
+    buf = b""
+    while len(buf) < n:
+        chunk = conn.recv(n - len(buf))
+        if not chunk:
+            return None
+        buf += chunk
+    return buf
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m netkit.dns.server", description=__doc__.splitlines()[0])
+    p.add_argument("--listen", required=True, help="address to bind (the network's gateway)")
+    p.add_argument("--port", type=int, default=53)
+    p.add_argument("--records", required=True, help="JSON records file, re-read when it changes")
+    p.add_argument("--ready-fd", type=int, help="write one byte to this fd once bound, then close it")
+    p.add_argument("--network", help="network name; lets the supervisor recognise this process")
+    args = p.parse_args(argv)
+
+    # SIGTERM from the supervisor: leave through SystemExit so the log says so.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        server = Server(args.listen, args.port, args.records)
+    except OSError as err:
+        log(f"cannot listen on {args.listen}:{args.port}: {err}")
+        return 1
+    server.records.current()
+    if args.ready_fd is not None:
+        os.write(args.ready_fd, b"R")
+        os.close(args.ready_fd)
+    log(f"listening on {args.listen}:{args.port} (udp, tcp) for network {args.network or '?'}")
+    try:
+        server.serve_forever()
+    except (KeyboardInterrupt, SystemExit):
+        log("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
