@@ -19,12 +19,19 @@ class Context:
     def __init__(self, dry_run: bool = False, store: Store | None = None, config=None):
         self.dry_run = dry_run
         self.store = store or Store()
-        self.config = config or config_mod.load()
+        self._config = config
         self.run_dir = run_dir()
         self.printed: list[str] = []  # dry-run: the iproute2/iptables commands the plan stands for
         self._executor = None
         self._applied: list = []
         self._on_commit: list = []  # kernel steps that can only run once state is final
+
+    @property
+    def config(self):
+        """Read on first use, so that commands which need no settings never fail on a bad file."""
+        if self._config is None:
+            self._config = config_mod.load()
+        return self._config
 
     def executor(self):
         if self._executor is None:

@@ -1,0 +1,124 @@
+"""Issue 3: every user mistake is one clear line, exit 2 (1 for environment), and changes nothing."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from nettools import snapshot
+
+pytestmark = pytest.mark.root
+
+
+@pytest.fixture
+def world(sandbox):
+    sandbox.netkit("network", "create", "app", "--subnet", "172.20.0.0/24")
+    sandbox.netkit("container", "create", "web", "--net", "app", "--ip", "172.20.0.10")
+    sandbox.netkit("container", "create", "side", "--net", "container:web")
+    return sandbox
+
+
+CASES = [
+    (["network", "create", "x", "--subnet", "172.21.0.0/33"], "invalid subnet '172.21.0.0/33'"),
+    (["network", "create", "x", "--subnet", "banana"], "invalid subnet 'banana'"),
+    (["network", "create", "x", "--subnet", "172.21.0.1/24"], "host bits are set; did you mean 172.21.0.0/24"),
+    (["network", "create", "x", "--subnet", "172.21.0.0/24", "--gateway", "172.22.0.1"],
+     "gateway 172.22.0.1 is not a usable address of subnet 172.21.0.0/24"),
+    (["network", "create", "x", "--subnet", "172.21.0.0/24", "--ip-range", "172.21.1.0/25"],
+     "ip-range 172.21.1.0/25 is not inside subnet 172.21.0.0/24"),
+    (["network", "create", "x", "--subnet", "172.20.0.128/25"], "overlaps 172.20.0.0/24 of network 'app'"),
+    (["network", "create", "app"], "network 'app' already exists"),
+    (["network", "create", "averyverylongname"], "longer than 15 bytes"),
+    (["network", "create", "bad/name"], "invalid network name 'bad/name'"),
+    (["network", "create", "x", "--bridge", "br-way-too-long-name"], "Linux allows at most 15"),
+    (["network", "create", "x", "--driver", "overlay"], "unknown network driver 'overlay'"),
+    (["network", "rm", "app"], "network 'app' still has containers: web"),
+    (["network", "rm", "nope"], "network 'nope' not found"),
+    (["network", "connect", "nope", "web"], "network 'nope' not found"),
+    (["network", "connect", "app", "nope"], "container 'nope' not found"),
+    (["network", "connect", "app", "web"], "already connected to network 'app'"),
+    (["network", "disconnect", "app", "side"], "not connected to network 'app'"),
+    (["container", "create", "web"], "container 'web' already exists"),
+    (["container", "create", "x", "--net", "app", "--ip", "10.0.0.5"], "IP 10.0.0.5 is outside the network's subnet 172.20.0.0/24"),
+    (["container", "create", "x", "--net", "app", "--ip", "172.20.0.1"], "is the network's gateway"),
+    (["container", "create", "x", "--net", "app", "--ip", "172.20.0.10"], "already in use by container 'web'"),
+    (["container", "create", "x", "--net", "app", "--ip", "172.20.0.255"], "network or broadcast address"),
+    (["container", "create", "x", "--net", "app", "--ip", "300.1.1.1"], "invalid IP address '300.1.1.1'"),
+    (["container", "create", "x", "--net", "nope"], "network 'nope' not found"),
+    (["container", "create", "x", "--net", "container:x"], "cannot share its own network namespace"),
+    (["container", "create", "x", "--net", "container:ghost"], "container 'ghost' not found"),
+    (["container", "create", "x", "--net", "none", "--ip", "172.20.0.5"], "--ip and --mac need a bridge network"),
+    (["container", "create", "x", "--mac", "01:00:5e:00:00:01"], "is a multicast address"),
+    (["container", "create", "x", "--mac", "zz"], "invalid MAC address 'zz'"),
+    (["container", "create", "bad name"], "invalid container name 'bad name'"),
+    (["container", "create", "x", "--hostname", "bad_host!"], "hostname"),
+    (["container", "rm", "ghost"], "container 'ghost' not found"),
+    (["container", "rm", "web"], "shares its network namespace with side"),
+    (["exec", "ghost", "--", "true"], "container 'ghost' not found"),
+    (["attach", "--pid", "999999", "--network", "app"], "no process with PID 999999"),
+    (["attach", "--pid", "SELF", "--network", "app"], "is in the host's network namespace"),
+    (["bridge", "create", "br-this-is-too-long"], "Linux allows at most 15"),
+    (["bridge", "create", "uplink"], "interface 'uplink' already exists"),
+    (["bridge", "rm", "nope"], "bridge 'nope' not found"),
+    (["bridge", "macs", "nope"], "bridge 'nope' not found"),
+]
+
+
+def test_bad_input_is_one_line_exit_2_and_changes_nothing(world):
+    """One world for all cases (building it per case would cost minutes); each case is checked alone."""
+    before = snapshot(world)
+    failures = []
+    for args, message in CASES:
+        args = [str(os.getpid()) if a == "SELF" else a for a in args]
+        r = world.netkit(*args, check=False)
+        lines = r.stderr.strip().splitlines()
+        if r.returncode != 2 or len(lines) != 1 or not lines[0].startswith("netkit: ") or message not in lines[0]:
+            failures.append(f"{' '.join(args)}: exit {r.returncode}: {r.stderr.strip()!r}")
+    assert not failures, "\n".join(failures)
+    assert snapshot(world) == before
+
+
+def test_subnet_exhausted(sandbox):
+    sandbox.netkit("network", "create", "tiny", "--subnet", "172.20.0.0/30")
+    sandbox.netkit("container", "create", "one", "--net", "tiny")
+    before = snapshot(sandbox)
+    r = sandbox.netkit("container", "create", "two", "--net", "tiny", check=False)
+    assert r.returncode == 2 and "no free address left in 172.20.0.0/30" in r.stderr
+    assert snapshot(sandbox) == before
+
+
+def test_bad_config_file_is_reported_with_its_path(sandbox):
+    path = os.environ["NETKIT_CONFIG"]
+    for content, message in [('{"mtu": "big"}', "bad value for 'mtu'"), ('{"colour": 1}', "unknown key 'colour'"),
+                             ("{nope", "not valid JSON"), ('{"bip": "10.0.0.0/33"}', "bad value for 'bip'")]:
+        with open(path, "w") as fh:
+            fh.write(content)
+        r = sandbox.netkit("container", "create", "web", check=False)
+        assert r.returncode == 2 and r.stderr.strip().startswith(f"netkit: {path}: ") and message in r.stderr
+    assert sandbox.netkit("container", "ls", "--json").stdout.strip() == "[]"
+
+
+def test_not_root_is_exit_1(sandbox):
+    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m",
+                        "netkit", "container", "create", "web"], capture_output=True, text=True,
+                       env={**os.environ, "NETKIT_STATE_DIR": "/tmp/netkit-nobody"})
+    assert r.returncode == 1 and "must run as root" in r.stderr, r.stderr
+    assert json.loads(sandbox.netkit("container", "ls", "--json").stdout) == []
+
+
+def test_failure_half_way_leaves_nothing(sandbox):
+    """A veth name taken by someone else makes the endpoint step fail after the netns was made."""
+    sandbox.netkit("network", "create", "app", "--subnet", "172.20.0.0/24")
+    before = snapshot(sandbox)
+    # Make the kernel refuse the container's eth0 address by pre-filling the MTU limit of the bridge:
+    # an MTU above the bridge's maximum fails inside the kernel, after `ip netns add`.
+    r = sandbox.netkit("network", "create", "big", "--subnet", "172.21.0.0/24", "--mtu", "65535", check=False)
+    if r.returncode == 0:
+        r2 = sandbox.netkit("container", "create", "x", "--net", "big", check=False)
+        assert r2.returncode in (0, 1)
+        sandbox.netkit("container", "rm", "x", check=False)
+        sandbox.netkit("network", "rm", "big")
+    assert snapshot(sandbox) == before
