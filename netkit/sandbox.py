@@ -23,6 +23,7 @@ OUTSIDE_ADDR = "198.18.0.2"
 OUTSIDE_IF = "eth0"
 PREFIX = 24
 PRIVATE_DIRS = ("/run/netns", "/run/netkit", "/etc/netns")
+SANDBOX_RESOLV = "/run/netkit/host-resolv.conf"
 
 
 def mount_private_dirs() -> None:
@@ -30,6 +31,9 @@ def mount_private_dirs() -> None:
     for path in PRIVATE_DIRS:
         os.makedirs(path, exist_ok=True)
         nsutil.mount("tmpfs", path, "tmpfs", nsutil.MS_NOSUID | nsutil.MS_NODEV, "mode=755")
+    # The sandbox's "host resolver" is the outside host: DNS forwarding stays inside.
+    with open(SANDBOX_RESOLV, "w") as fh:
+        fh.write(f"# netkit sandbox: the outside host plays the upstream resolver\nnameserver {OUTSIDE_ADDR}\n")
     # sysfs shows the netns of whoever mounts it: remount so /sys/class/net is the sandbox's.
     nsutil.mount("sysfs", "/sys", "sysfs", nsutil.MS_NOSUID | nsutil.MS_NODEV | nsutil.MS_NOEXEC)
 
@@ -66,6 +70,7 @@ def _environment(state: str) -> None:
     os.environ["NETKIT_STATE_DIR"] = state
     os.environ["NETKIT_RUN_DIR"] = "/run/netkit"
     os.environ["NETKIT_SANDBOX"] = "1"
+    os.environ["NETKIT_HOST_RESOLV"] = SANDBOX_RESOLV
     os.environ["NETKIT_SANDBOX_PIDNS"] = os.readlink("/proc/self/ns/pid")
     os.environ["XTABLES_LOCKFILE"] = "/run/netkit/xtables.lock"  # the sandbox's own rules, its own lock
 

@@ -18,6 +18,12 @@ def create(
     ip: Optional[str] = typer.Option(None, "--ip", help="Static IPv4 address on the network."),
     mac: Optional[str] = typer.Option(None, "--mac", help="MAC address of eth0 (default: 02:42 + IP)."),
     hostname: Optional[str] = typer.Option(None, "--hostname", "-h", help="Hostname inside the container."),
+    dns: list[str] = typer.Option([], "--dns", help="DNS server for /etc/resolv.conf (repeatable)."),
+    dns_search: list[str] = typer.Option([], "--dns-search", help="Search domain (repeatable)."),
+    dns_option: list[str] = typer.Option([], "--dns-option", help="resolv.conf option, e.g. ndots:2 (repeatable)."),
+    add_host: list[str] = typer.Option([], "--add-host", help="Extra /etc/hosts entry NAME:IP (repeatable)."),
+    link: list[str] = typer.Option([], "--link", help="Link to another container: NAME[:ALIAS] (repeatable)."),
+    network_alias: list[str] = typer.Option([], "--network-alias", help="DNS alias on the network (repeatable)."),
     dry_run: bool = DRY_OPT,
     json: bool = JSON_OPT,
 ):
@@ -25,7 +31,10 @@ def create(
     from netkit.engine import containers
 
     ctx = context(dry_run)
-    c = containers.create(ctx, containers.ContainerRequest(name, net, ip, mac, hostname))
+    req = containers.ContainerRequest(name, net, ip, mac, hostname, dns=dns, dns_search=dns_search,
+                                      dns_options=dns_option, add_host=add_host, links=link,
+                                      network_alias=network_alias)
+    c = containers.create(ctx, req)
     if dry_run:
         render.emit_plan(ctx.printed)
     elif json:

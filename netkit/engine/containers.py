@@ -19,7 +19,12 @@ class ContainerRequest:
     ip: str | None = None
     mac: str | None = None
     hostname: str | None = None
-    extra: dict = field(default_factory=dict)  # options later features read (dns, links, ports ...)
+    dns: list[str] = field(default_factory=list)
+    dns_search: list[str] = field(default_factory=list)
+    dns_options: list[str] = field(default_factory=list)
+    add_host: list[str] = field(default_factory=list)  # "name:ip"
+    links: list[str] = field(default_factory=list)  # "other[:alias]"
+    network_alias: list[str] = field(default_factory=list)  # DNS aliases on the first network
 
 
 def get(ctx, name: str) -> Container:
@@ -85,6 +90,37 @@ def _parse_mode(ctx, req: ContainerRequest) -> tuple[str, str | None, Container 
     return MODE_BRIDGE, net, None
 
 
+def _apply_name_options(ctx, c: Container, req: ContainerRequest) -> None:
+    """Validate and record --dns, --dns-search, --dns-option, --add-host, --link."""
+    from netkit import names
+
+    c.dns = [names.validate_dns_server(d) for d in req.dns]
+    for domain in req.dns_search:
+        if not domain or any(ch.isspace() for ch in domain):
+            raise UserError(f"invalid --dns-search '{domain}': give a domain name like example.com")
+    c.dns_search = list(req.dns_search)
+    for opt in req.dns_options:
+        if not opt or any(ch.isspace() for ch in opt):
+            raise UserError(f"invalid --dns-option '{opt}': give one resolv.conf option like ndots:2")
+    c.dns_options = list(req.dns_options)
+    for entry in req.add_host:
+        names.parse_add_host(entry)
+    c.extra_hosts = list(req.add_host)
+    links = []
+    for spec in req.links:
+        other, _, alias = spec.partition(":")
+        target = ctx.store.container(other)
+        if not target:
+            raise NotFound(f"--link {spec}: container '{other}' not found")
+        if other == c.name:
+            raise UserError(f"--link {spec}: a container cannot link to itself")
+        links.append(f"{other}:{alias or other}")
+    c.links = links
+    if c.mode in (MODE_HOST, MODE_CONTAINER) and (req.dns or req.dns_search or req.dns_options or req.add_host):
+        raise UserError(f"--dns, --dns-search, --dns-option and --add-host need a netns of the container's own; "
+                        f"'{req.net}' mode uses another's files")
+
+
 def create(ctx, req: ContainerRequest) -> Container:
     ctx.require_root()
     with ctx.change():
@@ -108,10 +144,17 @@ def plan_create(ctx, req: ContainerRequest) -> Container:
         from netkit.names import validate_hostname
 
         validate_hostname(req.hostname)
+        if len(req.hostname) > 64:
+            raise UserError(f"hostname '{req.hostname}' is {len(req.hostname)} characters; Linux allows at most 64")
     from netkit.kernel import netns as netns_mod
 
     c = Container(name=req.name, id=naming.new_id(req.name), mode=mode, netns=None, hostname=req.hostname,
                   created=time.time())
+    _apply_name_options(ctx, c, req)
+    for alias in req.network_alias:
+        naming.validate_object_name("network alias", alias)
+    if req.network_alias and mode != MODE_BRIDGE:
+        raise UserError("--network-alias needs a bridge network")
     plan: list = []
     if mode in (MODE_BRIDGE, MODE_NONE):
         if netns_mod.exists(req.name):
@@ -120,17 +163,41 @@ def plan_create(ctx, req: ContainerRequest) -> Container:
         plan.append(ops.NetnsAdd(req.name))
     elif mode == MODE_CONTAINER:
         c.shares, c.netns, c.uts = shared.name, shared.netns, shared.uts
-    if req.hostname:
+    if mode in (MODE_BRIDGE, MODE_NONE):
+        # Every container with a netns of its own gets a hostname, its name by default (Docker
+        # uses the short id): `exec` then shows it, and /etc/hosts resolves it.
+        c.hostname = req.hostname or req.name
         c.uts = os.path.join(ctx.run_dir, "uts", req.name)
-        plan.append(ops.UtsAdd(c.uts, req.hostname))
+        plan.append(ops.UtsAdd(c.uts, c.hostname))
     if mode == MODE_BRIDGE:
         net = networks.get(ctx, net_name)
-        ep, steps = plan_endpoint(ctx, c, net, req.ip, req.mac)
+        ep, steps = plan_endpoint(ctx, c, net, req.ip, req.mac, req.network_alias)
         c.endpoints.append(ep)
         plan += steps
     ctx.apply(plan)
     ctx.store.put_container(c)
+    _sync_names(ctx, c)
     return c
+
+
+def _sync_names(ctx, c: Container, networks_changed: list[str] | None = None, removed: bool = False) -> None:
+    """Once the plan is applied: the container's /etc files and its networks' DNS records."""
+    if ctx.dry_run:
+        return
+    from netkit.engine import names_sync
+
+    def step(ctx):
+        if removed:
+            names_sync.remove_files(c)
+        else:
+            names_sync.write_files(ctx, c)
+        nets = networks_changed if networks_changed is not None else [e.network for e in c.endpoints]
+        for name in nets:
+            net = ctx.store.network(name)
+            if net:
+                names_sync.sync_network(ctx, net)
+
+    ctx.after(step)
 
 
 def remove(ctx, name: str) -> Container:
@@ -150,6 +217,8 @@ def remove(ctx, name: str) -> Container:
             plan.append(ops.UtsDel(c.uts))
         ctx.apply(plan)
         ctx.store.delete_container(name)
+        if c.mode != MODE_CONTAINER:
+            _sync_names(ctx, c, removed=True)
     return c
 
 
@@ -163,10 +232,13 @@ def connect(ctx, network: str, name: str, ip: str | None = None, aliases: list[s
                 "create it with --net bridge or a network name"
             )
         net = networks.get(ctx, network)
+        for alias in aliases or []:
+            naming.validate_object_name("network alias", alias)
         ep, plan = plan_endpoint(ctx, c, net, ip, None, aliases)
         ctx.apply(plan)
         c.endpoints.append(ep)
         ctx.store.put_container(c)
+        _sync_names(ctx, c, [network])
     return ep
 
 
@@ -182,6 +254,7 @@ def disconnect(ctx, network: str, name: str) -> Endpoint:
         ctx.apply([ops.LinkDel(ep.host_ifname)])
         c.endpoints.remove(ep)
         ctx.store.put_container(c)
+        _sync_names(ctx, c, [network])
     return ep
 
 
@@ -222,6 +295,7 @@ def attach(ctx, network: str, pid: int | None = None, netns_path: str | None = N
         c.endpoints.append(ep)
         ctx.apply(plan + steps)
         ctx.store.put_container(c)
+        _sync_names(ctx, c)
     return c
 
 
@@ -229,6 +303,8 @@ def inspect_view(c: Container) -> dict:
     return {
         "name": c.name, "id": c.id, "mode": c.mode, "netns": c.netns, "shares": c.shares,
         "hostname": c.hostname, "external": c.external, "pid": c.pid,
+        "dns": c.dns, "dns_search": c.dns_search, "dns_options": c.dns_options, "extra_hosts": c.extra_hosts,
+        "links": c.links,
         "endpoints": [
             {"network": e.network, "interface": e.ifname, "host_interface": e.host_ifname, "ip": e.ip,
              "prefix_length": e.prefixlen, "gateway": e.gateway, "mac": e.mac, "aliases": e.aliases}

@@ -153,6 +153,10 @@ def remove(ctx, name: str) -> Network:
             )
         ctx.apply([] if net.adopted else [ops.BridgeDel(net.bridge)])
         ctx.store.delete_network(name)
+        if not ctx.dry_run:
+            from netkit.engine import names_sync
+
+            ctx.after(lambda ctx: names_sync.stop_network(ctx, net))
     return net
 
 

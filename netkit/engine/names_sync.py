@@ -1,0 +1,164 @@
+"""Keeps names in step with state: each container's /etc/netns/NAME/{hosts,resolv.conf,hostname}
+and, for user-defined networks, the records file and DNS server of the network."""
+from __future__ import annotations
+
+import json
+import os
+
+from netkit import names
+from netkit.kernel.nsexec import ETC_NETNS
+from netkit.model import MODE_BRIDGE, MODE_NONE, Container, Network
+
+# The sandbox points this at a file naming its `outside` host, so forwarded queries never leave.
+HOST_RESOLV = os.environ.get("NETKIT_HOST_RESOLV", "/etc/resolv.conf")
+# Where systemd-resolved keeps the real upstreams when /etc/resolv.conf says 127.0.0.53.
+RESOLVED_UPSTREAMS = "/run/systemd/resolve/resolv.conf"
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as fh:
+            return fh.read()
+    except OSError:
+        return ""
+
+
+def host_resolv_text() -> str:
+    text = _read(HOST_RESOLV)
+    if not names.upstream_servers(text) and os.path.exists(RESOLVED_UPSTREAMS):
+        return _read(RESOLVED_UPSTREAMS)
+    return text
+
+
+def _atomic_write(path: str, text: str) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def etc_dir(c: Container) -> str:
+    return os.path.join(ETC_NETNS, c.name)
+
+
+def has_files(c: Container) -> bool:
+    """Containers with a netns of their own get files; container: mode shares the owner's."""
+    return c.mode in (MODE_BRIDGE, MODE_NONE) and c.netns is not None
+
+
+def _network_dns(ctx, c: Container) -> str | None:
+    """The embedded DNS address: the gateway of the first user-defined network (not `bridge`)."""
+    for ep in c.endpoints:
+        net = ctx.store.network(ep.network)
+        if net and not net.default:
+            return net.gateway
+    return None
+
+
+def render_files(ctx, c: Container) -> dict[str, str]:
+    hostname = c.hostname or c.name
+    addresses = [(ep.ip, ep.aliases) for ep in c.endpoints]
+    links = []
+    for spec in c.links:
+        other_name, alias = (spec.split(":", 1) + [spec])[:2]
+        other = ctx.store.container(other_name)
+        if other and other.endpoints:
+            links.append((other.endpoints[0].ip, alias, other_name))
+    dns = c.dns or ctx.config.dns
+    search = c.dns_search or ctx.config.dns_search
+    return {
+        "hostname": hostname + "\n",
+        "hosts": names.render_hosts(hostname, addresses, c.extra_hosts, links),
+        "resolv.conf": names.render_resolv(host_resolv_text(), dns, search, c.dns_options, _network_dns(ctx, c)),
+    }
+
+
+def write_files(ctx, c: Container) -> None:
+    if not has_files(c):
+        return
+    folder = etc_dir(c)
+    os.makedirs(folder, mode=0o755, exist_ok=True)
+    for fname, text in render_files(ctx, c).items():
+        _atomic_write(os.path.join(folder, fname), text)
+
+
+def remove_files(c: Container) -> None:
+    folder = etc_dir(c)
+    for fname in ("hosts", "resolv.conf", "hostname"):
+        try:
+            os.unlink(os.path.join(folder, fname))
+        except FileNotFoundError:
+            pass
+    try:
+        os.rmdir(folder)
+    except OSError:
+        pass
+
+
+# ---- per-network DNS --------------------------------------------------------------------
+
+def records_path(ctx, network: str) -> str:
+    return os.path.join(ctx.run_dir, "dns", f"{network}.json")
+
+
+def records(ctx, net: Network) -> dict:
+    table: dict[str, list[str]] = {}
+    for cname in ctx.store.members(net.name):
+        c = ctx.store.container(cname)
+        ep = c.endpoint(net.name) if c else None
+        if not ep:
+            continue
+        for name in [c.name, c.hostname or c.name] + ep.aliases:
+            ips = table.setdefault(name.lower(), [])
+            if ep.ip not in ips:
+                ips.append(ep.ip)
+    return {"records": table, "upstreams": names.upstream_servers(host_resolv_text())}
+
+
+def sync_network(ctx, net: Network) -> None:
+    """Rewrite the records (the server reloads on change) and start the server if it is not up."""
+    if net.default:
+        return  # like Docker: no name resolution on the default bridge network
+    from netkit.dns import supervisor
+
+    path = records_path(ctx, net.name)
+    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+    _atomic_write(path, json.dumps(records(ctx, net), indent=1, sort_keys=True))
+    if ctx.store.members(net.name):
+        supervisor.ensure_running(net.name, net.gateway, path, ctx.run_dir)
+
+
+def stop_network(ctx, net: Network) -> None:
+    from netkit.dns import supervisor
+
+    supervisor.stop(net.name, ctx.run_dir)
+    base = os.path.join(ctx.run_dir, "dns", net.name)
+    for suffix in (".json", ".log", ".lock", ".pid"):
+        try:
+            os.unlink(base + suffix)
+        except FileNotFoundError:
+            pass
+
+
+def sync_container(ctx, c: Container, networks: list[str] | None = None) -> None:
+    """After a container changed: its files, and the DNS of every network it is (or was) on."""
+    write_files(ctx, c)
+    for name in networks if networks is not None else [e.network for e in c.endpoints]:
+        net = ctx.store.network(name)
+        if net:
+            sync_network(ctx, net)
+
+
+def repair(ctx) -> list[str]:
+    """doctor --fix: rewrite every file and restart every DNS server that should run."""
+    done = []
+    for c in ctx.store.containers():
+        write_files(ctx, c)
+    for net in ctx.store.networks():
+        if not net.default and ctx.store.members(net.name):
+            from netkit.dns import supervisor
+
+            if not supervisor.is_running(net.name, ctx.run_dir):
+                done.append(f"restarted DNS server of network '{net.name}'")
+            sync_network(ctx, net)
+    return done

@@ -1,0 +1,130 @@
+"""Issue 6: hostnames, /etc/hosts, resolv.conf and DNS between containers, resolved for real."""
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import time
+
+import pytest
+
+pytestmark = pytest.mark.root
+
+
+def resolve(sandbox, container: str, name: str) -> str | None:
+    """What getaddrinfo inside the container answers (None when the name does not resolve)."""
+    code = ("import socket,sys\ntry:\n print(socket.getaddrinfo(sys.argv[1], None, socket.AF_INET)[0][4][0])\n"
+            "except socket.gaierror:\n print('NONE')")
+    out = sandbox.netkit("exec", container, "--", "python3", "-c", code, name).stdout.strip()
+    return None if out == "NONE" else out
+
+
+def etc_digest() -> str:
+    h = hashlib.sha256()
+    for f in ("/etc/hosts", "/etc/hostname", "/etc/resolv.conf"):
+        with open(f, "rb") as fh:
+            h.update(fh.read())
+    return h.hexdigest()
+
+
+def dns_pid(network: str) -> int:
+    with open(f"/run/netkit/dns/{network}.pid") as fh:
+        return int(fh.read())
+
+
+def test_names_aliases_links_and_extra_hosts(sandbox):
+    host_etc = etc_digest()
+    sandbox.netkit("network", "create", "app", "--subnet", "172.20.0.0/24")
+    sandbox.netkit("network", "create", "other", "--subnet", "172.21.0.0/24")
+    sandbox.netkit("container", "create", "db", "--net", "app", "--network-alias", "database")
+    sandbox.netkit("container", "create", "web", "--net", "app", "--hostname", "www1", "--link", "db:sql",
+                   "--add-host", "legacy.example:10.9.8.7", "--dns-search", "corp.example")
+    sandbox.netkit("container", "create", "stranger", "--net", "other")
+
+    # DNS server of the network: names and aliases, changes visible at once.
+    assert resolve(sandbox, "web", "db") == "172.20.0.2"
+    assert resolve(sandbox, "web", "database") == "172.20.0.2"
+    assert resolve(sandbox, "db", "www1") == "172.20.0.3"
+    # /etc/hosts: own name, link alias, --add-host.
+    assert resolve(sandbox, "web", "sql") == "172.20.0.2"
+    assert resolve(sandbox, "web", "legacy.example") == "10.9.8.7"
+    assert resolve(sandbox, "web", "www1") == "172.20.0.3"
+    assert sandbox.netkit("exec", "web", "--", "hostname").stdout.strip() == "www1"
+    # Another network's containers are not resolvable, and vice versa.
+    assert resolve(sandbox, "stranger", "db") is None
+    assert resolve(sandbox, "web", "stranger") is None
+
+    resolv = sandbox.netkit("exec", "web", "--", "cat", "/etc/resolv.conf").stdout
+    assert "nameserver 172.20.0.1" in resolv and "search corp.example" in resolv
+    # iproute2's convention: plain `ip netns exec` sees the same files.
+    assert sandbox.ns("web", "cat /etc/resolv.conf").stdout == resolv
+    assert "10.9.8.7\tlegacy.example" in sandbox.ns("web", "cat /etc/hosts").stdout
+
+    info = sandbox.inspect("container", "web")
+    assert info["hostname"] == "www1" and info["dns_search"] == ["corp.example"]
+    assert info["extra_hosts"] == ["legacy.example:10.9.8.7"] and info["links"] == ["db:sql"]
+    assert sandbox.inspect("container", "db")["endpoints"][0]["aliases"] == ["database"]
+
+    sandbox.netkit("container", "create", "late", "--net", "app")
+    assert resolve(sandbox, "web", "late") == "172.20.0.4"
+    sandbox.netkit("container", "rm", "late")
+    assert resolve(sandbox, "web", "late") is None
+    assert etc_digest() == host_etc  # the host's own /etc never changes
+
+
+def test_default_network_has_no_embedded_dns_and_files_follow_host(sandbox):
+    sandbox.netkit("container", "create", "a", "--dns", "198.18.0.2", "--dns-option", "ndots:3")
+    resolv = sandbox.netkit("exec", "a", "--", "cat", "/etc/resolv.conf").stdout
+    assert "nameserver 198.18.0.2" in resolv and "options ndots:3" in resolv
+    sandbox.netkit("container", "create", "b")
+    plain = sandbox.netkit("exec", "b", "--", "cat", "/etc/resolv.conf").stdout
+    assert "nameserver 198.18.0.2" in plain  # the sandbox's host resolver (its outside host)
+    assert resolve(sandbox, "a", "b") is None  # like Docker's default bridge: no names
+    assert not os.path.exists("/run/netkit/dns/bridge.pid")
+
+
+def test_connect_disconnect_update_records(sandbox):
+    sandbox.netkit("network", "create", "app", "--subnet", "172.20.0.0/24")
+    sandbox.netkit("network", "create", "back", "--subnet", "172.22.0.0/24")
+    sandbox.netkit("container", "create", "web", "--net", "app")
+    sandbox.netkit("container", "create", "api", "--net", "back")
+    assert resolve(sandbox, "api", "web") is None
+    sandbox.netkit("network", "connect", "back", "web", "--alias", "frontend")
+    assert resolve(sandbox, "api", "web") == "172.22.0.3"
+    assert resolve(sandbox, "api", "frontend") == "172.22.0.3"
+    sandbox.netkit("network", "disconnect", "back", "web")
+    assert resolve(sandbox, "api", "web") is None
+
+
+def test_dns_server_survives_the_cli_and_goes_with_the_network(sandbox):
+    sandbox.netkit("network", "create", "app", "--subnet", "172.20.0.0/24")
+    sandbox.netkit("container", "create", "web", "--net", "app")
+    pid = dns_pid("app")
+    assert os.path.exists(f"/proc/{pid}")  # every netkit process has exited by now
+    assert "netkit.dns.server" in open(f"/proc/{pid}/cmdline").read().replace("\0", " ")
+    # doctor --fix brings a dead server back (kill it ourselves: it is our own process).
+    os.kill(pid, signal.SIGKILL)
+    time.sleep(0.2)
+    fixed = sandbox.netkit("doctor", "--fix", check=False)
+    if fixed.returncode == 0 or "DNS" in fixed.stdout:
+        assert resolve(sandbox, "web", "web") == "172.20.0.2"
+    sandbox.netkit("container", "rm", "web")
+    sandbox.netkit("network", "rm", "app")
+    assert not os.path.exists("/run/netkit/dns/app.pid")
+    time.sleep(0.2)
+    assert not any("netkit.dns.server" in open(f"/proc/{p}/cmdline").read().replace("\0", " ")
+                   for p in os.listdir("/proc") if p.isdigit() and os.path.exists(f"/proc/{p}/cmdline"))
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--add-host", "nocolon"], "expected NAME:IP"),
+    (["--add-host", "db:not-an-ip"], "is not an IP address"),
+    (["--dns", "8.8.8"], "invalid DNS server"),
+    (["--hostname", "-bad"], "hostname"),
+    (["--link", "ghost"], "container 'ghost' not found"),
+])
+def test_malformed_name_options(sandbox, args, message):
+    r = sandbox.netkit("container", "create", "x", *args, check=False)
+    assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert sandbox.netkit("container", "ls", "--json").stdout.strip() == "[]"
+    assert not os.path.exists("/etc/netns/x")
