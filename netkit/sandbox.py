@@ -71,6 +71,8 @@ def _environment(state: str) -> None:
     os.environ["NETKIT_RUN_DIR"] = "/run/netkit"
     os.environ["NETKIT_SANDBOX"] = "1"
     os.environ["NETKIT_HOST_RESOLV"] = SANDBOX_RESOLV
+    # So that `netkit` typed inside the sandbox is this very installation.
+    os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
     os.environ["NETKIT_SANDBOX_PIDNS"] = os.readlink("/proc/self/ns/pid")
     os.environ["XTABLES_LOCKFILE"] = "/run/netkit/xtables.lock"  # the sandbox's own rules, its own lock
 
