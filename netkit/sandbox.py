@@ -29,7 +29,7 @@ SANDBOX_RESOLV = "/run/netkit/host-resolv.conf"
 def mount_private_dirs() -> None:
     """Fresh tmpfs over the folders where netns names, pins and per-container files live."""
     for path in PRIVATE_DIRS:
-        os.makedirs(path, exist_ok=True)
+        os.makedirs(path, exist_ok=True)  # an empty folder on the real filesystem, as mount point
         nsutil.mount("tmpfs", path, "tmpfs", nsutil.MS_NOSUID | nsutil.MS_NODEV, "mode=755")
     # The sandbox's "host resolver" is the outside host: DNS forwarding stays inside.
     with open(SANDBOX_RESOLV, "w") as fh:
@@ -93,19 +93,32 @@ def run(argv: list[str]) -> int:
     argv = argv or [os.environ.get("SHELL", "/bin/sh")]
     state = tempfile.mkdtemp(prefix="netkit-sandbox-")
     try:
-        try:
-            nsutil.unshare(nsutil.CLONE_NEWNET | nsutil.CLONE_NEWNS | nsutil.CLONE_NEWPID)
-        except OSError as err:
-            raise EnvError(f"cannot create namespaces for the sandbox: {err.strerror}") from None
-        nsutil.mount(None, "/", None, nsutil.MS_REC | nsutil.MS_PRIVATE)
         pid = os.fork()
         if pid == 0:
-            os._exit(_init(argv, state))
+            os._exit(_enter(argv, state))
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the command inside decides what Ctrl-C does
         _, status = os.waitpid(pid, 0)
         return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
     finally:
+        # The empty mount-point folders stay: removing one would detach it from every other
+        # sandbox that has its tmpfs mounted there right now.
         shutil.rmtree(state, ignore_errors=True)
+
+
+def _enter(argv: list[str], state: str) -> int:
+    """New namespaces, then PID 1 of the sandbox as a child (a new PID ns applies to children)."""
+    try:
+        nsutil.unshare(nsutil.CLONE_NEWNET | nsutil.CLONE_NEWNS | nsutil.CLONE_NEWPID)
+    except OSError as err:
+        print(f"netkit: cannot create namespaces for the sandbox: {err.strerror}", file=sys.stderr)
+        return 1
+    nsutil.mount(None, "/", None, nsutil.MS_REC | nsutil.MS_PRIVATE)
+    pid = os.fork()
+    if pid == 0:
+        os._exit(_init(argv, state))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
 
 
 def _init(argv: list[str], state: str) -> int:
