@@ -25,6 +25,11 @@ CREATE TABLE IF NOT EXISTS bridges (name TEXT PRIMARY KEY, data TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS addresses (network TEXT NOT NULL, ip TEXT NOT NULL, container TEXT NOT NULL,
                                       PRIMARY KEY (network, ip));
 CREATE INDEX IF NOT EXISTS addresses_by_container ON addresses (container);
+-- the names each container answers to on each network (what the embedded DNS serves)
+CREATE TABLE IF NOT EXISTS dns_names (network TEXT NOT NULL, name TEXT NOT NULL, ip TEXT NOT NULL,
+                                      container TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS dns_names_by_network ON dns_names (network);
+CREATE INDEX IF NOT EXISTS dns_names_by_container ON dns_names (container);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
@@ -98,16 +103,32 @@ class Store:
         return [from_dict(Container, json.loads(r[0])) for r in rows]
 
     def put_container(self, c: Container) -> None:
-        """Write the container and make the address table match its endpoints."""
+        """Write the container and make the address and name tables match its endpoints."""
         self.db.execute("INSERT OR REPLACE INTO containers VALUES (?, ?)", (c.name, json.dumps(to_dict(c))))
         self.db.execute("DELETE FROM addresses WHERE container=?", (c.name,))
         self.db.executemany(
             "INSERT INTO addresses VALUES (?, ?, ?)", [(e.network, e.ip, c.name) for e in c.endpoints]
         )
+        self.db.execute("DELETE FROM dns_names WHERE container=?", (c.name,))
+        rows = {(e.network, n.lower(), e.ip, c.name) for e in c.endpoints
+                for n in [c.name, c.hostname or c.name, *e.aliases]}
+        self.db.executemany("INSERT INTO dns_names VALUES (?, ?, ?, ?)", sorted(rows))
 
     def delete_container(self, name: str) -> None:
         self.db.execute("DELETE FROM containers WHERE name=?", (name,))
         self.db.execute("DELETE FROM addresses WHERE container=?", (name,))
+        self.db.execute("DELETE FROM dns_names WHERE container=?", (name,))
+
+    def dns_names(self, network: str) -> dict[str, list[str]]:
+        """name -> addresses on one network."""
+        table: dict[str, list[str]] = {}
+        for name, ip in self.db.execute(
+                "SELECT name, ip FROM dns_names WHERE network=? ORDER BY name, ip", (network,)):
+            table.setdefault(name, []).append(ip)
+        return table
+
+    def has_members(self, network: str) -> bool:
+        return self.db.execute("SELECT 1 FROM addresses WHERE network=? LIMIT 1", (network,)).fetchone() is not None
 
     def addresses(self, network: str) -> dict[str, str]:
         """ip -> container name, for one network."""

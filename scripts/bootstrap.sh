@@ -9,8 +9,9 @@ need=()
 for pair in ip:iproute2 iptables-legacy-save:iptables tcpdump:tcpdump conntrack:conntrack unshare:util-linux; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
-ldconfig -p 2>/dev/null | grep -q 'libpcap\.so' || need+=(libpcap0.8)
-ldconfig -p 2>/dev/null | grep -q 'libxtables\.so' || need+=(libxtables12)
+libs=$(ldconfig -p 2>/dev/null || true)  # read whole: `grep -q` on a pipe trips pipefail
+grep -q 'libpcap\.so' <<<"$libs" || need+=(libpcap0.8)
+grep -q 'libxtables\.so' <<<"$libs" || need+=(libxtables12)
 if [ ${#need[@]} -gt 0 ]; then
   echo "bootstrap: installing Debian packages: ${need[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive

@@ -102,17 +102,7 @@ def records_path(ctx, network: str) -> str:
 
 
 def records(ctx, net: Network) -> dict:
-    table: dict[str, list[str]] = {}
-    for cname in ctx.store.members(net.name):
-        c = ctx.store.container(cname)
-        ep = c.endpoint(net.name) if c else None
-        if not ep:
-            continue
-        for name in [c.name, c.hostname or c.name] + ep.aliases:
-            ips = table.setdefault(name.lower(), [])
-            if ep.ip not in ips:
-                ips.append(ep.ip)
-    return {"records": table, "upstreams": names.upstream_servers(host_resolv_text())}
+    return {"records": ctx.store.dns_names(net.name), "upstreams": names.upstream_servers(host_resolv_text())}
 
 
 def sync_network(ctx, net: Network) -> None:
@@ -124,7 +114,7 @@ def sync_network(ctx, net: Network) -> None:
     path = records_path(ctx, net.name)
     os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
     _atomic_write(path, json.dumps(records(ctx, net), indent=1, sort_keys=True))
-    if ctx.store.members(net.name):
+    if ctx.store.has_members(net.name):
         supervisor.ensure_running(net.name, net.gateway, path, ctx.run_dir)
 
 
@@ -155,7 +145,7 @@ def repair(ctx) -> list[str]:
     for c in ctx.store.containers():
         write_files(ctx, c)
     for net in ctx.store.networks():
-        if not net.default and ctx.store.members(net.name):
+        if not net.default and ctx.store.has_members(net.name):
             from netkit.dns import supervisor
 
             if not supervisor.is_running(net.name, ctx.run_dir):
