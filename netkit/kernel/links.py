@@ -102,9 +102,7 @@ class Executor:
     def _NetnsAdd(self, op: ops.NetnsAdd) -> None:
         ns_fd, sock = netns.create(op.name, ipv6=op.ipv6)
         self._ns_fd[op.name] = ns_fd
-        ipr = IPRoute(fileno=sock.detach())
-        self._ns[op.name] = ipr
-        ipr.link("set", index=1, state="up")  # lo is always ifindex 1 in a fresh netns
+        self._ns[op.name] = IPRoute(fileno=sock.detach())
 
     def _NetnsAttach(self, op: ops.NetnsAttach) -> None:
         netns.attach(op.name, op.source)
@@ -150,18 +148,19 @@ class Executor:
 
     def _EndpointAdd(self, op: ops.EndpointAdd) -> None:
         host = self.host()
+        # Up at once: IPv6 is switched off right below, long before addrconf's randomly delayed
+        # first DAD/MLD packet would go out, and it saves a netlink round trip.
         host.link(
-            "add", ifname=op.host_ifname, kind="veth", mtu=op.mtu, master=_ifindex(op.bridge),
+            "add", ifname=op.host_ifname, kind="veth", mtu=op.mtu, master=_ifindex(op.bridge), state="up",
             peer={"ifname": op.ifname, "net_ns_fd": self.netns_fd(op.netns), "mtu": op.mtu, "address": op.mac},
         )
         try:
             _sysctl_disable_ipv6(op.host_ifname)
-            host.link("set", index=_ifindex(op.host_ifname), state="up")
             inner = self.in_netns(op.netns)
             with nsutil.entered_netns(netns.netns_path(op.netns)):
                 idx = _ifindex(op.ifname)
+                nsutil.set_link_up(op.ifname)
             inner.addr("add", index=idx, address=op.ip, prefixlen=op.prefixlen)
-            inner.link("set", index=idx, state="up")
             if op.gateway:
                 inner.route("add", dst="0.0.0.0/0", gateway=op.gateway)
         except BaseException:

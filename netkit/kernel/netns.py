@@ -36,7 +36,7 @@ def _write_sysctl(path: str, value: str) -> None:
 
 
 def create(name: str, ipv6: bool = False) -> tuple[int, socket.socket]:
-    """Create netns NAME; return an fd on it and a NETLINK_ROUTE socket opened inside it.
+    """Create netns NAME with lo up; return an fd on it and a NETLINK_ROUTE socket inside it.
 
     The calling thread steps into the new netns (unshare), pins it with a bind mount, sets its
     sysctls, opens the socket, and steps back: no fork, no interface moved.
@@ -54,6 +54,7 @@ def create(name: str, ipv6: bool = False) -> tuple[int, socket.socket]:
                 # Before any interface exists, so that none of them sends DAD/RS/MLD (FACTS.md).
                 for scope in ("all", "default"):
                     _write_sysctl(f"/proc/sys/net/ipv6/conf/{scope}/disable_ipv6", "1")
+            nsutil.set_link_up("lo")
             sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, 0)
             ns_fd = nsutil.current_netns_fd()
         finally:

@@ -77,6 +77,19 @@ def entered_netns(path: str):
         os.close(home)
 
 
+def set_link_up(ifname: str) -> None:
+    """IFF_UP by ioctl in the calling thread's netns: ~10 us, against ~1 ms for a netlink round trip."""
+    import fcntl
+    import socket
+    import struct
+
+    SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+        req = struct.pack("16sH14x", ifname.encode(), 0)
+        flags = struct.unpack("16sH14x", fcntl.ioctl(sock, SIOCGIFFLAGS, req))[1]
+        fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack("16sH14x", ifname.encode(), flags | IFF_UP))
+
+
 def is_mountpoint(path: str) -> bool:
     try:
         return os.path.ismount(path)
