@@ -1,0 +1,394 @@
+"""Capture on many interfaces in many network namespaces at once, losing nothing.
+
+One raw AF_PACKET socket per capture point, opened inside the point's netns (the socket keeps
+that netns after the thread steps back), with a BPF filter compiled by libpcap and run in the
+kernel, 8 MiB of receive buffer and kernel timestamps. A single epoll/recvmsg loop stores
+(timestamp, point, direction, bytes) and does nothing else: dissecting happens after the
+capture (FACTS.md: per-packet dissection loses most packets above ~4k pps).
+"""
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import select
+import signal
+import socket
+import struct
+import threading
+import time
+import zlib
+from dataclasses import dataclass, field
+
+from netkit.errors import EnvError, UserError
+
+ETH_P_ALL = 0x0003
+SOL_PACKET = 263
+PACKET_STATISTICS = 6
+PACKET_OUTGOING = 4
+ARPHRD_LOOPBACK = 772
+SO_ATTACH_FILTER = 26
+SO_RCVBUFFORCE = 33
+SO_TIMESTAMPNS = 35  # SO_TIMESTAMPNS_OLD: a struct timespec of two native longs
+SCM_TIMESTAMPNS = SO_TIMESTAMPNS
+RCVBUF = 8 << 20
+SNAPLEN = 262144  # a GSO super-packet on a veth can be ~64 KiB; this never truncates one
+DLT_EN10MB = 1  # Linux gives loopback frames a (zeroed) Ethernet header too
+_TIMESPEC = struct.Struct("@qq")
+_ANCBUF = socket.CMSG_SPACE(_TIMESPEC.size)
+
+
+@dataclass
+class Point:
+    """One interface to capture on: `label` is what reports and file names show."""
+
+    netns: str  # display name: "host", a container's netns name, "outside"
+    ifname: str
+    path: str | None = None  # netns file; None: the caller's own netns (the host)
+    role: str = "other"  # container | veth | bridge | uplink | outside | lo | other
+    bridge: str | None = None  # for a bridge port: its bridge; for a bridge: itself
+    peer: str | None = None  # label of the other end of a veth pair, when known
+
+    @property
+    def label(self) -> str:
+        return f"{self.netns}:{self.ifname}"
+
+
+@dataclass
+class Record:
+    ts_ns: int
+    point: int  # index into Capture.points
+    outgoing: bool  # sent by this interface (PACKET_OUTGOING), else received
+    data: bytes
+
+
+@dataclass
+class Result:
+    points: list[Point]
+    records: list[Record]  # time-ordered
+    started: float  # wall clock, for the report header
+    duration: float
+    stopped_by: str  # duration | count | interrupt | stop | limit
+    filter: str
+    frames: list[int] = field(default_factory=list)  # per point
+    lost: list[int] = field(default_factory=list)  # per point: the kernel's tp_drops
+
+
+# ---- BPF through libpcap ------------------------------------------------------------------
+
+class _BpfInsn(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte), ("k", ctypes.c_uint32)]
+
+
+class _BpfProgram(ctypes.Structure):
+    _fields_ = [("bf_len", ctypes.c_uint), ("bf_insns", ctypes.POINTER(_BpfInsn))]
+
+
+_libpcap = None
+
+
+def _pcap():
+    global _libpcap
+    if _libpcap is None:
+        # Known sonames first: ctypes.util.find_library runs ldconfig/gcc (slow, FACTS.md).
+        for name in ("libpcap.so.0.8", "libpcap.so.1", "libpcap.so"):
+            try:
+                lib = ctypes.CDLL(name)
+                break
+            except OSError:
+                continue
+        else:
+            raise EnvError("libpcap is not installed (needed to compile capture filters): apt-get install libpcap0.8")
+        lib.pcap_open_dead.restype = ctypes.c_void_p
+        lib.pcap_open_dead.argtypes = [ctypes.c_int, ctypes.c_int]
+        lib.pcap_compile.argtypes = [ctypes.c_void_p, ctypes.POINTER(_BpfProgram), ctypes.c_char_p,
+                                     ctypes.c_int, ctypes.c_uint32]
+        lib.pcap_geterr.restype = ctypes.c_char_p
+        lib.pcap_geterr.argtypes = [ctypes.c_void_p]
+        lib.pcap_freecode.argtypes = [ctypes.POINTER(_BpfProgram)]
+        lib.pcap_close.argtypes = [ctypes.c_void_p]
+        _libpcap = lib
+    return _libpcap
+
+
+def compile_filter(expr: str) -> bytes:
+    """tcpdump filter syntax -> classic BPF instructions (8 bytes each), as libpcap (and Scapy) do.
+
+    Called directly through ctypes rather than via scapy.arch: importing Scapy costs 0.3-0.9 s,
+    all of it before the capture would be live.
+    """
+    lib = _pcap()
+    handle = lib.pcap_open_dead(DLT_EN10MB, SNAPLEN)
+    prog = _BpfProgram()
+    try:
+        if lib.pcap_compile(handle, ctypes.byref(prog), expr.encode(), 1, 0xFFFFFFFF) != 0:
+            reason = lib.pcap_geterr(handle).decode(errors="replace")
+            raise UserError(f"bad capture filter '{expr}': {reason}")
+        code = ctypes.string_at(prog.bf_insns, prog.bf_len * ctypes.sizeof(_BpfInsn))
+        lib.pcap_freecode(ctypes.byref(prog))
+        return code
+    finally:
+        lib.pcap_close(handle)
+
+
+def _attach(sock: socket.socket, code: bytes) -> None:
+    buf = ctypes.create_string_buffer(code, len(code))
+    fprog = struct.pack("HL", len(code) // 8, ctypes.addressof(buf))  # struct sock_fprog
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+
+
+# ---- a cheap identity of a packet, the same on every hop --------------------------------
+
+def quick_key(data: bytes):
+    """What NAT and routing leave alone, read with slicing only (used by --count in the loop).
+
+    IPv4: protocol, IP id and total length, plus TCP seq/ack or a CRC of the UDP/ICMP payload
+    after its header; ARP: the whole ARP body. Good enough to count distinct packets.
+    """
+    if len(data) < 14:
+        return data
+    etype = data[12:14]
+    if etype == b"\x08\x00" and len(data) >= 34:
+        ihl = (data[14] & 0x0F) * 4
+        proto = data[23]
+        l4 = 14 + ihl
+        if proto == 6:
+            return (6, data[18:20], data[16:18], data[l4 + 4:l4 + 13])
+        return (proto, data[18:20], data[16:18], zlib.crc32(data[l4 + 8:]))
+    if etype == b"\x08\x06":
+        return data[14:42]
+    return zlib.crc32(data[12:])
+
+
+# ---- the capture ----------------------------------------------------------------------------
+
+class Capture:
+    """Open sockets on every point, then run one receive loop until a limit or a stop."""
+
+    def __init__(self, points: list[Point], bpf: str = ""):
+        self.points = points
+        self.filter = bpf
+        self.socks: list[socket.socket] = []
+        self.records: list[Record] = []
+        self._stop_r, self._stop_w = os.pipe()
+        os.set_blocking(self._stop_w, False)
+        self.stopped_by = "stop"
+        self._thread: threading.Thread | None = None
+        self.result: Result | None = None
+        self.live_at: float | None = None  # time.monotonic() when every socket was bound
+
+    # opening
+    def open(self) -> None:
+        code = compile_filter(self.filter) if self.filter else None
+        try:
+            for point in self.points:
+                self.socks.append(self._open_one(point, code))
+        except BaseException:
+            self.close()
+            raise
+        self.live_at = time.monotonic()
+
+    def _open_one(self, point: Point, code: bytes | None) -> socket.socket:
+        from netkit.kernel import nsutil
+
+        def make() -> socket.socket:
+            # Protocol 0: the socket receives nothing until bind() hooks it to one interface,
+            # so no other interface's traffic is queued in between.
+            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW | socket.SOCK_CLOEXEC, 0)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RCVBUF)
+                sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+                if code:
+                    _attach(sock, code)
+                sock.bind((point.ifname, ETH_P_ALL))
+            except OSError as err:
+                sock.close()
+                if err.errno == errno.ENODEV:
+                    raise EnvError(f"interface {point.ifname} not found in netns {point.netns}; "
+                                   "is the container still there? (netkit container ls)") from None
+                if err.errno == errno.EPERM:
+                    raise EnvError("capturing packets needs root (CAP_NET_RAW): try sudo") from None
+                raise EnvError(f"cannot capture on {point.label}: {err.strerror}") from None
+            sock.setblocking(False)
+            # FACTS.md: a socket bound after creation may hold packets queued before bind.
+            _drain(sock)
+            return sock
+
+        if point.path:
+            try:
+                with nsutil.entered_netns(point.path):
+                    return make()
+            except FileNotFoundError:
+                raise EnvError(f"network namespace {point.path} does not exist") from None
+        return make()
+
+    def close(self) -> None:
+        for sock in self.socks:
+            sock.close()
+        self.socks = []
+        for fd in (self._stop_r, self._stop_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._stop_r = self._stop_w = -1
+
+    # stopping from elsewhere (another thread, a signal handler)
+    def stop(self, reason: str = "stop") -> None:
+        if self.stopped_by == "stop":
+            self.stopped_by = reason
+        try:
+            os.write(self._stop_w, b"x")
+        except OSError:
+            pass
+
+    # the loop
+    def run(self, duration: float | None = None, count: int | None = None,
+            max_frames: int = 2_000_000, handle_signals: bool = False) -> Result:
+        """Receive until `duration` seconds, `count` distinct packets, stop() or SIGINT/SIGTERM."""
+        if not self.socks:
+            self.open()
+        started_wall, started = time.time(), time.monotonic()
+        deadline = started + duration if duration else None
+        old_handlers = {}
+        if handle_signals and threading.current_thread() is threading.main_thread():
+            def on_signal(signum, frame):  # noqa: ARG001 - signal handler signature
+                self.stop("interrupt")
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                old_handlers[sig] = signal.signal(sig, on_signal)
+        ep = select.epoll()
+        for i, sock in enumerate(self.socks):
+            ep.register(sock.fileno(), select.EPOLLIN)
+        ep.register(self._stop_r, select.EPOLLIN)
+        fd_index = {sock.fileno(): i for i, sock in enumerate(self.socks)}
+        stop_fd = self._stop_r
+        records = self.records
+        append = records.append
+        buf = bytearray(SNAPLEN)
+        view = memoryview(buf)
+        seen: dict = {}  # --count: distinct packets, in order of first sighting
+        count_reached_at = None
+        try:
+            while True:
+                now = time.monotonic()
+                if deadline is not None and now >= deadline:
+                    self.stopped_by = "duration" if self.stopped_by == "stop" else self.stopped_by
+                    break
+                if count_reached_at is not None and now - count_reached_at > 0.05:
+                    break  # a short grace so the last packet's later hops are caught too
+                if len(records) >= max_frames:
+                    self.stopped_by = "limit"
+                    break
+                timeout = 0.2
+                if deadline is not None:
+                    timeout = min(timeout, max(0.0, deadline - now))
+                if count_reached_at is not None:
+                    timeout = 0.01
+                events = ep.poll(timeout)
+                stop = False
+                for fd, _ in events:
+                    if fd == stop_fd:
+                        stop = True
+                        continue
+                    idx = fd_index[fd]
+                    sock = self.socks[idx]
+                    recv = sock.recvmsg_into
+                    while True:
+                        try:
+                            n, anc, _flags, addr = recv([buf], _ANCBUF)
+                        except BlockingIOError:
+                            break
+                        except InterruptedError:
+                            continue
+                        pkttype = addr[2]
+                        # lo shows each packet twice (sent and received); keep one, as libpcap does.
+                        if pkttype == PACKET_OUTGOING and addr[3] == ARPHRD_LOOPBACK:
+                            continue
+                        ts = 0
+                        for level, kind, cdata in anc:
+                            if level == socket.SOL_SOCKET and kind == SCM_TIMESTAMPNS:
+                                sec, nsec = _TIMESPEC.unpack(cdata)
+                                ts = sec * 1_000_000_000 + nsec
+                        data = bytes(view[:n])
+                        append(Record(ts, idx, pkttype == PACKET_OUTGOING, data))
+                        if count is not None and count_reached_at is None:
+                            key = quick_key(data)
+                            if key not in seen:
+                                seen[key] = len(seen)
+                                if len(seen) >= count:
+                                    count_reached_at = time.monotonic()
+                                    self.stopped_by = "count"
+                if stop:
+                    break
+        finally:
+            ep.close()
+            for sig, old in old_handlers.items():
+                signal.signal(sig, old)
+        duration_s = time.monotonic() - started
+        lost = [_kernel_drops(s) for s in self.socks]
+        if count is not None:
+            # Keep the first `count` packets on all their hops; drop what the grace period let in.
+            records[:] = [r for r in records if quick_key(r.data) in seen]
+        records.sort(key=lambda r: r.ts_ns)
+        frames = [0] * len(self.points)
+        for r in records:
+            frames[r.point] += 1
+        self.result = Result(self.points, records, started_wall, duration_s, self.stopped_by, self.filter,
+                             frames, lost)
+        return self.result
+
+    # running in a background thread (demos, tests)
+    def start(self, **kwargs) -> None:
+        if not self.socks:
+            self.open()
+        self._thread = threading.Thread(target=self.run, kwargs=kwargs, name="netkit-capture", daemon=True)
+        self._thread.start()
+
+    def finish(self, grace: float = 0.1) -> Result:
+        """Let in-flight packets arrive, stop the background loop, return what it caught."""
+        time.sleep(grace)
+        self.stop()
+        if self._thread is not None:
+            self._thread.join()
+        return self.result
+
+
+def _drain(sock: socket.socket) -> int:
+    n = 0
+    while True:
+        try:
+            sock.recv(SNAPLEN, socket.MSG_DONTWAIT)
+            n += 1
+        except (BlockingIOError, InterruptedError):
+            return n
+
+
+def _kernel_drops(sock: socket.socket) -> int:
+    """Packets the kernel matched but had to drop because our buffer was full (tp_drops)."""
+    try:
+        raw = sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8)
+        return struct.unpack("II", raw)[1]
+    except OSError:
+        return 0
+
+
+def build_filter(proto: str | None = None, ports: list[int] | None = None, extra: str | None = None) -> str:
+    """The BPF expression for --proto/--port (ports widened by path.py to the NATed ones)."""
+    parts = []
+    if proto:
+        proto = proto.lower()
+        if proto not in ("tcp", "udp", "icmp", "arp"):
+            raise UserError(f"unknown protocol '{proto}': use tcp, udp, icmp or arp")
+        if proto in ("icmp", "arp") and ports:
+            raise UserError(f"--port makes no sense with --proto {proto}")
+        parts.append(proto)
+    if ports:
+        for p in ports:
+            if not 1 <= p <= 65535:
+                raise UserError(f"invalid port {p}: use 1-65535")
+        expr = " or ".join(f"port {p}" for p in sorted(set(ports)))
+        # ICMP errors (port unreachable, host unreachable) explain failed attempts: keep them.
+        parts.append(f"(({expr}) or icmp[0] == 3 or icmp[0] == 11)" if not proto else f"({expr})")
+    if extra:
+        parts.append(f"({extra})")
+    return " and ".join(parts)

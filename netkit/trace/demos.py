@@ -1,0 +1,305 @@
+"""The six trace demos (bridge, publish, outbound, host, container, none): each builds its
+scenario with the netkit CLI inside a sandbox, starts a real small server and client, traces
+the traffic on every hop, and removes what it made.
+
+Each demo is a class with setup / traffic / teardown so that tests can run a second tool
+(tcpdump) between setup and traffic.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+from netkit.errors import EnvError, UserError
+
+MODES = ("bridge", "publish", "outbound", "host", "container", "none")
+NETKIT = [sys.executable, "-m", "netkit"]
+PY = [sys.executable, "-S", "-c"]  # -S: the servers need only the standard library; starts faster
+
+SERVER = r"""
+import socket, sys
+host, port, name = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((host, port))
+s.listen(8)
+print("ready", flush=True)
+while True:
+    c, peer = s.accept()
+    c.settimeout(2)
+    try:
+        c.recv(1024)
+        c.sendall(("hello from %s, you are %s:%d\n" % (name, peer[0], peer[1])).encode())
+    except OSError:
+        pass
+    c.close()
+"""
+
+CLIENT = r"""
+import socket, sys
+host, port = sys.argv[1], int(sys.argv[2])
+s = socket.socket()
+s.settimeout(3)
+try:
+    s.connect((host, port))
+    s.sendall(b"hello\n")
+    data = b""
+    while True:
+        chunk = s.recv(1024)
+        if not chunk:
+            break
+        data += chunk
+    print(data.decode().strip())
+except OSError as e:
+    print("connect to %s:%d failed: %s" % (host, port, e.strerror or e))
+    sys.exit(1)
+"""
+
+
+class Demo:
+    mode = ""
+    title = ""
+    containers: list[str] = []  # what to trace
+    uplinks = True  # trace the host's uplinks (and `outside`) too
+    port: int | None = None
+    bpf = ""
+
+    def __init__(self, say=print):
+        self.say = say
+        self.procs: list[subprocess.Popen] = []
+        self.made: list[str] = []
+        self.client_output = ""
+        self.client_ok = False
+
+    # helpers
+    def netkit(self, *args: str) -> str:
+        self.say("$ netkit " + " ".join(args))
+        proc = subprocess.run(NETKIT + list(args), capture_output=True, text=True, timeout=60)
+        if proc.returncode != 0:
+            raise EnvError(f"demo step `netkit {' '.join(args)}` failed: {(proc.stderr or proc.stdout).strip()}")
+        return proc.stdout.strip()
+
+    def create(self, name: str, *opts: str) -> None:
+        self.netkit("container", "create", name, *opts)
+        self.made.append(name)
+
+    def ip_of(self, name: str) -> str:
+        import json
+
+        data = json.loads(self.netkit("container", "inspect", name))
+        return data["endpoints"][0]["ip"]
+
+    def server(self, where: list[str], host: str, port: int, name: str) -> None:
+        """Start SERVER (where = command prefix that puts it in place); wait until it listens."""
+        self.say(f"# server: {name} listens on {host}:{port}")
+        proc = subprocess.Popen(where + PY + [SERVER, host, str(port), name], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        self.procs.append(proc)
+        line = proc.stdout.readline()
+        if line.strip() != "ready":
+            err = proc.stderr.read() if proc.poll() is not None else ""
+            raise EnvError(f"demo server {name} did not start: {err.strip() or line.strip()}")
+
+    def client(self, where: list[str], host: str, port: int, who: str) -> None:
+        self.say(f"# client: {who} connects to {host}:{port}")
+        proc = subprocess.run(where + PY + [CLIENT, host, str(port)], capture_output=True, text=True, timeout=20)
+        self.client_output = (proc.stdout + proc.stderr).strip()
+        self.client_ok = proc.returncode == 0
+        self.say(f"# {who} got: {self.client_output}")
+
+    @staticmethod
+    def in_container(name: str) -> list[str]:
+        return NETKIT + ["exec", name, "--"]
+
+    @staticmethod
+    def in_netns(ns: str) -> list[str]:
+        return ["ip", "netns", "exec", ns]
+
+    # the three phases
+    def setup(self) -> None:
+        raise NotImplementedError
+
+    def traffic(self) -> None:
+        raise NotImplementedError
+
+    def teardown(self) -> None:
+        for proc in self.procs:  # only the servers this demo started, by their PIDs
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            for stream in (proc.stdout, proc.stderr):
+                if stream:
+                    stream.close()
+        self.procs = []
+        # Sharers first: a container whose netns is shared cannot go before its guests.
+        for name in reversed(self.made):
+            subprocess.run(NETKIT + ["container", "rm", name], capture_output=True, timeout=60)
+        self.made = []
+
+    def summary(self) -> dict:
+        return {"mode": self.mode, "title": self.title, "client_output": self.client_output,
+                "client_ok": self.client_ok}
+
+
+class BridgeDemo(Demo):
+    mode, title = "bridge", "container a → container b on one bridge (ARP, MAC learning, TCP)"
+    containers = ["a", "b"]
+    uplinks = False
+    bpf = "arp or tcp port 80"
+
+    def setup(self):
+        self.create("a")
+        self.create("b")
+        self.b_ip = self.ip_of("b")
+        self.server(self.in_container("b"), "0.0.0.0", 80, "b")
+
+    def traffic(self):
+        self.client(self.in_container("a"), self.b_ip, 80, "a")
+
+
+class PublishDemo(Demo):
+    mode, title = "publish", "outside → host:8088 → DNAT → bridge → veth → web:80, and the reply translated back"
+    containers = ["web"]
+    port = 8088
+    bpf = "tcp and (port 8088 or port 80)"
+
+    def setup(self):
+        check = subprocess.run(NETKIT + ["container", "create", "--help"], capture_output=True, text=True)
+        if "--publish" not in check.stdout:
+            raise EnvError("the publish demo needs port publishing (`netkit container create -p`), "
+                           "which this netkit does not have yet")
+        self.create("web", "-p", "8088:80")
+        self.server(self.in_container("web"), "0.0.0.0", 80, "web")
+
+    def traffic(self):
+        from netkit import sandbox as sb
+
+        self.client(self.in_netns(sb.OUTSIDE), sb.UPLINK_ADDR, 8088, "outside")
+
+
+class OutboundDemo(Demo):
+    mode, title = "outbound", "container → outside server, MASQUERADE to the uplink address and back"
+    containers = ["app"]
+    bpf = "tcp port 8080"
+
+    def setup(self):
+        from netkit import sandbox as sb
+
+        self.create("app")
+        self.server(self.in_netns(sb.OUTSIDE), "0.0.0.0", 8080, "outside")
+
+    def traffic(self):
+        from netkit import sandbox as sb
+
+        self.client(self.in_container("app"), sb.OUTSIDE_ADDR, 8080, "app")
+
+
+class HostDemo(Demo):
+    mode, title = "host", "a host-mode server reached from outside: no veth, no bridge, no NAT"
+    containers = ["h"]
+    bpf = "tcp port 8000"
+
+    def setup(self):
+        self.create("h", "--net", "host")
+        self.server(self.in_container("h"), "0.0.0.0", 8000, "h")
+
+    def traffic(self):
+        from netkit import sandbox as sb
+
+        self.client(self.in_netns(sb.OUTSIDE), sb.UPLINK_ADDR, 8000, "outside")
+
+
+class ContainerDemo(Demo):
+    mode, title = "container", "two containers sharing one netns (--net container:app) talk over lo"
+    containers = ["app", "sidecar"]
+    uplinks = False
+    bpf = "tcp port 9000"
+
+    def setup(self):
+        self.create("app")
+        self.create("sidecar", "--net", "container:app")
+        self.server(self.in_container("app"), "127.0.0.1", 9000, "app")
+
+    def traffic(self):
+        self.client(self.in_container("sidecar"), "127.0.0.1", 9000, "sidecar")
+
+
+class NoneDemo(Demo):
+    mode, title = "none", "a --net none container has only lo: a connect fails and nothing leaves it"
+    containers = ["n"]
+    bpf = "ip or arp"  # everything netkit's IPv4 world sends: the point is that nothing is seen
+
+    def setup(self):
+        self.create("n", "--net", "none")
+        self.say("$ netkit exec n -- ip -br link")
+        out = subprocess.run(self.in_container("n") + ["ip", "-br", "link"], capture_output=True, text=True)
+        for line in out.stdout.strip().splitlines():
+            self.say(f"  {line}")
+
+    def traffic(self):
+        from netkit import sandbox as sb
+
+        self.client(self.in_container("n"), sb.OUTSIDE_ADDR, 80, "n")
+
+
+DEMOS = {d.mode: d for d in (BridgeDemo, PublishDemo, OutboundDemo, HostDemo, ContainerDemo, NoneDemo)}
+
+
+def ensure_sandbox() -> None:
+    """Demos change network state: run them only inside a sandbox, re-executing into one if needed."""
+    from netkit import sandbox as sb
+
+    if sb.in_sandbox():
+        return
+    if os.geteuid() != 0:
+        raise EnvError("the demos build namespaces and bridges in a sandbox, which needs root: try sudo")
+    argv = NETKIT + ["sandbox", "--"] + NETKIT + sys.argv[1:]
+    sys.stdout.flush()
+    os.execv(sys.executable, argv)
+
+
+def run(mode: str, outputs=None, say=None, before_traffic=None, after_traffic=None) -> dict:
+    """Build, trace, report, clean up. Returns the report (with a "demo" section)."""
+    from netkit.cli.app import context
+    from netkit.trace import path, session
+
+    if mode not in DEMOS:
+        raise UserError(f"unknown demo '{mode}': use one of {', '.join(MODES)}")
+    outputs = outputs or session.Outputs()
+    if say is None:
+        def say(text):
+            print(text, file=sys.stderr if outputs.json else sys.stdout, flush=True)
+    demo = DEMOS[mode](say)
+    say(f"# netkit trace demo {mode}: {demo.title}")
+    ctx = context()
+    try:
+        demo.setup()
+        topo = path.resolve(ctx.store, demo.containers, port=demo.port)
+        if not demo.uplinks:
+            topo.points = [p for p in topo.points if p.role not in ("uplink", "outside")]
+        from netkit.trace.capture import Capture
+
+        cap = Capture(topo.points, demo.bpf)
+        cap.open()
+        say(f"# tracing on {len(topo.points)} interfaces: {', '.join(p.label for p in topo.points)}")
+        if before_traffic:
+            before_traffic(demo, topo)
+        cap.start()
+        t0 = time.monotonic()
+        try:
+            demo.traffic()
+        finally:
+            # In-flight hops arrive within microseconds; 0.2 s covers a slow CI box.
+            result = cap.finish(grace=0.2)
+            cap.close()
+        say(f"# traffic done in {time.monotonic() - t0:.2f} s")
+        if after_traffic:
+            after_traffic(demo, topo)
+        report = session.conclude(result, topo, ctx.store, outputs)
+        report["demo"] = demo.summary()
+        return report
+    finally:
+        demo.teardown()
+        ctx.close()

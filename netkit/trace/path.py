@@ -1,0 +1,211 @@
+"""Which interfaces a container's packets cross, worked out from netkit's state: the container's
+eth0 in its netns, the host-side veth, the bridge, the host's uplinks (and, in a sandbox, the
+`outside` host); plus the facts the report needs afterwards (who owns which address and MAC).
+
+Reads only the state, /proc/net/route and /sys/class/net before the capture (no pyroute2:
+start-up time counts); pyroute2 is used after the capture, read-only.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from netkit.errors import NotFound
+from netkit.model import MODE_BRIDGE, MODE_CONTAINER, MODE_HOST, MODE_NONE
+from netkit.trace.capture import Point
+
+HOST = "host"
+
+
+@dataclass
+class Topology:
+    """The capture points plus what correlate.py needs to name things."""
+
+    points: list[Point]
+    ports: list[int] = field(default_factory=list)  # --port widened to the container ports it maps to
+    notes: list[str] = field(default_factory=list)
+    containers: dict = field(default_factory=dict)  # netns name -> container names living there
+    modes: dict = field(default_factory=dict)  # container name -> mode
+    # filled after the capture by enrich():
+    addresses: dict = field(default_factory=dict)  # netns name -> {ip: ifname}
+    macs: dict = field(default_factory=dict)  # mac -> "netns:ifname"
+    fdb: dict = field(default_factory=dict)  # bridge -> {mac: port ifname}
+    forwarding: dict = field(default_factory=dict)  # netns name -> net.ipv4.ip_forward is on
+
+
+def _netns_name(path: str | None) -> str:
+    return os.path.basename(path) if path else HOST
+
+
+def _route_devices() -> list[str]:
+    """Interfaces that carry a route in the host netns, default route first (/proc/net/route)."""
+    try:
+        with open("/proc/self/net/route") as fh:
+            rows = [line.split() for line in fh.readlines()[1:]]
+    except OSError:
+        return []
+    default = [r[0] for r in rows if len(r) > 2 and r[1] == "00000000"]
+    others = [r[0] for r in rows if len(r) > 2 and r[1] != "00000000"]
+    seen, out = set(), []
+    for dev in default + others:
+        if dev not in seen:
+            seen.add(dev)
+            out.append(dev)
+    return out
+
+
+def _is_bridge_or_port(ifname: str) -> bool:
+    base = f"/sys/class/net/{ifname}"
+    return os.path.exists(f"{base}/bridge") or os.path.exists(f"{base}/brport")
+
+
+def uplinks(store) -> list[str]:
+    """The host's ways out: routed interfaces that are not lo, nor a bridge or a bridge port."""
+    netkit_ifs = {n.bridge for n in store.networks()}
+    for c in store.containers():
+        netkit_ifs.update(e.host_ifname for e in c.endpoints)
+    return [d for d in _route_devices()
+            if d != "lo" and d not in netkit_ifs and not _is_bridge_or_port(d)]
+
+
+def _outside_points() -> list[Point]:
+    """In a netkit sandbox, the `outside` host is part of the world: trace its eth0 too."""
+    from netkit import sandbox as sb
+
+    path = os.path.join("/run/netns", sb.OUTSIDE)
+    if sb.in_sandbox() and os.path.exists(path):
+        return [Point(sb.OUTSIDE, sb.OUTSIDE_IF, path, "outside", peer=f"{HOST}:{sb.UPLINK}")]
+    return []
+
+
+def resolve(store, names: list[str] | None = None, port: int | None = None, proto: str | None = None) -> Topology:
+    """Capture points for the named containers (all of them when none is named)."""
+    containers = store.containers()
+    by_name = {c.name: c for c in containers}
+    if names:
+        missing = [n for n in names if n not in by_name]
+        if missing:
+            raise NotFound(f"container '{missing[0]}' not found; see `netkit container ls`")
+        chosen = [by_name[n] for n in names]
+    else:
+        chosen = containers
+    topo = Topology(points=[])
+    seen: set[tuple] = set()
+    # Outside first, then the host's uplinks, then bridges and veths, then the containers:
+    # the order a published-port packet takes, and the order of lanes in the SVG.
+    outer, bridges, veths, inner = [], [], [], []
+
+    def add(bucket: list, point: Point) -> None:
+        key = (point.path, point.ifname)
+        if key not in seen:
+            seen.add(key)
+            bucket.append(point)
+
+    up = uplinks(store)
+    outside = _outside_points()
+    for p in outside:
+        add(outer, p)
+    for dev in up:
+        from netkit import sandbox as sb
+
+        peer = outside[0].label if outside and dev == sb.UPLINK else None
+        add(outer, Point(HOST, dev, None, "uplink", peer=peer))
+
+    for c in chosen:
+        topo.modes[c.name] = c.mode if not c.shares else f"container:{c.shares}"
+        owner = by_name.get(c.shares) if c.mode == MODE_CONTAINER else c
+        if c.mode == MODE_HOST:
+            topo.containers.setdefault(HOST, []).append(c.name)
+            add(inner, Point(HOST, "lo", None, "lo"))
+            continue
+        if owner is None or not owner.netns:
+            topo.notes.append(f"container '{c.name}' has no network namespace of its own")
+            continue
+        ns = _netns_name(owner.netns)
+        topo.containers.setdefault(ns, [])
+        if c.name not in topo.containers[ns]:
+            topo.containers[ns].append(c.name)
+        add(inner, Point(ns, "lo", owner.netns, "lo"))
+        if owner.mode == MODE_NONE:
+            continue
+        if owner.mode == MODE_BRIDGE:
+            for ep in owner.endpoints:
+                net = store.network(ep.network)
+                bridge = net.bridge if net else None
+                if bridge:
+                    add(bridges, Point(HOST, bridge, None, "bridge", bridge=bridge))
+                add(veths, Point(HOST, ep.host_ifname, None, "veth", bridge=bridge, peer=f"{ns}:{ep.ifname}"))
+                add(inner, Point(ns, ep.ifname, owner.netns, "container", peer=f"{HOST}:{ep.host_ifname}"))
+        if port:
+            for pm in owner.ports:
+                if pm.host_port == port and (proto is None or pm.proto == proto):
+                    topo.ports.append(pm.container_port)
+    # lo first inside each container only when it is the container's sole interface (none mode,
+    # container mode talks over lo): otherwise eth0 leads, lo follows.
+    inner.sort(key=lambda p: (p.netns, p.role == "lo"))
+    topo.points = outer + bridges + veths + inner
+    if port:
+        topo.ports = sorted({port, *topo.ports})
+    return topo
+
+
+def _ip_forward(path: str | None) -> bool | None:
+    from netkit.kernel import nsutil
+
+    def read() -> bool | None:
+        try:
+            # /proc/sys/net follows the calling thread's netns.
+            with open("/proc/sys/net/ipv4/ip_forward") as fh:
+                return fh.read().strip() == "1"
+        except OSError:
+            return None
+
+    if not path:
+        return read()
+    try:
+        with nsutil.entered_netns(path):
+            return read()
+    except OSError:
+        return None
+
+
+def enrich(topo: Topology, store) -> None:
+    """After the capture: addresses per netns, MAC owners, and the bridges' learnt MACs."""
+    from pyroute2 import IPRoute
+
+    from netkit.kernel import netns as netns_mod
+
+    paths = {}
+    for p in topo.points:
+        paths.setdefault(p.netns, p.path)
+    for ns, path in paths.items():
+        try:
+            ipr = IPRoute(fileno=netns_mod.open_socket(path).detach()) if path else IPRoute()
+        except OSError:
+            continue
+        topo.forwarding[ns] = _ip_forward(path)
+        with ipr:
+            names = {m["index"]: m.get_attr("IFLA_IFNAME") for m in ipr.get_links()}
+            for m in ipr.get_links():
+                mac = m.get_attr("IFLA_ADDRESS")
+                if mac and mac != "00:00:00:00:00:00":
+                    topo.macs.setdefault(mac, f"{ns}:{m.get_attr('IFLA_IFNAME')}")
+            addrs = topo.addresses.setdefault(ns, {})
+            for a in ipr.get_addr(family=2):
+                addrs[a.get_attr("IFA_ADDRESS")] = names.get(a["index"], "?")
+    # Containers that are not traced still own their addresses: a packet heading to one of
+    # them left the traced path, it was not dropped.
+    for c in store.containers():
+        ns = _netns_name(c.netns)
+        for ep in c.endpoints:
+            topo.addresses.setdefault(ns, {}).setdefault(ep.ip, ep.ifname)
+        if c.name not in topo.containers.get(ns, []) and ns != HOST:
+            topo.containers.setdefault(ns, []).append(c.name)
+    from netkit.kernel.links import bridge_macs
+
+    for p in topo.points:
+        if p.role == "bridge" and p.ifname not in topo.fdb:
+            try:
+                topo.fdb[p.ifname] = {r["mac"]: r["interface"] for r in bridge_macs(p.ifname) if not r["local"]}
+            except Exception:  # noqa: BLE001 - the FDB only decorates the report
+                topo.fdb[p.ifname] = {}
