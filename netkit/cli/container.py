@@ -24,6 +24,9 @@ def create(
     add_host: list[str] = typer.Option([], "--add-host", help="Extra /etc/hosts entry NAME:IP (repeatable)."),
     link: list[str] = typer.Option([], "--link", help="Link to another container: NAME[:ALIAS] (repeatable)."),
     network_alias: list[str] = typer.Option([], "--network-alias", help="DNS alias on the network (repeatable)."),
+    publish: list[str] = typer.Option([], "--publish", "-p", help="Publish a port: [IP:][HOSTPORT:]PORT[/proto] (repeatable)."),
+    publish_all: bool = typer.Option(False, "--publish-all", "-P", help="Publish every exposed port to a free host port."),
+    expose: list[str] = typer.Option([], "--expose", help="Expose a port or range: PORT[-PORT][/proto] (repeatable)."),
     dry_run: bool = DRY_OPT,
     json: bool = JSON_OPT,
 ):
@@ -33,7 +36,8 @@ def create(
     ctx = context(dry_run)
     req = containers.ContainerRequest(name, net, ip, mac, hostname, dns=dns, dns_search=dns_search,
                                       dns_options=dns_option, add_host=add_host, links=link,
-                                      network_alias=network_alias)
+                                      network_alias=network_alias, publish=publish, publish_all=publish_all,
+                                      expose=expose)
     c = containers.create(ctx, req)
     if dry_run:
         render.emit_plan(ctx.printed)
@@ -65,12 +69,7 @@ def inspect(name: str, json: bool = typer.Option(True, "--json/--text", help="JS
     """Show a container's mode, netns and endpoints."""
     from netkit.engine import containers
 
-    data = containers.inspect_view(containers.get(context(), name))
-    if json:
-        render.emit_json(data)
-    else:
-        for key, value in data.items():
-            render.emit(f"{key}: {value}")
+    render.emit_inspect(containers.inspect_view(containers.get(context(), name)), json)
 
 
 @ct_app.command("rm")

@@ -60,12 +60,7 @@ def inspect(name: str, json: bool = typer.Option(True, "--json/--text", help="JS
     """Show a network's settings and containers."""
     from netkit.engine import networks
 
-    data = networks.inspect(context(), name)
-    if json:
-        render.emit_json(data)
-    else:
-        for key, value in data.items():
-            render.emit(f"{key}: {value}")
+    render.emit_inspect(networks.inspect(context(), name), json)
 
 
 @net_app.command("rm")

@@ -1,1 +1,93 @@
 """`netkit publish`, `unpublish`, `port`, `rules`, `doctor`, `reset`: the firewall side."""
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+import typer
+
+from netkit.cli import render
+from netkit.cli.app import DRY_OPT, JSON_OPT, app, context
+
+_SPEC_HELP = "[IP:][HOSTPORT:]CONTAINERPORT[/tcp|udp|sctp], ranges allowed (Docker's -p syntax)"
+
+
+@app.command("publish")
+def publish(spec: str = typer.Argument(..., help=_SPEC_HELP), container: str = typer.Argument(...),
+            dry_run: bool = DRY_OPT):
+    """Publish a port of a running container (DNAT from the host)."""
+    from netkit.engine import publish as pub
+    from netkit.portspec import format_mapping
+
+    ctx = context(dry_run)
+    new = pub.publish(ctx, spec, container)
+    if dry_run:
+        render.emit_plan(ctx.printed)
+    else:
+        for m in new:
+            render.emit(format_mapping(m.container_port, m.proto, m.host_ip, m.host_port))
+
+
+@app.command("unpublish")
+def unpublish(spec: str = typer.Argument(..., help=_SPEC_HELP), container: str = typer.Argument(...),
+              dry_run: bool = DRY_OPT):
+    """Remove published ports matching SPEC (and forget their conntrack entries)."""
+    from netkit.engine import publish as pub
+    from netkit.portspec import format_mapping
+
+    ctx = context(dry_run)
+    gone = pub.unpublish(ctx, spec, container)
+    if dry_run:
+        render.emit_plan(ctx.printed)
+    else:
+        for m in gone:
+            render.emit(format_mapping(m.container_port, m.proto, m.host_ip, m.host_port))
+
+
+@app.command("port")
+def port(container: str, which: Optional[str] = typer.Argument(None, metavar="[PORT[/proto]]")):
+    """List a container's published ports (docker port)."""
+    from netkit.engine import publish as pub
+
+    for line in pub.port_lines(context(), container, which):
+        render.emit(line)
+
+
+@app.command("rules")
+def rules_cmd(json: bool = JSON_OPT):
+    """Every rule netkit owns, read back from the kernel, in iptables-save syntax."""
+    from netkit.engine import publish as pub
+    from netkit.kernel.firewall import backend
+
+    context().require_root()
+    part = pub.kernel_rules()
+    if json:
+        render.emit_json({"backend": backend().name, "tables": part})
+        return
+    render.emit(f"# netkit's rules in the {backend().name} backend (also: {backend().show_command})")
+    for line in pub.render_kernel_rules(part):
+        render.emit(line)
+
+
+@app.command("doctor")
+def doctor(fix: bool = typer.Option(False, "--fix", help="Repair: sync rules and host settings with the state.")):
+    """Check netkit's rules and host settings against the state; exit 1 if something is wrong."""
+    from netkit.engine import publish as pub
+
+    ctx = context()
+    ctx.require_root()
+    lines, problems = pub.doctor(ctx, fix)
+    for line in lines:
+        render.emit(line)
+    if problems:
+        sys.exit(1)
+
+
+@app.command("reset")
+def reset(dry_run: bool = DRY_OPT):
+    """Remove all netkit chains and hooks; restore ip_forward and the FORWARD policy. Foreign rules stay."""
+    from netkit.engine import publish as pub
+
+    ctx = context(dry_run)
+    for line in pub.reset(ctx):
+        render.emit(line)

@@ -26,3 +26,11 @@ def emit_plan(lines: list[str]) -> None:
         print("# nothing to change")
     for line in lines:
         print(line)
+
+
+def emit_inspect(data: dict, as_json: bool) -> None:
+    if as_json:
+        emit_json(data)
+    else:
+        for key, value in data.items():
+            print(f"{key}: {value}")

@@ -3,12 +3,7 @@ from __future__ import annotations
 
 from netkit import ipam, naming, ops
 from netkit.errors import Conflict, NotFound, UserError
-
-
-def _exists(name: str) -> bool:
-    from netkit.engine.networks import _kernel_link_exists
-
-    return _kernel_link_exists(name)
+from netkit.kernel.nsutil import link_exists
 
 
 def create(ctx, name: str, cidr: str | None = None, mtu: int | None = None) -> None:
@@ -19,7 +14,7 @@ def create(ctx, name: str, cidr: str | None = None, mtu: int | None = None) -> N
     if mtu is not None and not 68 <= mtu <= 65535:
         raise UserError(f"invalid MTU {mtu}: use a value from 68 to 65535")
     with ctx.change():
-        if _exists(name):
+        if link_exists(name):
             raise Conflict(f"interface '{name}' already exists")
         ctx.apply([ops.BridgeAdd(name, mtu or 1500, cidr)])
         ctx.store.put_bridge(name, {"cidr": cidr, "mtu": mtu or 1500})
@@ -31,7 +26,7 @@ def remove(ctx, name: str) -> None:
         owner = next((n.name for n in ctx.store.networks() if n.bridge == name), None)
         if owner:
             raise Conflict(f"bridge '{name}' belongs to network '{owner}'; use `netkit network rm {owner}`")
-        if not _exists(name):
+        if not link_exists(name):
             ctx.store.delete_bridge(name)
             raise NotFound(f"bridge '{name}' not found; see `netkit bridge show`")
         if ctx.store.bridge(name) is None:
@@ -53,7 +48,7 @@ def show() -> list[dict]:
 def macs(name: str) -> list[dict]:
     from netkit.kernel import links
 
-    info = links.link_info(name) if _exists(name) else None
+    info = links.link_info(name) if link_exists(name) else None
     if not info or info["kind"] != "bridge":
         raise NotFound(f"bridge '{name}' not found; see `netkit bridge show`")
     return links.bridge_macs(name)

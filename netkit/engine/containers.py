@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from netkit import ipam, naming, ops
 from netkit.engine import networks
 from netkit.errors import Conflict, NotFound, UserError
+from netkit.kernel.nsutil import link_exists
 from netkit.model import (MODE_BRIDGE, MODE_CONTAINER, MODE_HOST, MODE_NONE, Container, Endpoint,
                           Network)
 
@@ -25,6 +26,9 @@ class ContainerRequest:
     add_host: list[str] = field(default_factory=list)  # "name:ip"
     links: list[str] = field(default_factory=list)  # "other[:alias]"
     network_alias: list[str] = field(default_factory=list)  # DNS aliases on the first network
+    publish: list[str] = field(default_factory=list)  # -p specs, Docker syntax
+    publish_all: bool = False  # -P: every exposed port to an ephemeral host port
+    expose: list[str] = field(default_factory=list)  # --expose PORT[/proto]
 
 
 def get(ctx, name: str) -> Container:
@@ -58,7 +62,7 @@ def plan_endpoint(ctx, c: Container, net: Network, ip: str | None, mac: str | No
         ip=str(addr), prefixlen=net.prefixlen, gateway=net.gateway,
         mac=naming.validate_mac(mac) if mac else naming.mac_for_ip(str(addr)), aliases=list(aliases or []),
     )
-    if networks._kernel_link_exists(ep.host_ifname):
+    if link_exists(ep.host_ifname):
         raise Conflict(f"interface '{ep.host_ifname}' already exists on the host; run `netkit doctor`")
     # The first network gives the default route, as in Docker; internal networks give none.
     gateway = net.gateway if not c.endpoints and not net.internal else None
@@ -174,6 +178,11 @@ def plan_create(ctx, req: ContainerRequest) -> Container:
         ep, steps = plan_endpoint(ctx, c, net, req.ip, req.mac, req.network_alias)
         c.endpoints.append(ep)
         plan += steps
+    if req.publish or req.publish_all or req.expose:
+        from netkit.engine import publish
+
+        # Ports are checked for conflicts here, inside the locked state transaction.
+        publish.apply_create_options(ctx, c, req.publish, req.publish_all, req.expose)
     ctx.apply(plan)
     ctx.store.put_container(c)
     _sync_names(ctx, c)

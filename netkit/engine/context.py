@@ -25,6 +25,7 @@ class Context:
         self._executor = None
         self._applied: list = []
         self._on_commit: list = []  # kernel steps that can only run once state is final
+        self.firewall_hint = None  # (old, new) container set by publish/unpublish: the fast rule sync
 
     @property
     def config(self):
@@ -70,6 +71,11 @@ class Context:
                 yield self
                 for step in self._on_commit:
                     step(self)
+                # Every change ends with the firewall matching the new state (a dry run prints
+                # the rule changes instead); a failure here rolls back state and kernel plan.
+                from netkit.engine import publish
+
+                publish.sync_firewall(self)
                 if self.dry_run:
                     raise _DryRun
         except _DryRun:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from netkit import ipam, naming, ops
 from netkit.errors import Conflict, NotFound, UserError
+from netkit.kernel.nsutil import link_exists
 from netkit.model import Network
 
 DEFAULT_NETWORK = "bridge"
@@ -23,16 +24,6 @@ class NetworkRequest:
     icc: bool = True
     masquerade: bool = True
     driver: str = "bridge"
-
-
-def _kernel_link_exists(name: str) -> bool:
-    import socket
-
-    try:
-        socket.if_nametoindex(name)
-        return True
-    except OSError:
-        return False
 
 
 def _bridge_addresses(name: str) -> list[str]:
@@ -67,7 +58,7 @@ def plan_network(ctx, req: NetworkRequest, default: bool = False) -> tuple[Netwo
     owner = next((n.name for n in ctx.store.networks() if n.bridge == bridge), None)
     if owner:
         raise Conflict(f"bridge '{bridge}' already belongs to network '{owner}'")
-    adopted = _kernel_link_exists(bridge)
+    adopted = link_exists(bridge)
     if adopted and not req.bridge and not default:
         raise Conflict(f"interface '{bridge}' already exists; adopt it with --bridge {bridge} or choose another name")
     existing_addrs = _bridge_addresses(bridge) if adopted else []
@@ -128,7 +119,7 @@ def get(ctx, name: str) -> Network:
     if name != DEFAULT_NETWORK:
         raise NotFound(f"network '{name}' not found; see `netkit network ls`")
     req, must_exist = default_request(ctx)
-    if must_exist and not _kernel_link_exists(req.bridge):
+    if must_exist and not link_exists(req.bridge):
         raise UserError(
             f"{ctx.config.source}: bridge '{req.bridge}' does not exist; create it first "
             f"(ip link add {req.bridge} type bridge) or remove the 'bridge' key"

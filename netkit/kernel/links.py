@@ -193,14 +193,6 @@ def _describe(err: Exception) -> str:
 
 # ---- reading back -----------------------------------------------------------------------
 
-def link_exists(name: str) -> bool:
-    try:
-        socket.if_nametoindex(name)
-        return True
-    except OSError:
-        return False
-
-
 def link_info(ifname: str, netns_name: str | None = None) -> dict | None:
     """kind, ifindex, iflink (peer index for veth), master, mtu, address, state, ipv4 addrs."""
     if netns_name:

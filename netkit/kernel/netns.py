@@ -2,7 +2,6 @@
 made in-process with unshare+bind-mount instead of pyroute2's forked helper (FACTS.md)."""
 from __future__ import annotations
 
-import errno
 import os
 import socket
 
@@ -43,13 +42,11 @@ def create(name: str, ipv6: bool = False) -> tuple[int, socket.socket]:
     """
     _prepare_run_dir()
     path = netns_path(name)
-    fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
-    os.close(fd)
     home = nsutil.current_netns_fd()
     try:
         nsutil.unshare(nsutil.CLONE_NEWNET)
         try:
-            nsutil.mount("/proc/thread-self/ns/net", path, None, nsutil.MS_BIND)
+            nsutil.pin("/proc/thread-self/ns/net", path)
             if not ipv6:
                 # Before any interface exists, so that none of them sends DAD/RS/MLD (FACTS.md).
                 for scope in ("all", "default"):
@@ -59,8 +56,10 @@ def create(name: str, ipv6: bool = False) -> tuple[int, socket.socket]:
             ns_fd = nsutil.current_netns_fd()
         finally:
             nsutil.setns(home, nsutil.CLONE_NEWNET)
+    except FileExistsError:
+        raise
     except BaseException:
-        _unpin(path)
+        nsutil.unpin(path)
         raise
     finally:
         os.close(home)
@@ -70,31 +69,12 @@ def create(name: str, ipv6: bool = False) -> tuple[int, socket.socket]:
 def attach(name: str, source: str) -> None:
     """Pin an existing netns (e.g. /proc/PID/ns/net) under /run/netns/NAME (`ip netns attach`)."""
     _prepare_run_dir()
-    path = netns_path(name)
-    fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
-    os.close(fd)
-    try:
-        nsutil.mount(source, path, None, nsutil.MS_BIND)
-    except BaseException:
-        _unpin(path)
-        raise
-
-
-def _unpin(path: str) -> None:
-    try:
-        nsutil.umount(path, nsutil.MNT_DETACH)
-    except OSError as err:
-        if err.errno not in (errno.EINVAL, errno.ENOENT):
-            raise
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
+    nsutil.pin(source, netns_path(name))
 
 
 def delete(name: str) -> None:
     """Drop the name; the kernel frees the netns once no process or mount holds it."""
-    _unpin(netns_path(name))
+    nsutil.unpin(netns_path(name))
 
 
 def open_socket(path: str) -> socket.socket:

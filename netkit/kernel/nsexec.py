@@ -41,17 +41,9 @@ def enter(netns_path: str | None, uts_path: str | None, etc_name: str | None) ->
     """Move this (single-threaded) process into the container's namespaces."""
     try:
         if netns_path:
-            fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                nsutil.setns(fd, nsutil.CLONE_NEWNET)
-            finally:
-                os.close(fd)
+            nsutil.setns_path(netns_path, nsutil.CLONE_NEWNET)
         if uts_path:
-            fd = os.open(uts_path, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                nsutil.setns(fd, nsutil.CLONE_NEWUTS)
-            finally:
-                os.close(fd)
+            nsutil.setns_path(uts_path, nsutil.CLONE_NEWUTS)
         if netns_path:
             nsutil.unshare(nsutil.CLONE_NEWNS)
             # Slave, not private: mounts made later on the host (new netns names) still show.

@@ -56,6 +56,39 @@ def sethostname(name: str) -> None:
     _check(_libc.sethostname(raw, len(raw)), "sethostname")
 
 
+def setns_path(path: str, nstype: int) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        setns(fd, nstype)
+    finally:
+        os.close(fd)
+
+
+def pin(source: str, path: str) -> None:
+    """Keep a namespace alive under `path` by bind-mounting its /proc file (`ip netns add` does)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
+    os.close(fd)
+    try:
+        mount(source, path, None, MS_BIND)
+    except BaseException:
+        unpin(path)
+        raise
+
+
+def unpin(path: str) -> None:
+    import errno
+
+    try:
+        umount(path, MNT_DETACH)
+    except OSError as err:
+        if err.errno not in (errno.EINVAL, errno.ENOENT):
+            raise
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
 def current_netns_fd() -> int:
     """An fd on the calling thread's netns (not the process's: they differ after setns)."""
     return os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
@@ -75,6 +108,17 @@ def entered_netns(path: str):
     finally:
         os.close(target)
         os.close(home)
+
+
+def link_exists(ifname: str) -> bool:
+    """Whether an interface of that name is in the calling thread's netns (no netlink needed)."""
+    import socket
+
+    try:
+        socket.if_nametoindex(ifname)
+        return True
+    except OSError:
+        return False
 
 
 def set_link_up(ifname: str) -> None:

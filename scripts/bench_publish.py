@@ -1,0 +1,101 @@
+"""Publish latency with 0, 100 and 1000 mappings present, in-process and as a whole `netkit publish`.
+
+Runs itself inside a netkit sandbox. Setup: network benchnet 172.29.0.0/16 and containers with 10
+published ports each (100 containers = 1000 mappings). Measured: `publish.publish()` of one port on
+the container `probe` (then an unpublish, measured too, to put it back), N times per phase; and the
+whole CLI process `netkit publish HOSTPORT:80 probe`. Prints median and p90 in ms.
+
+    .venv/bin/python scripts/bench_publish.py [--rounds 40]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+PER_CONTAINER = 10
+
+
+def pct(values, p):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+
+
+def fmt(values):
+    return f"median {statistics.median(values) * 1000:6.2f} ms   p90 {pct(values, 90) * 1000:6.2f} ms"
+
+
+def ctx():
+    from netkit.engine.context import Context
+
+    return Context()
+
+
+def add_containers(upto: int, have: int) -> int:
+    from netkit.engine import containers
+
+    while have < upto:
+        i = have // PER_CONTAINER
+        base = 20000 + i * PER_CONTAINER
+        c = ctx()
+        containers.create(c, containers.ContainerRequest(
+            f"c{i}", "benchnet", publish=[f"{base}-{base + PER_CONTAINER - 1}:80-{79 + PER_CONTAINER}"]))
+        c.close()
+        have += PER_CONTAINER
+    return have
+
+
+def count_nat_rules() -> int:
+    out = subprocess.run(["iptables-legacy-save", "-t", "nat"], capture_output=True, text=True).stdout
+    return sum(1 for line in out.splitlines() if line.startswith("-A NETKIT "))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=40)
+    args = ap.parse_args()
+    from netkit.engine import containers, networks, publish
+
+    c = ctx()
+    networks.create(c, networks.NetworkRequest("benchnet", subnet="172.29.0.0/16"))
+    containers.create(c, containers.ContainerRequest("probe", "benchnet"))
+    c.close()
+    have = 0
+    print(f"publish latency (in-process publish.publish / unpublish of one port, {args.rounds} rounds each)")
+    for target in (0, 100, 1000):
+        have = add_containers(target, have)
+        ctx_ = ctx()
+        pub, unpub = [], []
+        for r in range(args.rounds):
+            t = time.perf_counter()
+            publish.publish(ctx_, "40000:80", "probe")
+            pub.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            publish.unpublish(ctx_, "40000:80", "probe")
+            unpub.append(time.perf_counter() - t)
+        ctx_.close()
+        print(f"  {have:5d} mappings ({count_nat_rules():5d} DNAT rules): publish {fmt(pub)}   unpublish {fmt(unpub)}")
+    cli = []
+    for r in range(max(5, args.rounds // 4)):
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "netkit", "publish", "40000:80", "probe"], check=True,
+                       stdout=subprocess.DEVNULL)
+        cli.append(time.perf_counter() - t)
+        subprocess.run([sys.executable, "-m", "netkit", "unpublish", "40000:80", "probe"], check=True,
+                       stdout=subprocess.DEVNULL)
+    print(f"whole process `netkit publish` with {have} mappings: {fmt(cli)}")
+    return 0
+
+
+if __name__ == "__main__":
+    from netkit import sandbox
+
+    if not sandbox.in_sandbox():
+        sys.exit(subprocess.call([sys.executable, "-m", "netkit", "sandbox", "--", sys.executable,
+                                  os.path.abspath(__file__)] + sys.argv[1:], cwd=ROOT))
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""Isolation with real traffic: MASQUERADE out, --no-masquerade, --internal, --no-icc with --link,
+networks apart, ip_forward with FORWARD policy DROP, NETKIT-USER first."""
+import pytest
+
+from publish_helpers import Server, ask
+
+pytestmark = pytest.mark.root
+UP, OUT = "198.18.0.1", "198.18.0.2"
+
+
+@pytest.fixture
+def servers():
+    made = []
+
+    def start(*args, **kw):
+        s = Server(*args, **kw)
+        made.append(s)
+        return s
+
+    yield start
+    for s in made:
+        s.stop()
+
+
+def test_way_out_masquerade_nomasquerade_internal(sandbox, servers):
+    assert open("/proc/sys/net/ipv4/ip_forward").read().strip() == "0"
+    sandbox.netkit("network", "create", "app", "--subnet", "172.20.0.0/24")
+    sandbox.netkit("network", "create", "raw", "--subnet", "172.21.0.0/24", "--no-masquerade")
+    sandbox.netkit("network", "create", "int", "--subnet", "172.22.0.0/24", "--internal")
+    for name, net in (("a", "app"), ("r", "raw"), ("i", "int")):
+        sandbox.netkit("container", "create", name, "--net", net)
+    servers("outside", "tcp", 7000)
+    assert ask("a", "tcp", OUT, 7000) == f"outside {UP}"  # source seen outside: the uplink address
+    assert ask("r", "tcp", OUT, 7000, timeout=0.7) is None
+    assert ask("i", "tcp", OUT, 7000, timeout=0.7) is None
+    p = sandbox.netkit("publish", "80", "i", check=False)
+    assert p.returncode == 2 and "internal" in p.stderr
+    assert open("/proc/sys/net/ipv4/ip_forward").read().strip() == "1"
+    assert ":FORWARD DROP" in sandbox.sh("iptables-legacy-save -t filter").stdout
+    assert "set the FORWARD policy to DROP" in sandbox.netkit("doctor").stdout
+    sandbox.netkit("reset")
+    assert open("/proc/sys/net/ipv4/ip_forward").read().strip() == "0"
+    assert ":FORWARD ACCEPT" in sandbox.sh("iptables-legacy-save -t filter").stdout
+
+
+def test_no_icc_links_and_networks_apart(sandbox, servers):
+    sandbox.netkit("network", "create", "quiet", "--subnet", "172.23.0.0/24", "--no-icc")
+    sandbox.netkit("network", "create", "other", "--subnet", "172.24.0.0/24")
+    sandbox.netkit("container", "create", "db", "--net", "quiet", "--expose", "5432")
+    sandbox.netkit("container", "create", "app", "--net", "quiet", "--link", "db:database")
+    sandbox.netkit("container", "create", "stranger", "--net", "quiet")
+    sandbox.netkit("container", "create", "far", "--net", "other")
+    servers("db", "tcp", 5432)
+    servers("db", "tcp", 5433)
+    servers("app", "tcp", 5432)
+    servers("stranger", "tcp", 5432)
+    assert ask("app", "tcp", "172.23.0.2", 5432) == "db 172.23.0.3"  # the link opens exactly 5432
+    assert ask("app", "tcp", "172.23.0.2", 5433, timeout=0.7) is None
+    assert ask("db", "tcp", "172.23.0.3", 5432, timeout=0.7) is None  # not the other way round
+    assert ask("stranger", "tcp", "172.23.0.2", 5432, timeout=0.7) is None  # no icc
+    assert ask("app", "tcp", "172.23.0.4", 5432, timeout=0.7) is None
+    servers("far", "tcp", 5432)
+    assert ask("far", "tcp", "172.23.0.2", 5432, timeout=0.7) is None  # networks apart
+    assert ask("db", "tcp", "172.24.0.2", 5432, timeout=0.7) is None
+
+
+def test_netkit_user_chain_first_and_kept(sandbox, servers):
+    sandbox.netkit("network", "create", "app", "--subnet", "172.20.0.0/24")
+    sandbox.netkit("container", "create", "web", "--net", "app", "-p", "8088:80")
+    servers("web", "tcp", 80)
+    assert ask("outside", "tcp", UP, 8088) == f"web {OUT}"
+    save = sandbox.sh("iptables-legacy-save -t filter").stdout
+    assert ":NETKIT-USER - " in save and "-A NETKIT-USER" not in save
+    assert save.index("-A NETKIT-FORWARD -j NETKIT-USER") < save.index("-A NETKIT-FORWARD -j NETKIT-ISOLATION-1")
+    sandbox.sh(f"iptables-legacy -w -A NETKIT-USER -s {OUT}/32 -j DROP")
+    assert ask("outside", "tcp", UP, 8088, timeout=0.7) is None
+    sandbox.netkit("container", "create", "web2", "--net", "app", "-p", "8089:80")  # a full sync
+    sandbox.netkit("publish", "8090:80", "web")  # the fast path
+    assert f"-A NETKIT-USER -s {OUT}/32 -j DROP" in sandbox.sh("iptables-legacy-save -t filter").stdout
+    assert sandbox.netkit("doctor").returncode == 0

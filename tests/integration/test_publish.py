@@ -1,0 +1,207 @@
+"""Publishing with real traffic: outside, host and 127.0.0.1, hairpin, address binds, direct-routing
+hole, conflicts, bad input, UDP conntrack, -P, --dry-run, removal."""
+import os
+import socket
+import time
+
+import pytest
+
+from publish_helpers import Server, Sniffer, ask, crafted_syn, legacy_save, mac_of, send_frame
+
+pytestmark = pytest.mark.root
+UP, OUT = "198.18.0.1", "198.18.0.2"
+
+
+@pytest.fixture
+def servers():
+    made = []
+
+    def start(*args, **kw):
+        s = Server(*args, **kw)
+        made.append(s)
+        return s
+
+    yield start
+    for s in made:
+        s.stop()
+
+
+def _net(sandbox, name="app", subnet="172.20.0.0/24", *extra):
+    sandbox.netkit("network", "create", name, "--subnet", subnet, *extra)
+
+
+def test_outside_host_and_localhost(sandbox, servers):
+    _net(sandbox)
+    sandbox.netkit("container", "create", "web", "--net", "app", "-p", "8088:80", "-p", "8053:53/udp")
+    servers("web", "tcp", 80)
+    servers("web", "udp", 53)
+    # outside -> uplink: reaches the container, which sees the real client address
+    assert ask("outside", "tcp", UP, 8088) == f"web {OUT}"
+    assert ask("outside", "udp", UP, 8053) == f"web {OUT}"
+    # the host itself, by its address and by 127.0.0.1, with no proxy process listening
+    assert ask(None, "tcp", UP, 8088).startswith("web ")
+    assert ask(None, "tcp", "127.0.0.1", 8088).startswith("web ")
+    assert ask(None, "udp", "127.0.0.1", 8053).startswith("web ")
+    assert ":8088" not in sandbox.sh("ss -Hltnp").stdout
+    assert sandbox.netkit("port", "web").stdout.split("\n")[:2] == ["53/udp -> 0.0.0.0:8053", "80/tcp -> 0.0.0.0:8088"]
+    assert sandbox.netkit("port", "web", "80").stdout.strip() == "80/tcp -> 0.0.0.0:8088"
+    assert "DNAT --to-destination 172.20.0.2:80" in sandbox.netkit("rules").stdout
+    assert open("/proc/sys/net/ipv4/conf/br-app/route_localnet").read().strip() == "1"
+    assert open("/proc/sys/net/ipv4/conf/all/route_localnet").read().strip() == "0"
+
+
+def test_hairpin_self_sibling_and_gateway(sandbox, servers):
+    _net(sandbox)
+    sandbox.netkit("container", "create", "web", "--net", "app", "-p", "8088:80")
+    sandbox.netkit("container", "create", "web2", "--net", "app")
+    servers("web", "tcp", 80)
+    for ep in sandbox.inspect("container", "web")["endpoints"] + sandbox.inspect("container", "web2")["endpoints"]:
+        assert open(f"/sys/class/net/{ep['host_interface']}/brport/hairpin_mode").read().strip() == "1"
+    assert ask("web", "tcp", UP, 8088) == "web 172.20.0.1"  # itself, through the host
+    assert ask("web2", "tcp", UP, 8088) == "web 172.20.0.1"  # a sibling
+    assert ask("web2", "tcp", "172.20.0.1", 8088) == "web 172.20.0.1"  # via the gateway address
+
+
+def test_address_bound_publishes(sandbox, servers):
+    _net(sandbox)
+    sandbox.netkit("container", "create", "web", "--net", "app", "-p", "127.0.0.1:8090:80", "-p", f"{UP}:8091:80")
+    servers("web", "tcp", 80)
+    assert ask(None, "tcp", "127.0.0.1", 8090).startswith("web ")
+    assert ask(None, "tcp", UP, 8090, timeout=0.5) is None
+    assert ask("outside", "tcp", UP, 8090, timeout=0.5) is None
+    assert ask("outside", "tcp", UP, 8091) == f"web {OUT}"
+    assert ask(None, "tcp", "127.0.0.1", 8091, timeout=0.5) is None
+    # A neighbour forging a SYN to 127.0.0.1 at the host's MAC must not reach the container,
+    # while the same SYN to the uplink-bound port does (the control).
+    up_mac = mac_of("uplink")
+    sniff = Sniffer("web", "eth0", 80)
+    sandbox.ns("outside", "ip route add 127.0.0.9/32 dev eth0", check=False)
+    send_frame("outside", "eth0", up_mac, crafted_syn(OUT, "127.0.0.1", 8090))
+    time.sleep(0.3)
+    assert sniff.hits == 0
+    send_frame("outside", "eth0", up_mac, crafted_syn(OUT, UP, 8091, sport=40001))
+    time.sleep(0.3)
+    assert sniff.stop() >= 1
+
+
+def test_unpublished_ports_closed_to_routed_neighbours(sandbox, servers):
+    _net(sandbox)
+    sandbox.netkit("container", "create", "web", "--net", "app", "-p", "8088:80")
+    servers("web", "tcp", 80)
+    servers("web", "tcp", 81)
+    sandbox.ns("outside", f"ip route add 172.20.0.0/24 via {UP}")
+    assert ask(None, "tcp", "172.20.0.2", 81) is not None  # the host itself may
+    assert ask("outside", "tcp", "172.20.0.2", 81, timeout=0.7) is None
+    assert ask("outside", "tcp", "172.20.0.2", 80, timeout=0.7) is None
+    assert ask("outside", "tcp", UP, 8088) == f"web {OUT}"
+
+
+def test_conflicts_are_refused_naming_the_holder(sandbox):
+    _net(sandbox)
+    sandbox.netkit("container", "create", "web", "--net", "app", "-p", "127.0.0.1:8088:80")
+    before = legacy_save(sandbox)
+    for spec in ("8088:80", "127.0.0.1:8088:80"):
+        p = sandbox.netkit("container", "create", "web2", "--net", "app", "-p", spec, check=False)
+        assert p.returncode == 2 and "already published by container 'web'" in p.stderr
+        assert p.stderr.count("\n") == 1
+    assert "web2" not in sandbox.netkit("container", "ls").stdout
+    assert sandbox.netkit("publish", "8088:80/udp", "web").returncode == 0  # other protocol: fine
+    sandbox.netkit("unpublish", "8088:80/udp", "web")
+    holder = socket.socket()
+    holder.bind(("0.0.0.0", 8095))
+    holder.listen()
+    try:
+        p = sandbox.netkit("publish", "8095:80", "web", check=False)
+        assert p.returncode == 2 and "listening socket" in p.stderr
+    finally:
+        holder.close()
+    assert legacy_save(sandbox) == before
+
+
+BAD = ["8088:", ":80", "80:abc", "70000", "0-5:80", "90-80", "8000-8002:80-81", "80/icmp",
+       "localhost:8088:80", "[::1]:8088:80"]
+
+
+def test_bad_input_one_line_exit_2_nothing_changed(sandbox):
+    _net(sandbox)
+    sandbox.netkit("container", "create", "web", "--net", "app")
+    sandbox.netkit("container", "create", "h", "--net", "host")
+    sandbox.netkit("container", "create", "n", "--net", "none")
+    sandbox.netkit("container", "create", "s", "--net", "container:web")
+    before = legacy_save(sandbox)
+    cases = [("publish", spec, "web") for spec in BAD] + [
+        ("publish", "80", "h"), ("publish", "80", "n"), ("publish", "80", "s"), ("publish", "80", "ghost"),
+        ("unpublish", "80", "web")]
+    for cmd, spec, name in cases:
+        p = sandbox.netkit(cmd, spec, name, check=False)
+        assert p.returncode == 2, (spec, name, p.stderr)
+        assert p.stderr.count("\n") == 1 and p.stderr.startswith("netkit: "), p.stderr
+    assert "ports are the host's ports already" in sandbox.netkit("publish", "80", "h", check=False).stderr
+    assert "IPv6" in sandbox.netkit("publish", "[::1]:8088:80", "web", check=False).stderr
+    p = sandbox.netkit("container", "create", "bad", "--net", "app", "-p", "8088:", check=False)
+    assert p.returncode == 2 and "bad" not in sandbox.netkit("container", "ls").stdout
+    assert legacy_save(sandbox) == before
+
+
+def test_udp_conntrack_follows_the_new_mapping(sandbox, servers):
+    _net(sandbox)
+    sandbox.netkit("container", "create", "a", "--net", "app", "-p", "5353:53/udp")
+    sandbox.netkit("container", "create", "b", "--net", "app")
+    servers("a", "udp", 53)
+    servers("b", "udp", 53)
+    for _ in range(3):
+        assert ask("outside", "udp", UP, 5353, sport=41000) == f"a {OUT}"
+    sandbox.netkit("unpublish", "5353:53/udp", "a")
+    sandbox.netkit("publish", "5353:53/udp", "b")
+    assert ask("outside", "udp", UP, 5353, sport=41000) == f"b {OUT}"
+    assert "172.20.0.2" not in sandbox.sh("conntrack -L -p udp 2>/dev/null").stdout
+
+
+def test_publish_all_uses_the_ephemeral_range(sandbox, servers):
+    _net(sandbox)
+    with open("/proc/sys/net/ipv4/ip_local_port_range", "w") as f:
+        f.write("45000 45100")
+    sandbox.netkit("container", "create", "web", "--net", "app", "--expose", "80", "--expose", "53/udp", "-P")
+    lines = sandbox.netkit("port", "web").stdout.splitlines()
+    assert [line.split(" -> ")[0] for line in lines] == ["53/udp", "80/tcp"]
+    assert all(45000 <= int(line.split(":")[-1]) <= 45100 for line in lines), lines
+    tcp_port = int(sandbox.netkit("port", "web", "80/tcp").stdout.split(":")[-1])
+    servers("web", "tcp", 80)
+    assert ask("outside", "tcp", UP, tcp_port) == f"web {OUT}"
+    out = sandbox.netkit("publish", "8000-8010:80", "web").stdout.strip()
+    assert out == "80/tcp -> 0.0.0.0:8000"
+
+
+def test_dry_run_prints_iptables_save_syntax(sandbox):
+    _net(sandbox)
+    sandbox.netkit("container", "create", "web", "--net", "app")
+    before = legacy_save(sandbox)
+    out = sandbox.netkit("publish", "127.0.0.1:8088:80", "web", "--dry-run").stdout.splitlines()
+    assert out == ["*raw", "-A NETKIT-RAW -d 127.0.0.1/32 ! -i lo -p tcp -m tcp --dport 8088 -j DROP", "COMMIT",
+                   "*nat", "-A NETKIT -d 127.0.0.1/32 -p tcp -m tcp --dport 8088 -j DNAT --to-destination 172.20.0.2:80",
+                   "COMMIT"]
+    out = sandbox.netkit("container", "create", "web2", "--net", "app", "-p", "9000:90", "--dry-run").stdout
+    assert "-A NETKIT -p tcp -m tcp --dport 9000 -j DNAT --to-destination 172.20.0.3:90" in out
+    assert "-A NETKIT-RAW -d 172.20.0.3/32 ! -i br-app -j DROP" in out
+    assert legacy_save(sandbox) == before
+
+
+def test_removal_removes_exactly_its_rules(sandbox):
+    _net(sandbox)
+    _net(sandbox, "other", "172.21.0.0/24")
+    sandbox.netkit("container", "create", "a", "--net", "app", "-p", "8088:80", "-p", "127.0.0.1:8089:80")
+    sandbox.netkit("container", "create", "b", "--net", "app", "-p", "9088:80")
+    with_a = sandbox.netkit("rules").stdout.splitlines()
+    sandbox.netkit("container", "rm", "a")
+    without_a = sandbox.netkit("rules").stdout.splitlines()
+    gone = [line for line in with_a if line not in without_a]
+    assert sorted(gone) == sorted([
+        "-A NETKIT -p tcp -m tcp --dport 8088 -j DNAT --to-destination 172.20.0.2:80",
+        "-A NETKIT -d 127.0.0.1/32 -p tcp -m tcp --dport 8089 -j DNAT --to-destination 172.20.0.2:80",
+        "-A NETKIT-RAW -d 127.0.0.1/32 ! -i lo -p tcp -m tcp --dport 8089 -j DROP",
+        "-A NETKIT-RAW -d 172.20.0.2/32 ! -i br-app -j DROP"])
+    assert not [line for line in without_a if line not in with_a]
+    sandbox.netkit("network", "rm", "other")
+    after = sandbox.netkit("rules").stdout
+    assert "br-other" not in after and "172.21.0.0" not in after and "br-app" in after
+    assert os.path.exists("/proc/sys/net/ipv4/conf/br-app")
