@@ -118,7 +118,8 @@ class BridgeDel:
 
 @dataclass(frozen=True)
 class EndpointAdd:
-    """A veth pair: host end on the bridge, the peer made directly inside the container's netns."""
+    """A veth pair: host end on the bridge (hairpin on, so that a container can reach its own
+    published port through the host), the peer made directly inside the container's netns."""
 
     netns: str
     host_ifname: str
@@ -137,6 +138,7 @@ class EndpointAdd:
             f"mtu {self.mtu} address {self.mac} netns {ns}",
             f"sysctl -qw net.ipv6.conf.{self.host_ifname}.disable_ipv6=1",
             f"ip link set {self.host_ifname} master {self.bridge} up",
+            f"bridge link set dev {self.host_ifname} hairpin on",
             f"ip -n {ns} addr add {self.ip}/{self.prefixlen} dev {self.ifname}",
             f"ip -n {ns} link set {self.ifname} up",
         ]

@@ -145,6 +145,16 @@ def endpoint_rules(c: Container, nets: dict[str, Network]) -> list[Rule]:
     return out
 
 
+def container_rules(c: Container | None, nets: dict[str, Network]) -> list[Rule]:
+    """A container's own rules, all in unordered chains: what create/rm/publish change."""
+    return [] if c is None else endpoint_rules(c, nets) + mapping_rules(c, nets)
+
+
+def involves_links(c: Container, nets: dict[str, Network]) -> bool:
+    """Whether `c` may have --link rules: it sits on an icc=false network (see link_rules)."""
+    return any((n := nets.get(ep.network)) is not None and not n.icc and n.iptables for ep in c.endpoints)
+
+
 def _ports(text: str) -> tuple[str, str]:
     """ "80/tcp" or "8000-8010/udp" -> ("80" or "8000:8010", proto)."""
     ports, _, proto = text.partition("/")

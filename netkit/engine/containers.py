@@ -1,6 +1,7 @@
 """Containers in Docker's four modes; connect/disconnect; attach a foreign netns; exec."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from dataclasses import dataclass, field
@@ -185,6 +186,7 @@ def plan_create(ctx, req: ContainerRequest) -> Container:
         publish.apply_create_options(ctx, c, req.publish, req.publish_all, req.expose)
     ctx.apply(plan)
     ctx.store.put_container(c)
+    ctx.container_changed(None, c)
     _sync_names(ctx, c)
     return c
 
@@ -226,6 +228,7 @@ def remove(ctx, name: str) -> Container:
             plan.append(ops.UtsDel(c.uts))
         ctx.apply(plan)
         ctx.store.delete_container(name)
+        ctx.container_changed(c, None)
         if c.mode != MODE_CONTAINER:
             _sync_names(ctx, c, removed=True)
     return c
@@ -245,8 +248,10 @@ def connect(ctx, network: str, name: str, ip: str | None = None, aliases: list[s
             naming.validate_object_name("network alias", alias)
         ep, plan = plan_endpoint(ctx, c, net, ip, None, aliases)
         ctx.apply(plan)
+        old = dataclasses.replace(c, endpoints=list(c.endpoints))
         c.endpoints.append(ep)
         ctx.store.put_container(c)
+        ctx.container_changed(old, c)
         _sync_names(ctx, c, [network])
     return ep
 
@@ -261,8 +266,10 @@ def disconnect(ctx, network: str, name: str) -> Endpoint:
         if not ep:
             raise UserError(f"container '{name}' is not connected to network '{network}'")
         ctx.apply([ops.LinkDel(ep.host_ifname)])
+        old = dataclasses.replace(c, endpoints=list(c.endpoints))
         c.endpoints.remove(ep)
         ctx.store.put_container(c)
+        ctx.container_changed(old, c)
         _sync_names(ctx, c, [network])
     return ep
 
@@ -304,6 +311,7 @@ def attach(ctx, network: str, pid: int | None = None, netns_path: str | None = N
         c.endpoints.append(ep)
         ctx.apply(plan + steps)
         ctx.store.put_container(c)
+        ctx.container_changed(None, c)
         _sync_names(ctx, c)
     return c
 

@@ -25,7 +25,10 @@ class Context:
         self._executor = None
         self._applied: list = []
         self._on_commit: list = []  # kernel steps that can only run once state is final
-        self.firewall_hint = None  # (old, new) container set by publish/unpublish: the fast rule sync
+        # (old, new) versions of the one container a change touched: the firewall sync then
+        # updates only that container's rules; None means compare everything with the kernel.
+        self.firewall_hint = None
+        self._hint_blocked = False
 
     @property
     def config(self):
@@ -61,11 +64,24 @@ class Context:
         """Run step(ctx) after the plan succeeded and before the state is committed."""
         self._on_commit.append(step)
 
+    def container_changed(self, old, new) -> None:
+        """Record that only container `old` -> `new` changed (either may be None)."""
+        if self._hint_blocked or self.firewall_hint is not None:
+            self.network_changed()  # a second change in one command: compare everything
+        else:
+            self.firewall_hint = (old, new)
+
+    def network_changed(self) -> None:
+        self.firewall_hint = None
+        self._hint_blocked = True
+
     @contextmanager
     def change(self):
         """One command's change: state transaction + kernel plan; all or nothing."""
         self._applied = []
         self._on_commit = []
+        self.firewall_hint = None
+        self._hint_blocked = False
         try:
             with self.store.transaction():
                 yield self

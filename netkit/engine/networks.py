@@ -127,6 +127,7 @@ def get(ctx, name: str) -> Network:
     net, plan = plan_network(ctx, req, default=True)
     ctx.apply(plan)
     ctx.store.put_network(net)
+    ctx.network_changed()
     return net
 
 

@@ -209,7 +209,7 @@ def publish(ctx, spec_text: str, name: str) -> list[PortMapping]:
         new = allocate(ctx, c, [spec])
         c.ports.extend(new)
         ctx.store.put_container(c)
-        ctx.firewall_hint = (old, c)
+        ctx.container_changed(old, c)
     return new
 
 
@@ -236,7 +236,7 @@ def unpublish(ctx, spec_text: str, name: str) -> list[PortMapping]:
         old = dataclasses.replace(c, ports=list(c.ports))
         c.ports = [pm for pm in c.ports if pm not in gone]
         ctx.store.put_container(c)
-        ctx.firewall_hint = (old, c)
+        ctx.container_changed(old, c)
     return gone
 
 
@@ -306,7 +306,9 @@ def _sync_fast(ctx, hint, nets) -> None:
         raise _NeedFull
     netmap = {n.name: n for n in nets}
     old, new = hint
-    ops = rules.delta(rules.mapping_rules(old, netmap), rules.mapping_rules(new, netmap))
+    if any(rules.involves_links(c, netmap) for c in (old, new) if c is not None):
+        raise _NeedFull  # link rules live in the ordered FORWARD chain
+    ops = rules.delta(rules.container_rules(old, netmap), rules.container_rules(new, netmap))
     if ops:
         firewall.backend().apply(ops, thorough=False)
         _forget_conntrack(ops)
@@ -404,7 +406,7 @@ def _as_current(rs: rules.RuleSet, present: bool) -> dict:
 def _dry_ops(ctx, hint, nets, meta) -> list[rules.Op]:
     if hint is not None and meta.get("active"):
         netmap = {n.name: n for n in nets}
-        return rules.delta(rules.mapping_rules(hint[0], netmap), rules.mapping_rules(hint[1], netmap))
+        return rules.delta(rules.container_rules(hint[0], netmap), rules.container_rules(hint[1], netmap))
     old = _committed_state(ctx)
     try:
         before = rules.plan(old.networks(), old.containers())

@@ -156,6 +156,7 @@ class Executor:
         )
         try:
             _sysctl_disable_ipv6(op.host_ifname)
+            host.brport("set", index=_ifindex(op.host_ifname), mode=1)  # hairpin
             inner = self.in_netns(op.netns)
             with nsutil.entered_netns(netns.netns_path(op.netns)):
                 idx = _ifindex(op.ifname)
