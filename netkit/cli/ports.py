@@ -71,12 +71,12 @@ def rules_cmd(json: bool = JSON_OPT):
 
 @app.command("doctor")
 def doctor(fix: bool = typer.Option(False, "--fix", help="Repair: sync rules and host settings with the state.")):
-    """Check netkit's rules and host settings against the state; exit 1 if something is wrong."""
-    from netkit.engine import publish as pub
+    """Check state against kernel objects, rules, host settings and DNS servers; exit 1 on problems."""
+    from netkit.engine import doctor as doc
 
     ctx = context()
     ctx.require_root()
-    lines, problems = pub.doctor(ctx, fix)
+    lines, problems = doc.run(ctx, fix)
     for line in lines:
         render.emit(line)
     if problems:

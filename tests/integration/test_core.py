@@ -224,3 +224,14 @@ def test_dry_run_prints_ip_commands_and_changes_nothing(sandbox):
     out = sandbox.netkit("network", "create", "app", "--dry-run").stdout
     assert "ip link add br-app type bridge" in out
     assert snapshot(sandbox) == before
+
+
+def test_doctor_reports_objects_deleted_behind_netkits_back(sandbox):
+    sandbox.netkit("container", "create", "web")
+    assert "ok: every bridge, netns and veth in the state exists" in sandbox.netkit("doctor").stdout
+    host_if = sandbox.inspect("container", "web")["endpoints"][0]["host_interface"]
+    sandbox.sh(f"ip link del {host_if}")
+    r = sandbox.netkit("doctor", check=False)
+    assert r.returncode == 1 and f"veth '{host_if}' of container 'web' on network 'bridge' is missing" in r.stdout
+    sandbox.netkit("container", "rm", "web")  # removal copes with the missing veth
+    assert sandbox.netkit("doctor").returncode == 0

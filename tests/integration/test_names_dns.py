@@ -105,9 +105,12 @@ def test_dns_server_survives_the_cli_and_goes_with_the_network(sandbox):
     # doctor --fix brings a dead server back (kill it ourselves: it is our own process).
     os.kill(pid, signal.SIGKILL)
     time.sleep(0.2)
+    broken = sandbox.netkit("doctor", check=False)
+    assert broken.returncode == 1 and "DNS server of network 'app' is not running" in broken.stdout
     fixed = sandbox.netkit("doctor", "--fix", check=False)
-    if fixed.returncode == 0 or "DNS" in fixed.stdout:
-        assert resolve(sandbox, "web", "web") == "172.20.0.2"
+    assert "restarted DNS server of network 'app'" in fixed.stdout, fixed.stdout
+    assert dns_pid("app") != pid
+    assert resolve(sandbox, "web", "web") == "172.20.0.2"
     sandbox.netkit("container", "rm", "web")
     sandbox.netkit("network", "rm", "app")
     assert not os.path.exists("/run/netkit/dns/app.pid")
