@@ -35,6 +35,10 @@ def attach(
     netns: Optional[str] = typer.Option(None, "--netns", help="A netns file instead of a PID."),
     name: Optional[str] = typer.Option(None, "--name", help="Name for the container (default pidPID)."),
     ip: Optional[str] = typer.Option(None, "--ip"),
+    dns: List[str] = typer.Option([], "--dns", help="DNS server for its resolv.conf (repeatable)."),
+    dns_search: List[str] = typer.Option([], "--dns-search", help="Search domain (repeatable)."),
+    add_host: List[str] = typer.Option([], "--add-host", help="Extra hosts entry NAME:IP (repeatable)."),
+    network_alias: List[str] = typer.Option([], "--network-alias", help="DNS alias on the network (repeatable)."),
     dry_run: bool = DRY_OPT,
     json: bool = JSON_OPT,
 ):
@@ -42,7 +46,9 @@ def attach(
     from netkit.engine import containers
 
     ctx = context(dry_run)
-    c = containers.attach(ctx, network, pid, netns, name, ip)
+    names = containers.ContainerRequest(name or "", dns=dns, dns_search=dns_search, add_host=add_host,
+                                        network_alias=network_alias)
+    c = containers.attach(ctx, network, pid, netns, name, ip, names)
     if dry_run:
         render.emit_plan(ctx.printed)
     elif json:

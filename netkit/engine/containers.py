@@ -275,8 +275,11 @@ def disconnect(ctx, network: str, name: str) -> Endpoint:
 
 
 def attach(ctx, network: str, pid: int | None = None, netns_path: str | None = None,
-           name: str | None = None, ip: str | None = None) -> Container:
-    """Wire a netns made by someone else (a runtime's --net=none container) onto a network."""
+           name: str | None = None, ip: str | None = None, names: ContainerRequest | None = None) -> Container:
+    """Wire a netns made by someone else (a runtime's --net=none container) onto a network.
+
+    `names` carries --dns, --dns-search, --dns-option, --add-host and --network-alias; the
+    hostname stays the runtime's (its process has a UTS namespace of its own)."""
     from netkit.kernel import netns as netns_mod
 
     ctx.require_root()
@@ -305,9 +308,13 @@ def attach(ctx, network: str, pid: int | None = None, netns_path: str | None = N
             raise Conflict(f"a network namespace named '{name}' already exists (see `ip netns list`); pass --name")
         c = Container(name=name, id=naming.new_id(name), mode=MODE_BRIDGE, netns=netns_mod.netns_path(name),
                       external=True, pid=pid, created=time.time())
+        names = names or ContainerRequest(name)
+        _apply_name_options(ctx, c, names)
+        for alias in names.network_alias:
+            naming.validate_object_name("network alias", alias)
         plan: list = [ops.NetnsAttach(name, source, pid)]
         net = networks.get(ctx, network)
-        ep, steps = plan_endpoint(ctx, c, net, ip, None)
+        ep, steps = plan_endpoint(ctx, c, net, ip, None, names.network_alias)
         c.endpoints.append(ep)
         ctx.apply(plan + steps)
         ctx.store.put_container(c)

@@ -131,3 +131,15 @@ def test_malformed_name_options(sandbox, args, message):
     assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert sandbox.netkit("container", "ls", "--json").stdout.strip() == "[]"
     assert not os.path.exists("/etc/netns/x")
+
+
+def test_attach_gets_name_files_and_dns(sandbox):
+    sandbox.netkit("network", "create", "app", "--subnet", "172.20.0.0/24")
+    sandbox.netkit("container", "create", "web", "--net", "app")
+    proc = sandbox.spawn(["unshare", "-n", "sleep", "60"])
+    time.sleep(0.2)
+    sandbox.netkit("attach", "--pid", proc.pid, "--network", "app", "--name", "job",
+                   "--add-host", "cache.example:10.0.0.9", "--network-alias", "worker")
+    assert resolve(sandbox, "web", "worker") == "172.20.0.3"
+    assert resolve(sandbox, "job", "web") == "172.20.0.2"
+    assert resolve(sandbox, "job", "cache.example") == "10.0.0.9"
