@@ -49,12 +49,12 @@ def plan_endpoint(ctx, c: Container, net: Network, ip: str | None, mac: str | No
     if c.endpoint(net.name):
         raise Conflict(f"container '{c.name}' is already connected to network '{net.name}'")
     layout = ipam.plan_layout(ipam.parse_subnet(net.subnet), net.gateway, net.ip_range)
-    used = {ipam.parse_ip(a): owner for a, owner in ctx.store.addresses(net.name).items()}
+    used = ctx.store.addresses(net.name)
     if ip:
         addr = ipam.parse_ip(ip)
-        ipam.check_static(layout, addr, used)
+        ipam.check_static(layout, addr, {ipam.parse_ip(a): owner for a, owner in used.items()})
     else:
-        addr = ipam.allocate(layout, set(used))
+        addr = ipam.allocate(layout, {ipam.as_int(a) for a in used})
     used_if = {e.ifname for e in c.endpoints}
     ifname = next(naming.container_ifname(i) for i in range(len(used_if) + 1)
                   if naming.container_ifname(i) not in used_if)

@@ -113,7 +113,7 @@ def sync_network(ctx, net: Network) -> None:
 
     path = records_path(ctx, net.name)
     os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-    _atomic_write(path, json.dumps(records(ctx, net), indent=1, sort_keys=True))
+    _atomic_write(path, json.dumps(records(ctx, net), separators=(",", ":")))
     if ctx.store.has_members(net.name):
         supervisor.ensure_running(net.name, net.gateway, path, ctx.run_dir)
 

@@ -148,15 +148,17 @@ class Executor:
 
     def _EndpointAdd(self, op: ops.EndpointAdd) -> None:
         host = self.host()
-        # Up at once: IPv6 is switched off right below, long before addrconf's randomly delayed
-        # first DAD/MLD packet would go out, and it saves a netlink round trip.
+        # Created down: IPv6 must be off before the link comes up, or its MLD reports are
+        # flooded to every port of the bridge and each attach gets slower (FACTS.md).
         host.link(
-            "add", ifname=op.host_ifname, kind="veth", mtu=op.mtu, master=_ifindex(op.bridge), state="up",
+            "add", ifname=op.host_ifname, kind="veth", mtu=op.mtu, master=_ifindex(op.bridge),
             peer={"ifname": op.ifname, "net_ns_fd": self.netns_fd(op.netns), "mtu": op.mtu, "address": op.mac},
         )
         try:
             _sysctl_disable_ipv6(op.host_ifname)
-            host.brport("set", index=_ifindex(op.host_ifname), mode=1)  # hairpin
+            index = _ifindex(op.host_ifname)
+            host.brport("set", index=index, mode=1)  # hairpin
+            host.link("set", index=index, state="up")
             inner = self.in_netns(op.netns)
             with nsutil.entered_netns(netns.netns_path(op.netns)):
                 idx = _ifindex(op.ifname)
