@@ -74,6 +74,13 @@ def mac_for_ip(ip: str) -> str:
     return "02:42:" + ":".join(f"{o:02x}" for o in octets)
 
 
+def bridge_mac(bridge: str) -> str:
+    """A fixed MAC for a bridge netkit makes. Without one a bridge takes the lowest MAC of its
+    ports, so a new port can change the gateway's MAC under the containers' ARP caches."""
+    digest = hashlib.sha256(f"bridge/{bridge}".encode()).digest()
+    return "02:42:" + ":".join(f"{b:02x}" for b in digest[:4])
+
+
 _MAC = re.compile(r"^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$")
 
 

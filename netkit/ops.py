@@ -66,9 +66,11 @@ class BridgeAdd:
     name: str
     mtu: int
     address: str | None = None  # "172.17.0.1/16"
+    mac: str | None = None  # fixed, so that joining ports never change it
 
     def render(self) -> list[str]:
-        lines = [f"ip link add {self.name} type bridge", f"ip link set {self.name} mtu {self.mtu}",
+        mac = f" address {self.mac}" if self.mac else ""
+        lines = [f"ip link add {self.name}{mac} type bridge", f"ip link set {self.name} mtu {self.mtu}",
                  f"sysctl -qw net.ipv6.conf.{self.name}.disable_ipv6=1"]
         if self.address:
             lines.append(f"ip addr add {self.address} dev {self.name}")

@@ -16,7 +16,7 @@ def create(ctx, name: str, cidr: str | None = None, mtu: int | None = None) -> N
     with ctx.change():
         if link_exists(name):
             raise Conflict(f"interface '{name}' already exists")
-        ctx.apply([ops.BridgeAdd(name, mtu or 1500, cidr)])
+        ctx.apply([ops.BridgeAdd(name, mtu or 1500, cidr, naming.bridge_mac(name))])
         ctx.store.put_bridge(name, {"cidr": cidr, "mtu": mtu or 1500})
 
 

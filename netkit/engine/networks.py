@@ -88,7 +88,7 @@ def plan_network(ctx, req: NetworkRequest, default: bool = False) -> tuple[Netwo
     if adopted:
         plan = [] if address in existing_addrs else [ops.AddrAdd(bridge, address)]
     else:
-        plan = [ops.BridgeAdd(bridge, net.mtu, address)]
+        plan = [ops.BridgeAdd(bridge, net.mtu, address, naming.bridge_mac(bridge))]
     return net, plan
 
 

@@ -113,7 +113,8 @@ class Executor:
 
     def _BridgeAdd(self, op: ops.BridgeAdd) -> None:
         ipr = self.host()
-        ipr.link("add", ifname=op.name, kind="bridge", mtu=op.mtu)
+        extra = {"address": op.mac} if op.mac else {}
+        ipr.link("add", ifname=op.name, kind="bridge", mtu=op.mtu, **extra)
         _sysctl_disable_ipv6(op.name)
         idx = _ifindex(op.name)
         if op.address:

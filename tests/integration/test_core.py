@@ -235,3 +235,14 @@ def test_doctor_reports_objects_deleted_behind_netkits_back(sandbox):
     assert r.returncode == 1 and f"veth '{host_if}' of container 'web' on network 'bridge' is missing" in r.stdout
     sandbox.netkit("container", "rm", "web")  # removal copes with the missing veth
     assert sandbox.netkit("doctor").returncode == 0
+
+
+def test_gateway_mac_never_changes_as_ports_join(sandbox):
+    """A bridge without a fixed MAC takes its lowest port MAC: a new container could then change
+    the gateway's MAC under the others' ARP caches (seen as 10 s DNS timeouts)."""
+    sandbox.netkit("network", "create", "app", "--subnet", "172.20.0.0/24")
+    mac = link(sandbox, "br-app")["address"]
+    for i in range(6):
+        sandbox.netkit("container", "create", f"c{i}", "--net", "app")
+        assert link(sandbox, "br-app")["address"] == mac
+    assert mac.startswith("02:42:")
