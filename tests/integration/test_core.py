@@ -220,9 +220,9 @@ def test_dry_run_prints_ip_commands_and_changes_nothing(sandbox):
     before = snapshot(sandbox)
     out = sandbox.netkit("container", "create", "web", "--dry-run").stdout
     assert "ip netns add web" in out and "type veth peer name eth0" in out
-    assert "ip link add netkit0 type bridge" in out and "ip -n web route add default via 172.17.0.1" in out
+    assert "ip link add netkit0 address 02:42:" in out and "ip -n web route add default via 172.17.0.1" in out
     out = sandbox.netkit("network", "create", "app", "--dry-run").stdout
-    assert "ip link add br-app type bridge" in out
+    assert "ip link add br-app address 02:42:" in out
     assert snapshot(sandbox) == before
 
 
