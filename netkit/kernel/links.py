@@ -83,9 +83,7 @@ class Executor:
                 done.append(op)
         except Exception as err:
             self.undo(done)
-            if isinstance(err, KernelError):
-                raise
-            raise KernelError(f"{op.render()[0]}: failed: {_describe(err)}; nothing was changed") from err
+            raise KernelError(f"`{op.render()[0]}` failed: {_describe(err)}; nothing was changed") from err
 
     def undo(self, done: list) -> None:
         for op in reversed(done):
@@ -188,6 +186,8 @@ def _gone(err: Exception) -> bool:
 
 
 def _describe(err: Exception) -> str:
+    if isinstance(err, KernelError):
+        return str(err)
     if isinstance(err, NetlinkError):
         return os.strerror(err.code) if err.code else str(err)
     if isinstance(err, OSError) and err.strerror:
