@@ -27,6 +27,7 @@ class Network:
     icc: bool = True  # inter-container communication on the same bridge
     masquerade: bool = True  # SNAT traffic leaving the host
     adopted: bool = False  # the bridge existed before netkit: never delete it
+    address_added: bool = False  # netkit put the gateway address on an adopted bridge
     default: bool = False  # the "bridge" network made on first use
     iptables: bool = True  # false: netkit writes no firewall rules for this network
     created: float = 0.0
@@ -70,7 +71,7 @@ class Container:
     netns: str | None  # /run/netns/NAME, None for host mode
     shares: str | None = None  # container mode: whose netns is joined
     hostname: str | None = None
-    uts: str | None = None  # pinned UTS namespace file when a hostname is set
+    uts: str | None = None  # pinned UTS namespace holding the hostname (own-netns modes)
     external: bool = False  # netns made by someone else (netkit attach): never delete it
     pid: int | None = None  # attach --pid: the process whose netns was wired
     dns: list[str] = field(default_factory=list)

@@ -153,6 +153,20 @@ class EndpointAdd:
 
 
 @dataclass(frozen=True)
+class RouteReplace:
+    """The container's default route, moved to another network's gateway."""
+
+    netns: str
+    gateway: str
+
+    def render(self) -> list[str]:
+        return [f"ip -n {self.netns} route replace default via {self.gateway}"]
+
+    def undo(self):
+        return None
+
+
+@dataclass(frozen=True)
 class LinkDel:
     """Delete an interface (deleting one end of a veth deletes both)."""
 

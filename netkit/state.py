@@ -48,19 +48,22 @@ class Store:
         try:
             os.makedirs(self.directory, mode=0o700, exist_ok=True)
             self.db = sqlite3.connect(os.path.join(self.directory, "netkit.db"), isolation_level=None, timeout=30)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(_SCHEMA)
         except (OSError, sqlite3.Error) as err:
-            raise EnvError(f"cannot open netkit's state in {self.directory}: {err}; run as root or set NETKIT_STATE_DIR") from None
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(_SCHEMA)
+            raise EnvError(f"cannot open netkit's state in {self.directory}: {err}; "
+                           "run as root or set NETKIT_STATE_DIR") from None
         self._lock_fd: int | None = None
 
     def close(self) -> None:
         self.db.close()
 
     @contextmanager
-    def transaction(self):
-        """Exclusive for the whole read-plan-apply-save cycle of one command."""
+    def transaction(self, after_commit=None):
+        """Exclusive for the whole read-plan-apply-save cycle of one command. `after_commit` runs
+        once the state is committed, still under the lock, so that what it derives from the
+        state (name files, DNS records) is never overtaken by a concurrent command."""
         fd = os.open(os.path.join(self.directory, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX)
         self._lock_fd = fd
@@ -73,6 +76,8 @@ class Store:
                 raise
             else:
                 self.db.execute("COMMIT")
+            if after_commit is not None:
+                after_commit()
         finally:
             self._lock_fd = None
             fcntl.flock(fd, fcntl.LOCK_UN)

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs inside `netkit sandbox`: a network, two containers, and real traffic between them.
 set -euo pipefail
+# It changes network state: only ever inside a sandbox.
+[ "${NETKIT_SANDBOX:-}" = 1 ] || exec .venv/bin/python -m netkit sandbox -- bash "$0"
 nk() { echo "\$ netkit $*"; .venv/bin/python -m netkit "$@"; }
 nk network create app --subnet 172.20.0.0/24
 nk container create web --net app

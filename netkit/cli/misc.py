@@ -1,7 +1,6 @@
 """`netkit exec`, `attach`, `sandbox` and `config show`."""
 from __future__ import annotations
 
-import os
 from typing import List, Optional
 
 import typer
@@ -16,16 +15,8 @@ _PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
 def exec_(name: str, cmd: List[str] = typer.Argument(None, help="Command and arguments, after --.")):
     """Run a command inside a container (its netns, hostname and /etc files); exit code passed through."""
     from netkit.engine import containers
-    from netkit.kernel import nsexec
 
-    ctx = context()
-    c = containers.get(ctx, name)
-    etc_name = os.path.basename(c.netns) if c.netns else None
-    ctx.close()
-    if not cmd:
-        nsexec.exec_argv([])
-    nsexec.enter(c.netns, c.uts, etc_name)
-    nsexec.exec_argv(list(cmd))
+    containers.exec_in(context(), name, list(cmd or []))
 
 
 @app.command("attach")

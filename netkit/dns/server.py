@@ -51,6 +51,16 @@ class Snapshot(NamedTuple):
     names: dict[str, list[str]]  # name -> addresses
     reverse: dict[str, str]  # "2.0.18.172.in-addr.arpa" -> name, for PTR queries
     upstreams: list[tuple[str, int]]
+    clients: list  # networks allowed to ask (the network's subnet); empty: anyone
+
+    def allows(self, addr: str) -> bool:
+        if not self.clients:
+            return True
+        try:
+            ip = ipaddress.ip_address(addr)
+        except ValueError:
+            return False
+        return any(ip in net for net in self.clients)
 
 
 class Records:
@@ -62,7 +72,7 @@ class Records:
         self.listen = listen
         self._lock = threading.Lock()  # TCP and forward threads read it too
         self._key: tuple | None = ()  # matches no stat result, so the first query loads
-        self.snap = Snapshot({}, {}, [])
+        self.snap = Snapshot({}, {}, [], [])
 
     def current(self) -> Snapshot:
         try:
@@ -77,7 +87,7 @@ class Records:
 
     def _load(self, key: tuple | None) -> None:
         if key is None:  # no file (yet, or the network is going away): nothing to answer
-            names, ups = {}, []
+            names, ups, clients = {}, [], []
         else:
             try:
                 with open(self.path, encoding="utf-8") as f:
@@ -85,6 +95,9 @@ class Records:
                 names = {k.lower().rstrip("."): [str(ipaddress.ip_address(ip)) for ip in v]
                          for k, v in data.get("records", {}).items()}
                 ups = [parse_upstream(u) for u in data.get("upstreams", [])]
+                # Only the network's own containers may ask: the gateway address is reachable
+                # from elsewhere too, and an open forwarder leaks names and amplifies.
+                clients = [ipaddress.ip_network(c) for c in data.get("clients", [])]
             except (OSError, ValueError, AttributeError, TypeError) as err:
                 # The engine renames a complete file into place, so this is a real error:
                 # keep serving the last good records and try again on the next query.
@@ -96,7 +109,7 @@ class Records:
                 reverse.setdefault(ipaddress.ip_address(ip).reverse_pointer, name)
         # Forwarding to ourselves would loop until every forward slot is taken.
         ups = [u for u in ups if u != self.listen]
-        self.snap, self._key = Snapshot(names, reverse, ups), key
+        self.snap, self._key = Snapshot(names, reverse, ups, clients), key
         log(f"records: {len(names)} names, upstreams {[f'{h}:{p}' for h, p in ups]}")
 
 
@@ -175,6 +188,8 @@ class Server:
             self.udp.sendto(self.error(q, RCODE.NOTIMP), addr)
             return
         recs = self.records.current()
+        if not recs.allows(addr[0]):
+            return
         r = self.local(q, recs)
         if r is not None:
             self.udp.sendto(fit_udp(r, q), addr)
@@ -196,8 +211,11 @@ class Server:
 
     def on_tcp(self) -> None:
         try:
-            conn, _ = self.tcp.accept()
+            conn, peer = self.tcp.accept()
         except OSError:
+            return
+        if not self.records.current().allows(peer[0]):
+            conn.close()
             return
         if not self.tcp_slots.acquire(blocking=False):
             conn.close()

@@ -9,13 +9,15 @@ from netkit.kernel.nsutil import link_exists
 def create(ctx, name: str, cidr: str | None = None, mtu: int | None = None) -> None:
     ctx.require_root()
     naming.validate_ifname(name, "bridge")
-    if cidr:
-        ipam.parse_interface_cidr(cidr, "--cidr")
+    iface = ipam.parse_interface_cidr(cidr, "--cidr") if cidr else None
     if mtu is not None and not 68 <= mtu <= 65535:
         raise UserError(f"invalid MTU {mtu}: use a value from 68 to 65535")
     with ctx.change():
         if link_exists(name):
             raise Conflict(f"interface '{name}' already exists")
+        if iface is not None:
+            # Its connected route would steal the traffic of a network with an overlapping subnet.
+            ipam.check_overlap(iface.network, {n.name: ipam.parse_subnet(n.subnet) for n in ctx.store.networks()})
         ctx.apply([ops.BridgeAdd(name, mtu or 1500, cidr, naming.bridge_mac(name))])
         ctx.store.put_bridge(name, {"cidr": cidr, "mtu": mtu or 1500})
 
@@ -27,15 +29,17 @@ def remove(ctx, name: str) -> None:
         if owner:
             raise Conflict(f"bridge '{name}' belongs to network '{owner}'; use `netkit network rm {owner}`")
         if not link_exists(name):
-            ctx.store.delete_bridge(name)
-            raise NotFound(f"bridge '{name}' not found; see `netkit bridge show`")
+            if ctx.store.bridge(name) is None:
+                raise NotFound(f"bridge '{name}' not found; see `netkit bridge show`")
+            ctx.store.delete_bridge(name)  # deleted behind netkit's back: forget it
+            return
         if ctx.store.bridge(name) is None:
             from netkit.kernel.links import link_info
 
             info = link_info(name)
             if info["kind"] != "bridge":
                 raise UserError(f"interface '{name}' is not a bridge")
-        ctx.apply([ops.BridgeDel(name)])
+        ctx.remove([ops.BridgeDel(name)])
         ctx.store.delete_bridge(name)
 
 

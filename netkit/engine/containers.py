@@ -65,11 +65,30 @@ def plan_endpoint(ctx, c: Container, net: Network, ip: str | None, mac: str | No
     )
     if link_exists(ep.host_ifname):
         raise Conflict(f"interface '{ep.host_ifname}' already exists on the host; run `netkit doctor`")
-    # The first network gives the default route, as in Docker; internal networks give none.
-    gateway = net.gateway if not c.endpoints and not net.internal else None
+    if mac:
+        _check_mac_free(ctx, net.name, ep.mac)
+    # The first network with a way out gives the default route, as in Docker.
+    gateway = net.gateway if not net.internal and _route_holder(ctx, c) is None else None
     step = ops.EndpointAdd(_netns_name(c), ep.host_ifname, ep.ifname, net.bridge, net.mtu, ep.mac,
                            ep.ip, ep.prefixlen, gateway)
     return ep, [step]
+
+
+def _check_mac_free(ctx, network: str, mac: str) -> None:
+    for other_name in ctx.store.members(network):
+        other = ctx.store.container(other_name)
+        ep = other.endpoint(network) if other else None
+        if ep and ep.mac == mac:
+            raise Conflict(f"MAC address {mac} is already used by container '{other_name}' on network '{network}'")
+
+
+def _route_holder(ctx, c: Container, endpoints: list[Endpoint] | None = None) -> Endpoint | None:
+    """The endpoint whose gateway is the container's default route: the first non-internal one."""
+    for ep in c.endpoints if endpoints is None else endpoints:
+        net = ctx.store.network(ep.network)
+        if net is not None and not net.internal:
+            return ep
+    return None
 
 
 def _parse_mode(ctx, req: ContainerRequest) -> tuple[str, str | None, Container | None]:
@@ -226,7 +245,7 @@ def remove(ctx, name: str) -> Container:
             plan.append(ops.NetnsDel(_netns_name(c)))
         if c.uts and c.mode != MODE_CONTAINER:
             plan.append(ops.UtsDel(c.uts))
-        ctx.apply(plan)
+        ctx.remove(plan)
         ctx.store.delete_container(name)
         ctx.container_changed(c, None)
         if c.mode != MODE_CONTAINER:
@@ -265,7 +284,11 @@ def disconnect(ctx, network: str, name: str) -> Endpoint:
         ep = c.endpoint(network)
         if not ep:
             raise UserError(f"container '{name}' is not connected to network '{network}'")
-        ctx.apply([ops.LinkDel(ep.host_ifname)])
+        plan: list = [ops.LinkDel(ep.host_ifname)]
+        remaining = [e for e in c.endpoints if e is not ep]
+        if _route_holder(ctx, c) is ep and (nxt := _route_holder(ctx, c, remaining)) is not None:
+            plan.append(ops.RouteReplace(_netns_name(c), nxt.gateway))  # like Docker: next network's gateway
+        ctx.remove(plan)
         old = dataclasses.replace(c, endpoints=list(c.endpoints))
         c.endpoints.remove(ep)
         ctx.store.put_container(c)
@@ -321,6 +344,19 @@ def attach(ctx, network: str, pid: int | None = None, netns_path: str | None = N
         ctx.container_changed(None, c)
         _sync_names(ctx, c)
     return c
+
+
+def exec_in(ctx, name: str, argv: list[str]) -> None:
+    """Become argv inside container `name` (its netns, hostname and /etc files); never returns."""
+    from netkit.kernel import nsexec
+
+    c = get(ctx, name)
+    ctx.close()
+    if not argv:
+        nsexec.exec_argv([])
+    # container: mode shares the owner's files, which live under the owner's netns name.
+    nsexec.enter(c.netns, c.uts, _netns_name(c))
+    nsexec.exec_argv(list(argv))
 
 
 def inspect_view(c: Container) -> dict:

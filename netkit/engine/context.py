@@ -18,7 +18,7 @@ class _DryRun(Exception):
 class Context:
     def __init__(self, dry_run: bool = False, store: Store | None = None, config=None):
         self.dry_run = dry_run
-        self.store = store or Store()
+        self._store = store
         self._config = config
         self.run_dir = run_dir()
         self.printed: list[str] = []  # dry-run: the iproute2/iptables commands the plan stands for
@@ -29,6 +29,13 @@ class Context:
         # updates only that container's rules; None means compare everything with the kernel.
         self.firewall_hint = None
         self._hint_blocked = False
+
+    @property
+    def store(self) -> Store:
+        """Opened on first use, so that the root check comes before any file access."""
+        if self._store is None:
+            self._store = Store()
+        return self._store
 
     @property
     def config(self):
@@ -47,7 +54,8 @@ class Context:
     def close(self) -> None:
         if self._executor is not None:
             self._executor.close()
-        self.store.close()
+        if self._store is not None:
+            self._store.close()
 
     def require_root(self) -> None:
         if os.geteuid() != 0 and not self.dry_run:
@@ -60,8 +68,17 @@ class Context:
         self.executor().apply(plan)
         self._applied.extend(plan)
 
+    def remove(self, plan: list) -> None:
+        """Deletion steps: run once the state no longer holds the objects (after the commit),
+        so a failure earlier in the change can never leave state pointing at deleted objects."""
+        if self.dry_run:
+            self.printed.extend(render_plan(plan))
+            return
+        self._on_commit.append(lambda ctx: ctx.executor().apply_all(plan))
+
     def after(self, step) -> None:
-        """Run step(ctx) after the plan succeeded and before the state is committed."""
+        """Run step(ctx) after the state is committed: derived things (name files, DNS records
+        and servers) that `netkit doctor --fix` can always rebuild from the state."""
         self._on_commit.append(step)
 
     def container_changed(self, old, new) -> None:
@@ -75,6 +92,17 @@ class Context:
         self.firewall_hint = None
         self._hint_blocked = True
 
+    def _run_after_commit(self) -> None:
+        self._applied = []  # committed: the kernel plan stays
+        failures = []
+        for step in self._on_commit:
+            try:
+                step(self)
+            except Exception as err:  # noqa: BLE001 - every step gets its chance
+                failures.append(str(err))
+        if failures:
+            raise EnvError(f"{failures[0]}; the change itself is saved: run `netkit doctor --fix`")
+
     @contextmanager
     def change(self):
         """One command's change: state transaction + kernel plan; all or nothing."""
@@ -83,10 +111,8 @@ class Context:
         self.firewall_hint = None
         self._hint_blocked = False
         try:
-            with self.store.transaction():
+            with self.store.transaction(after_commit=self._run_after_commit):
                 yield self
-                for step in self._on_commit:
-                    step(self)
                 # Every change ends with the firewall matching the new state (a dry run prints
                 # the rule changes instead); a failure here rolls back state and kernel plan.
                 from netkit.engine import publish

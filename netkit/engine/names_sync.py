@@ -102,7 +102,8 @@ def records_path(ctx, network: str) -> str:
 
 
 def records(ctx, net: Network) -> dict:
-    return {"records": ctx.store.dns_names(net.name), "upstreams": names.upstream_servers(host_resolv_text())}
+    return {"records": ctx.store.dns_names(net.name), "upstreams": names.upstream_servers(host_resolv_text()),
+            "clients": [net.subnet]}
 
 
 def sync_network(ctx, net: Network) -> None:

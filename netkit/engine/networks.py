@@ -10,6 +10,8 @@ from netkit.kernel.nsutil import link_exists
 from netkit.model import Network
 
 DEFAULT_NETWORK = "bridge"
+# Names that --net gives another meaning, as in Docker.
+RESERVED = {"bridge": "the default network", "host": "host mode", "none": "none mode", "default": "the default network"}
 
 
 @dataclass
@@ -44,6 +46,8 @@ def _taken_subnets(ctx, exclude: str | None = None) -> dict[str, ipam.IPv4Networ
 def plan_network(ctx, req: NetworkRequest, default: bool = False) -> tuple[Network, list]:
     """Validate a request against state and kernel; return the Network and its kernel plan."""
     naming.validate_object_name("network", req.name)
+    if req.name in RESERVED and not default:
+        raise UserError(f"network name '{req.name}' is reserved: `--net {req.name}` means {RESERVED[req.name]}")
     if req.driver != "bridge":
         raise UserError(f"unknown network driver '{req.driver}': only 'bridge' is supported")
     if ctx.store.network(req.name):
@@ -86,7 +90,8 @@ def plan_network(ctx, req: NetworkRequest, default: bool = False) -> tuple[Netwo
     )
     address = f"{net.gateway}/{layout.subnet.prefixlen}"
     if adopted:
-        plan = [] if address in existing_addrs else [ops.AddrAdd(bridge, address)]
+        net.address_added = address not in existing_addrs
+        plan = [ops.AddrAdd(bridge, address)] if net.address_added else []
     else:
         plan = [ops.BridgeAdd(bridge, net.mtu, address, naming.bridge_mac(bridge))]
     return net, plan
@@ -143,7 +148,11 @@ def remove(ctx, name: str) -> Network:
                 f"network '{name}' still has containers: {', '.join(members)}; "
                 "remove them or `netkit network disconnect` them first"
             )
-        ctx.apply([] if net.adopted else [ops.BridgeDel(net.bridge)])
+        if net.adopted:
+            # Like dockerd -b: the bridge stays; only an address netkit added goes.
+            ctx.remove([ops.AddrDel(net.bridge, f"{net.gateway}/{net.prefixlen}")] if net.address_added else [])
+        else:
+            ctx.remove([ops.BridgeDel(net.bridge)])
         ctx.store.delete_network(name)
         if not ctx.dry_run:
             from netkit.engine import names_sync

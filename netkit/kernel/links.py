@@ -81,18 +81,36 @@ class Executor:
             for op in plan:
                 self.run(op)
                 done.append(op)
-        except Exception as err:
-            self.undo(done)
-            raise KernelError(f"`{op.render()[0]}` failed: {_describe(err)}; nothing was changed") from err
+        except BaseException as err:  # Ctrl-C too: never leave half a plan behind
+            failed = self.undo(done)
+            if not isinstance(err, Exception):
+                raise
+            outcome = "nothing was changed" if not failed else \
+                f"undo failed for `{failed[0]}`: run `netkit doctor`"
+            raise KernelError(f"`{op.render()[0]}` failed: {_describe(err)}; {outcome}") from err
 
-    def undo(self, done: list) -> None:
+    def apply_all(self, plan: list) -> None:
+        """Deletions: try every step (each tolerates objects already gone); report the first failure."""
+        errors = []
+        for op in plan:
+            try:
+                self.run(op)
+            except Exception as err:  # noqa: BLE001
+                errors.append(f"`{op.render()[0]}` failed: {_describe(err)}")
+        if errors:
+            raise KernelError(errors[0])
+
+    def undo(self, done: list) -> list[str]:
+        """Undo finished steps in reverse; return the commands whose undo failed."""
+        failed = []
         for op in reversed(done):
             inverse = op.undo()
             if inverse is not None:
                 try:
                     self.run(inverse)
-                except Exception:
-                    pass  # best effort: the original error is what the user must see
+                except Exception:  # noqa: BLE001 - keep undoing the rest
+                    failed.append(inverse.render()[0])
+        return failed
 
     def run(self, op) -> None:
         getattr(self, "_" + type(op).__name__)(op)
@@ -113,18 +131,26 @@ class Executor:
         ipr = self.host()
         extra = {"address": op.mac} if op.mac else {}
         ipr.link("add", ifname=op.name, kind="bridge", mtu=op.mtu, **extra)
-        _sysctl_disable_ipv6(op.name)
-        idx = _ifindex(op.name)
-        if op.address:
-            ip, plen = op.address.split("/")
-            ipr.addr("add", index=idx, address=ip, prefixlen=int(plen))
-        ipr.link("set", index=idx, state="up")
+        try:
+            _sysctl_disable_ipv6(op.name)
+            idx = _ifindex(op.name)
+            if op.address:
+                ip, plen = op.address.split("/")
+                ipr.addr("add", index=idx, address=ip, prefixlen=int(plen))
+            ipr.link("set", index=idx, state="up")
+        except BaseException:
+            self._LinkDel(ops.LinkDel(op.name))
+            raise
 
     def _AddrAdd(self, op: ops.AddrAdd) -> None:
         ip, plen = op.address.split("/")
         idx = _ifindex(op.ifname)
         self.host().addr("add", index=idx, address=ip, prefixlen=int(plen))
-        self.host().link("set", index=idx, state="up")
+        try:
+            self.host().link("set", index=idx, state="up")
+        except BaseException:
+            self._AddrDel(ops.AddrDel(op.ifname, op.address))
+            raise
 
     def _AddrDel(self, op: ops.AddrDel) -> None:
         ip, plen = op.address.split("/")
@@ -168,6 +194,9 @@ class Executor:
         except BaseException:
             self._LinkDel(ops.LinkDel(op.host_ifname))
             raise
+
+    def _RouteReplace(self, op: ops.RouteReplace) -> None:
+        self.in_netns(op.netns).route("replace", dst="0.0.0.0/0", gateway=op.gateway)
 
     def _UtsAdd(self, op: ops.UtsAdd) -> None:
         from netkit.kernel import uts
@@ -261,6 +290,13 @@ def _bridge_id(bid, mac: str | None) -> str:
         prio = bid.get("priority", prio)
         mac = bid.get("addr", mac)
     return f"{prio:04x}." + (mac or "00:00:00:00:00:00").replace(":", "")
+
+
+def bridge_ports(bridge: str) -> list[str]:
+    """Names of the interfaces enslaved to `bridge` (sysfs-free: follows the caller's netns)."""
+    with IPRoute() as ipr:
+        index = _ifindex(bridge)
+        return sorted(m.get_attr("IFLA_IFNAME") for m in ipr.get_links() if m.get_attr("IFLA_MASTER") == index)
 
 
 def bridge_macs(bridge: str) -> list[dict]:

@@ -20,12 +20,11 @@ def _bind_etc(name: str) -> None:
     for entry in sorted(os.listdir(folder)):
         src = os.path.join(folder, entry)
         dst = os.path.join("/etc", entry)
-        # A bind over a symlink lands on its target (resolv.conf -> /run/...): it must exist.
+        # A bind over a symlink lands on its target (resolv.conf -> /run/...). A dangling one is
+        # skipped rather than created: that would write to the host's own filesystem.
         target = os.path.realpath(dst)
-        if not os.path.exists(target):
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            open(target, "a").close()
-        nsutil.mount(src, target, None, nsutil.MS_BIND)
+        if os.path.exists(target):
+            nsutil.mount(src, target, None, nsutil.MS_BIND)
 
 
 def _remount_sys() -> None:

@@ -36,6 +36,10 @@ CASES = [
     (["network", "create", "x", "--bridge", "br-way-too-long-name"], "Linux allows at most 15"),
     (["network", "create", "x", "--driver", "overlay"], "unknown network driver 'overlay'"),
     (["network", "rm", "app"], "network 'app' still has containers: web"),
+    (["network", "create", "host"], "network name 'host' is reserved"),
+    (["container", "create", "x", "--net", "app", "--mac", "02:42:ac:14:00:0a"],
+     "MAC address 02:42:ac:14:00:0a is already used by container 'web'"),
+    (["bridge", "create", "bx", "--cidr", "172.20.0.200/25"], "overlaps 172.20.0.0/24 of network 'app'"),
     (["network", "rm", "nope"], "network 'nope' not found"),
     (["network", "connect", "nope", "web"], "network 'nope' not found"),
     (["network", "connect", "app", "nope"], "container 'nope' not found"),
@@ -102,11 +106,14 @@ def test_bad_config_file_is_reported_with_its_path(sandbox):
 
 
 def test_not_root_is_exit_1(sandbox):
+    before = snapshot(sandbox)
+    os.chmod(sandbox.state_dir, 0o755)  # let nobody read the state, so only the root check can refuse
+    os.chmod(os.path.join(sandbox.state_dir, "netkit.db"), 0o644)
     r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m",
-                        "netkit", "container", "create", "web"], capture_output=True, text=True,
-                       env={**os.environ, "NETKIT_STATE_DIR": "/tmp/netkit-nobody"})
-    assert r.returncode == 1 and "must run as root" in r.stderr, r.stderr
-    assert json.loads(sandbox.netkit("container", "ls", "--json").stdout) == []
+                        "netkit", "container", "create", "web"], capture_output=True, text=True)
+    assert r.returncode == 1 and r.stderr.strip() == \
+        "netkit: netkit must run as root to change network state (try: sudo netkit ...)", r.stderr
+    assert snapshot(sandbox) == before
 
 
 def test_failure_half_way_leaves_nothing(sandbox):

@@ -150,7 +150,13 @@ def test_rm_removes_everything(sandbox):
     sandbox.netkit("container", "rm", "web2")
     sandbox.netkit("network", "rm", "app")
     assert "br-app" not in sandbox.sh("ip -br link").stdout
-    assert snapshot(sandbox) == before
+    after = snapshot(sandbox)
+    assert "br-app" not in after["iptables"] and "172.20." not in after["iptables"]
+    # netkit's (now empty) chains and ip_forward stay until `netkit reset`, as Docker's do.
+    sandbox.netkit("reset")
+    after = snapshot(sandbox)
+    assert "NETKIT" not in after.pop("iptables") and not before.pop("iptables").strip()
+    assert after == before
 
 
 def test_concurrent_creates_get_distinct_addresses(sandbox):
@@ -190,7 +196,51 @@ def test_adopted_bridge_survives_network_rm(sandbox):
     sandbox.netkit("container", "create", "x", "--net", "manual")
     sandbox.netkit("container", "rm", "x")
     sandbox.netkit("network", "rm", "manual")
-    assert "br-manual" in sandbox.sh("ip -br link").stdout
+    assert "172.30.0.1/24" in sandbox.sh("ip -br addr show br-manual").stdout  # the user's address stays
+    # A bare bridge gets the gateway address from netkit, and loses it again on rm.
+    sandbox.sh("ip link add br-bare type bridge")
+    sandbox.netkit("network", "create", "bare", "--bridge", "br-bare", "--subnet", "172.31.0.0/24")
+    assert "172.31.0.1/24" in sandbox.sh("ip -br addr show br-bare").stdout
+    sandbox.netkit("network", "rm", "bare")
+    assert "172.31.0.1" not in sandbox.sh("ip -br addr show br-bare").stdout
+    assert "br-bare" in sandbox.sh("ip -br link").stdout
+
+
+def test_default_route_follows_the_networks(sandbox):
+    sandbox.netkit("network", "create", "a", "--subnet", "10.1.0.0/24")
+    sandbox.netkit("network", "create", "b", "--subnet", "10.2.0.0/24")
+    sandbox.netkit("network", "create", "closed", "--subnet", "10.3.0.0/24", "--internal")
+    sandbox.netkit("container", "create", "x", "--net", "a")
+    sandbox.netkit("network", "connect", "b", "x")
+    assert "default via 10.1.0.1" in sandbox.ns("x", "ip route").stdout
+    sandbox.netkit("network", "disconnect", "a", "x")
+    assert "default via 10.2.0.1 dev eth1" in sandbox.ns("x", "ip route").stdout
+    sandbox.netkit("container", "create", "y", "--net", "closed")
+    assert "default" not in sandbox.ns("y", "ip route").stdout
+    sandbox.netkit("network", "connect", "a", "y")
+    assert "default via 10.1.0.1" in sandbox.ns("y", "ip route").stdout
+
+
+def test_doctor_finds_and_removes_what_a_crash_left(sandbox):
+    import sqlite3
+
+    sandbox.netkit("network", "create", "app", "--subnet", "172.20.0.0/24")
+    sandbox.netkit("container", "create", "lost", "--net", "app")
+    host_if = sandbox.inspect("container", "lost")["endpoints"][0]["host_interface"]
+    # A process killed between the kernel steps and the state commit leaves objects like these.
+    db = sqlite3.connect(os.path.join(sandbox.state_dir, "netkit.db"))
+    with db:
+        for table in ("containers", "addresses", "dns_names"):
+            db.execute(f"DELETE FROM {table} WHERE {'name' if table == 'containers' else 'container'}='lost'")
+    db.close()
+    r = sandbox.netkit("doctor", check=False)
+    assert r.returncode == 1
+    for what in ("UTS pin /run/netkit/uts/lost", "netns lost", f"veth {host_if} on br-app"):
+        assert f"stray {what} is not in netkit's state" in r.stdout, r.stdout
+    fixed = sandbox.netkit("doctor", "--fix", check=False).stdout
+    assert f"fix: removed stray veth {host_if} on br-app" in fixed
+    assert "lost" not in os.listdir("/run/netns") and host_if not in sandbox.sh("ip -br link").stdout
+    sandbox.netkit("container", "create", "lost", "--net", "app")  # the name is usable again
 
 
 def test_bridge_commands(sandbox):
@@ -228,7 +278,7 @@ def test_dry_run_prints_ip_commands_and_changes_nothing(sandbox):
 
 def test_doctor_reports_objects_deleted_behind_netkits_back(sandbox):
     sandbox.netkit("container", "create", "web")
-    assert "ok: every bridge, netns and veth in the state exists" in sandbox.netkit("doctor").stdout
+    assert "ok: every bridge, netns and veth in the state exists, and no stray one" in sandbox.netkit("doctor").stdout
     host_if = sandbox.inspect("container", "web")["endpoints"][0]["host_interface"]
     sandbox.sh(f"ip link del {host_if}")
     r = sandbox.netkit("doctor", check=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import sys
 import time
 
 import pytest
@@ -143,3 +144,17 @@ def test_attach_gets_name_files_and_dns(sandbox):
     assert resolve(sandbox, "web", "worker") == "172.20.0.3"
     assert resolve(sandbox, "job", "web") == "172.20.0.2"
     assert resolve(sandbox, "job", "cache.example") == "10.0.0.9"
+
+
+def test_dns_server_answers_only_its_network(sandbox):
+    sandbox.netkit("network", "create", "app", "--subnet", "172.20.0.0/24")
+    sandbox.netkit("container", "create", "web", "--net", "app")
+    query = ("import socket,sys\nfrom dnslib import DNSRecord\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n"
+             "s.settimeout(1)\ns.sendto(DNSRecord.question('web').pack(),('172.20.0.1',53))\n"
+             "try:\n print(DNSRecord.parse(s.recv(4096)).short())\nexcept socket.timeout:\n print('TIMEOUT')")
+    inside = sandbox.netkit("exec", "web", "--", sys.executable, "-c", query).stdout.strip()
+    assert inside == "172.20.0.2"
+    # A neighbour that routes to the gateway address must not get answers (no open resolver).
+    sandbox.ns("outside", "ip route add 172.20.0.0/24 via 198.18.0.1")
+    outside = sandbox.ns("outside", f"{sys.executable} -c \"{query}\"").stdout.strip()
+    assert outside == "TIMEOUT"
