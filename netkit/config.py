@@ -76,8 +76,10 @@ def _validate(path: str, raw: dict) -> Config:
                 raise _bad(path, key, "ADDRESS/PREFIX like 172.30.0.1/24", value) from None
             cfg.bip = value
         elif key == "mtu":
-            if not isinstance(value, int) or isinstance(value, bool) or not 68 <= value <= 65535:
-                raise _bad(path, key, "an integer from 68 to 65535", value)
+            from netkit.naming import MTU_MAX, MTU_MIN
+
+            if not isinstance(value, int) or isinstance(value, bool) or not MTU_MIN <= value <= MTU_MAX:
+                raise _bad(path, key, f"an integer from {MTU_MIN} to {MTU_MAX}", value)
             cfg.mtu = value
         elif key in ("icc", "iptables", "ip_forward", "ip_masq"):
             if not isinstance(value, bool):

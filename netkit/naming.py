@@ -56,6 +56,15 @@ def veth_name(container_id: str, network_id: str) -> str:
     return "veth" + digest[:7]
 
 
+def validate_mtu(mtu: int | None) -> int | None:
+    if mtu is not None and not MTU_MIN <= mtu <= MTU_MAX:
+        raise UserError(f"invalid MTU {mtu}: use a value from {MTU_MIN} to {MTU_MAX}")
+    return mtu
+
+
+MTU_MIN, MTU_MAX = 68, 65535  # IPv4's minimum; the largest a netdev takes
+
+
 def container_ifname(index: int) -> str:
     """eth0 for the first network a container joins, eth1 for the second ..."""
     return f"eth{index}"

@@ -169,18 +169,6 @@ def format_mapping(container_port: int, proto: str, host_ip: str, host_port: int
     return f"{container_port}/{proto} -> {ip}:{host_port}"
 
 
-def pick_free_port(candidates: range | tuple[int, int], taken: set[int]) -> int | None:
-    """First port in `candidates` not in `taken`, or None when all are taken.
-
-    A tuple is an inclusive (lo, hi) range; a `range` is used as Python defines it.
-    """
-    ports = range(candidates[0], candidates[1] + 1) if isinstance(candidates, tuple) else candidates
-    for port in ports:
-        if port not in taken:
-            return port
-    return None
-
-
 def ephemeral_range(path: str = "/proc/sys/net/ipv4/ip_local_port_range") -> tuple[int, int]:
     """The kernel's ephemeral port range, or Linux's default (32768, 60999) if it cannot be read."""
     try:

@@ -320,7 +320,7 @@ def _jumps_to_netkit(spec: str) -> bool:
     return any(parts[i] in ("-j", "-g") and parts[i + 1].startswith(PREFIX) for i in range(len(parts) - 1))
 
 
-def reset_ops(current: dict[str, dict[str, list[str]]], keep_user: bool = True) -> list[Op]:
+def reset_ops(current: dict[str, dict[str, list[str]]]) -> list[Op]:
     """Ops that remove every netkit hook and chain; NETKIT-USER stays if the user filled it."""
     ops: list[Op] = []
     for table in TABLES:
@@ -330,12 +330,12 @@ def reset_ops(current: dict[str, dict[str, list[str]]], keep_user: bool = True) 
                 ops += [Op(table, "D", chain, s) for s in specs if _jumps_to_netkit(s)]
         mine = [c for c in cur if c.startswith(PREFIX)]
         for chain in mine:
-            if chain == CHAIN_USER and keep_user and cur[chain]:
+            if chain == CHAIN_USER and cur[chain]:
                 continue
             if cur[chain]:
                 ops.append(Op(table, "F", chain))
         for chain in mine:
-            if chain == CHAIN_USER and keep_user and cur[chain]:
+            if chain == CHAIN_USER and cur[chain]:
                 continue
             ops.append(Op(table, "X", chain))
     return ops

@@ -50,17 +50,17 @@ def create(
 @ct_app.command("ls")
 def ls(json: bool = JSON_OPT):
     """List containers."""
-    from netkit.engine.containers import inspect_view
+    from netkit.engine import containers
 
-    cs = context().store.containers()
+    views = containers.list_views(context())
     if json:
-        render.emit_json([inspect_view(c) for c in cs])
+        render.emit_json(views)
         return
     rows = []
-    for c in cs:
-        nets = ",".join(f"{e.network}={e.ip}" for e in c.endpoints)
-        mode = f"container:{c.shares}" if c.shares else c.mode
-        rows.append([c.id[:12], c.name, mode, nets or "-"])
+    for v in views:
+        nets = ",".join(f"{e['network']}={e['ip']}" for e in v["endpoints"])
+        mode = f"container:{v['shares']}" if v["shares"] else v["mode"]
+        rows.append([v["id"][:12], v["name"], mode, nets or "-"])
     render.emit(render.table(["CONTAINER ID", "NAME", "MODE", "NETWORKS"], rows))
 
 

@@ -44,14 +44,13 @@ def create(
 @net_app.command("ls")
 def ls(json: bool = JSON_OPT):
     """List networks."""
-    ctx = context()
-    nets = ctx.store.networks()
-    if json:
-        from netkit.engine import networks
+    from netkit.engine import networks
 
-        render.emit_json([networks.inspect(ctx, n.name) for n in nets])
+    views = networks.list_views(context())
+    if json:
+        render.emit_json(views)
         return
-    rows = [[n.id[:12], n.name, n.bridge, n.subnet, n.gateway, len(ctx.store.members(n.name))] for n in nets]
+    rows = [[v["id"][:12], v["name"], v["bridge"], v["subnet"], v["gateway"], len(v["containers"])] for v in views]
     render.emit(render.table(["NETWORK ID", "NAME", "BRIDGE", "SUBNET", "GATEWAY", "CONTAINERS"], rows))
 
 

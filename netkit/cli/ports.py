@@ -57,14 +57,14 @@ def port(container: str, which: Optional[str] = typer.Argument(None, metavar="[P
 def rules_cmd(json: bool = JSON_OPT):
     """Every rule netkit owns, read back from the kernel, in iptables-save syntax."""
     from netkit.engine import publish as pub
-    from netkit.kernel.firewall import backend
 
     context().require_root()
     part = pub.kernel_rules()
+    name, show_command = pub.backend_info()
     if json:
-        render.emit_json({"backend": backend().name, "tables": part})
+        render.emit_json({"backend": name, "tables": part})
         return
-    render.emit(f"# netkit's rules in the {backend().name} backend (also: {backend().show_command})")
+    render.emit(f"# netkit's rules in the {name} backend (also: {show_command})")
     for line in pub.render_kernel_rules(part):
         render.emit(line)
 

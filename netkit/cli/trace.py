@@ -63,10 +63,7 @@ def capture(
 def _demo(mode: str, pcap: Optional[str], json: bool, svg: Optional[str]) -> None:
     from netkit.trace import demos, session
 
-    if mode not in demos.MODES:
-        from netkit.errors import UserError
-
-        raise UserError(f"unknown demo '{mode}': use one of {', '.join(demos.MODES)}")
+    demos.check_mode(mode)
     demos.ensure_sandbox()
     outputs = _outputs(pcap, json, svg)
     report = demos.run(mode, outputs)

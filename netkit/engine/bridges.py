@@ -10,8 +10,7 @@ def create(ctx, name: str, cidr: str | None = None, mtu: int | None = None) -> N
     ctx.require_root()
     naming.validate_ifname(name, "bridge")
     iface = ipam.parse_interface_cidr(cidr, "--cidr") if cidr else None
-    if mtu is not None and not 68 <= mtu <= 65535:
-        raise UserError(f"invalid MTU {mtu}: use a value from 68 to 65535")
+    naming.validate_mtu(mtu)
     with ctx.change():
         if link_exists(name):
             raise Conflict(f"interface '{name}' already exists")

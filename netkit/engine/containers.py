@@ -48,6 +48,8 @@ def plan_endpoint(ctx, c: Container, net: Network, ip: str | None, mac: str | No
                   aliases: list[str] | None = None) -> tuple[Endpoint, list]:
     if c.endpoint(net.name):
         raise Conflict(f"container '{c.name}' is already connected to network '{net.name}'")
+    for alias in aliases or []:
+        naming.validate_object_name("network alias", alias)
     layout = ipam.plan_layout(ipam.parse_subnet(net.subnet), net.gateway, net.ip_range)
     used = ctx.store.addresses(net.name)
     if ip:
@@ -175,8 +177,6 @@ def plan_create(ctx, req: ContainerRequest) -> Container:
     c = Container(name=req.name, id=naming.new_id(req.name), mode=mode, netns=None, hostname=req.hostname,
                   created=time.time())
     _apply_name_options(ctx, c, req)
-    for alias in req.network_alias:
-        naming.validate_object_name("network alias", alias)
     if req.network_alias and mode != MODE_BRIDGE:
         raise UserError("--network-alias needs a bridge network")
     plan: list = []
@@ -263,8 +263,6 @@ def connect(ctx, network: str, name: str, ip: str | None = None, aliases: list[s
                 "create it with --net bridge or a network name"
             )
         net = networks.get(ctx, network)
-        for alias in aliases or []:
-            naming.validate_object_name("network alias", alias)
         ep, plan = plan_endpoint(ctx, c, net, ip, None, aliases)
         ctx.apply(plan)
         old = dataclasses.replace(c, endpoints=list(c.endpoints))
@@ -333,8 +331,6 @@ def attach(ctx, network: str, pid: int | None = None, netns_path: str | None = N
                       external=True, pid=pid, created=time.time())
         names = names or ContainerRequest(name)
         _apply_name_options(ctx, c, names)
-        for alias in names.network_alias:
-            naming.validate_object_name("network alias", alias)
         plan: list = [ops.NetnsAttach(name, source, pid)]
         net = networks.get(ctx, network)
         ep, steps = plan_endpoint(ctx, c, net, ip, None, names.network_alias)
@@ -357,6 +353,10 @@ def exec_in(ctx, name: str, argv: list[str]) -> None:
     # container: mode shares the owner's files, which live under the owner's netns name.
     nsexec.enter(c.netns, c.uts, _netns_name(c))
     nsexec.exec_argv(list(argv))
+
+
+def list_views(ctx) -> list[dict]:
+    return [inspect_view(c) for c in ctx.store.containers()]
 
 
 def inspect_view(c: Container) -> dict:

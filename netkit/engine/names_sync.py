@@ -131,15 +131,6 @@ def stop_network(ctx, net: Network) -> None:
             pass
 
 
-def sync_container(ctx, c: Container, networks: list[str] | None = None) -> None:
-    """After a container changed: its files, and the DNS of every network it is (or was) on."""
-    write_files(ctx, c)
-    for name in networks if networks is not None else [e.network for e in c.endpoints]:
-        net = ctx.store.network(name)
-        if net:
-            sync_network(ctx, net)
-
-
 def repair(ctx) -> list[str]:
     """doctor --fix: rewrite every file and restart every DNS server that should run."""
     done = []

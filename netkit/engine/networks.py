@@ -52,8 +52,7 @@ def plan_network(ctx, req: NetworkRequest, default: bool = False) -> tuple[Netwo
         raise UserError(f"unknown network driver '{req.driver}': only 'bridge' is supported")
     if ctx.store.network(req.name):
         raise Conflict(f"network '{req.name}' already exists")
-    if req.mtu is not None and not 68 <= req.mtu <= 65535:
-        raise UserError(f"invalid MTU {req.mtu}: use a value from 68 to 65535")
+    naming.validate_mtu(req.mtu)
 
     if req.bridge:
         bridge = naming.validate_ifname(req.bridge, "bridge")
@@ -159,6 +158,10 @@ def remove(ctx, name: str) -> Network:
 
             ctx.after(lambda ctx: names_sync.stop_network(ctx, net))
     return net
+
+
+def list_views(ctx) -> list[dict]:
+    return [inspect(ctx, n.name) for n in ctx.store.networks()]
 
 
 def inspect(ctx, name: str) -> dict:

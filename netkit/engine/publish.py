@@ -15,6 +15,7 @@ import ipaddress
 import socket
 
 from netkit import portspec, rules
+from netkit.engine import containers
 from netkit.errors import Conflict, NotFound, UserError
 from netkit.model import MODE_CONTAINER, MODE_HOST, MODE_NONE, Container, PortMapping
 
@@ -24,6 +25,17 @@ IP_FORWARD = "/proc/sys/net/ipv4/ip_forward"
 
 def _route_localnet(bridge: str) -> str:
     return f"/proc/sys/net/ipv4/conf/{bridge}/route_localnet"
+
+
+def _managed(nets) -> list:
+    """Networks whose bridges netkit's rules forward for (iptables on, not internal)."""
+    return [n for n in nets if n.iptables and not n.internal]
+
+
+def _bridge_ports(ctx, managed) -> list[str]:
+    """Host ends of the veths on the bridges of `managed` networks (the ports that need hairpin mode)."""
+    names = {n.name for n in managed}
+    return [e.host_ifname for c in ctx.store.containers() for e in c.endpoints if e.network in names]
 
 
 # ---- input --------------------------------------------------------------------------------
@@ -135,6 +147,7 @@ def allocate(ctx, c: Container, specs: list[portspec.PortSpec]) -> list[PortMapp
         host_ip = spec.host_ip or "0.0.0.0"
         _check_local(host_ip)
         mine = [(m.host_ip, m.host_port, c.name) for m in c.ports + out if m.proto == spec.proto]
+        given = [(m.host_ip, m.host_port) for m in out if m.proto == spec.proto]  # earlier specs of this command
 
         for host_port, cport in spec.pairs():
             if host_port is None:
@@ -151,6 +164,9 @@ def allocate(ctx, c: Container, specs: list[portspec.PortSpec]) -> list[PortMapp
                 if host_port is None:
                     raise Conflict(f"no free host port for {cport}/{spec.proto} in {lo}-{hi} on {host_ip}")
             else:
+                if any(p == host_port and _same_addr(m_ip, host_ip) for m_ip, p in given):
+                    raise Conflict(f"host port {host_ip}:{host_port}/{spec.proto} is given twice in this command; "
+                                   "publish each host port once")
                 holder = next((name for ip, p, name in mine if p == host_port and _same_addr(ip, host_ip)), None)
                 holder = holder or _holder(ctx, spec.proto, host_ip, host_port)
                 if holder:
@@ -163,6 +179,7 @@ def allocate(ctx, c: Container, specs: list[portspec.PortSpec]) -> list[PortMapp
                             container_port=cport)
             out.append(m)
             mine.append((host_ip, host_port, c.name))
+            given.append((host_ip, host_port))
     return out
 
 
@@ -192,18 +209,11 @@ def apply_create_options(ctx, c: Container, publish: list[str], publish_all: boo
 
 # ---- use cases ----------------------------------------------------------------------------
 
-def _container(ctx, name: str) -> Container:
-    c = ctx.store.container(name)
-    if not c:
-        raise NotFound(f"container '{name}' not found; see `netkit container ls`")
-    return c
-
-
 def publish(ctx, spec_text: str, name: str) -> list[PortMapping]:
     spec = parse_spec(spec_text)
     ctx.require_root()
     with ctx.change():
-        c = _container(ctx, name)
+        c = containers.get(ctx, name)
         check_publishable(ctx, c, {n.name: n for n in ctx.store.networks()})
         old = dataclasses.replace(c, ports=list(c.ports))
         new = allocate(ctx, c, [spec])
@@ -217,7 +227,7 @@ def _matches(pm: PortMapping, spec: portspec.PortSpec) -> bool:
     lo, hi = spec.container_ports
     if pm.proto != spec.proto or not lo <= pm.container_port <= hi:
         return False
-    if spec.host_ip and (spec.host_ip or "0.0.0.0") != pm.host_ip:
+    if spec.host_ip and spec.host_ip != pm.host_ip:
         return False
     if spec.host_ports and not spec.host_ports[0] <= pm.host_port <= spec.host_ports[1]:
         return False
@@ -228,7 +238,7 @@ def unpublish(ctx, spec_text: str, name: str) -> list[PortMapping]:
     spec = parse_spec(spec_text)
     ctx.require_root()
     with ctx.change():
-        c = _container(ctx, name)
+        c = containers.get(ctx, name)
         gone = [pm for pm in c.ports if _matches(pm, spec)]
         if not gone:
             raise UserError(f"container '{name}' has no published port matching {spec_text!r}; "
@@ -242,7 +252,7 @@ def unpublish(ctx, spec_text: str, name: str) -> list[PortMapping]:
 
 def port_lines(ctx, name: str, which: str | None = None) -> list[str]:
     """`docker port` lines, optionally for one container port ("80" or "80/udp")."""
-    c = _container(ctx, name)
+    c = containers.get(ctx, name)
     ports = c.ports
     if which:
         (lo, hi), proto = portspec.parse_expose(which)
@@ -265,16 +275,18 @@ def sync_firewall(ctx) -> None:
     if not any(n.iptables for n in nets) and not meta.get("active"):
         return
     if ctx.dry_run:
+        from netkit.kernel.firewall import read_sysctl
+
         ops = _dry_ops(ctx, hint, nets, meta)
-        managed = [n for n in nets if n.iptables and not n.internal]
-        turn_on = managed and ctx.config.ip_forward and _read(IP_FORWARD) == "0"
+        managed = _managed(nets)
+        turn_on = managed and ctx.config.ip_forward and read_sysctl(IP_FORWARD) == "0"
         if turn_on:
             ops.append(rules.Op(rules.FILTER, "P", "FORWARD", "DROP"))
         ctx.printed.extend(rules.render(ops))
         if turn_on:
             ctx.printed.append("sysctl -qw net.ipv4.ip_forward=1")
         ctx.printed += [f"sysctl -qw net.ipv4.conf.{n.bridge}.route_localnet=1" for n in managed
-                        if _read(_route_localnet(n.bridge)) != "1"]
+                        if read_sysctl(_route_localnet(n.bridge)) != "1"]
         return
     if hint is not None and meta.get("active"):
         from netkit.errors import KernelError
@@ -285,14 +297,6 @@ def sync_firewall(ctx) -> None:
         except (KernelError, _NeedFull):
             pass  # e.g. someone deleted netkit's chains: the full sync puts everything back
     _sync_full(ctx, nets, meta)
-
-
-def _read(path: str) -> str | None:
-    try:
-        with open(path) as fh:
-            return fh.read().strip()
-    except OSError:
-        return None
 
 
 class _NeedFull(Exception):
@@ -324,7 +328,7 @@ def _sync_full(ctx, nets, meta: dict) -> None:
 
     fw = firewall.backend()
     want = desired(ctx, nets)
-    managed = [n for n in nets if n.iptables and not n.internal]
+    managed = _managed(nets)
     meta = dict(meta)
     changed_forward = False
     with fw.locked():
@@ -332,8 +336,9 @@ def _sync_full(ctx, nets, meta: dict) -> None:
         ops = rules.diff(rules.netkit_part(snap), want)
         if managed and ctx.config.ip_forward and firewall.read_sysctl(IP_FORWARD) == "0":
             # Like dockerd: forwarding on, but only for what netkit's rules accept.
+            policy_before = fw.policy(snap, rules.FILTER, "FORWARD") or "ACCEPT"
             meta.setdefault("ip_forward_was", "0")
-            meta.setdefault("forward_policy_was", fw.policy(snap, rules.FILTER, "FORWARD") or "ACCEPT")
+            meta.setdefault("forward_policy_was", policy_before)
             ops.append(rules.Op(rules.FILTER, "P", "FORWARD", "DROP"))
             changed_forward = True
         if ops:
@@ -347,14 +352,20 @@ def _sync_full(ctx, nets, meta: dict) -> None:
             if value is not None and value != "1":
                 was.setdefault(n.bridge, value)
                 firewall.write_sysctl(_route_localnet(n.bridge), "1")
-        ports = [e.host_ifname for c in ctx.store.containers() for e in c.endpoints
-                 if any(e.network == n.name for n in managed)]
-        firewall.set_hairpin(firewall.hairpin_off(ports))
+        firewall.set_hairpin(firewall.hairpin_off(_bridge_ports(ctx, managed)))
     except BaseException:
-        if ops:
-            fw.apply(firewall.inverse(ops))
+        undo = firewall.inverse(ops)
         if changed_forward:
-            firewall.write_sysctl(IP_FORWARD, "0")
+            # inverse() leaves policies alone: put back the FORWARD policy that was there before.
+            undo.append(rules.Op(rules.FILTER, "P", "FORWARD", policy_before))
+        undo_steps = [lambda: fw.apply(undo)] if undo else []
+        if changed_forward:
+            undo_steps.append(lambda: firewall.write_sysctl(IP_FORWARD, "0"))
+        for step in undo_steps:
+            try:
+                step()
+            except Exception:  # noqa: BLE001 - the first error is the one to report
+                pass
         raise
     meta["active"] = True
     ctx.store.put_meta(META, meta)
@@ -425,6 +436,14 @@ def kernel_rules() -> dict:
     return {t: chains for t, chains in rules.netkit_part(snap).items() if chains}
 
 
+def backend_info() -> tuple[str, str]:
+    """(name, command that shows its rules) of the firewall backend netkit writes to."""
+    from netkit.kernel import firewall
+
+    fw = firewall.backend()
+    return fw.name, fw.show_command
+
+
 def render_kernel_rules(part: dict) -> list[str]:
     lines = []
     for table in rules.TABLES:
@@ -471,7 +490,7 @@ def doctor(ctx, fix: bool = False) -> tuple[list[str], int]:
     if not ops:
         lines.append(f"ok: every rule the state implies is in the kernel ({fw.name}: see `netkit rules` "
                      f"or `{fw.show_command}`)")
-    managed = [n for n in nets if n.iptables and not n.internal]
+    managed = _managed(nets)
     forward = firewall.read_sysctl(IP_FORWARD)
     policy = fw.policy(snap, rules.FILTER, "FORWARD") or "ACCEPT"
     if managed and ctx.config.ip_forward and forward != "1":
@@ -487,9 +506,7 @@ def doctor(ctx, fix: bool = False) -> tuple[list[str], int]:
         if firewall.read_sysctl(_route_localnet(n.bridge)) not in ("1", None):
             problems += 1
             lines.append(f"problem: route_localnet is off on {n.bridge}: 127.0.0.1 publishing fails")
-    ports = [e.host_ifname for c in ctx.store.containers() for e in c.endpoints
-             if any(e.network == n.name for n in managed)]
-    off = firewall.hairpin_off(ports)
+    off = firewall.hairpin_off(_bridge_ports(ctx, managed))
     if off:
         problems += 1
         lines.append(f"problem: hairpin mode off on {', '.join(off)}: containers cannot reach their own published ports")

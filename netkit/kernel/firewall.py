@@ -206,21 +206,37 @@ class _GetInfo(ctypes.Structure):
 
 _IPT_SO_GET_INFO = 64
 _libc = None
-_raw_sock = None  # kept open: creating a raw socket per call costs more than the query
+# Raw sockets kept open, one per network namespace (by the inode of /proc/thread-self/ns/net):
+# a socket answers for the netns it was made in, and making one per call costs more than the
+# query. A process that moves to another netns (setns) gets that netns's own socket. An open
+# socket pins its netns (so the inode cannot be reused meanwhile); only a few are kept.
+_raw_socks: dict[int, object] = {}
+_RAW_SOCKS_MAX = 8
+
+
+def _raw_sock():
+    import socket
+
+    ns = os.stat("/proc/thread-self/ns/net").st_ino
+    sock = _raw_socks.get(ns)
+    if sock is None:
+        while len(_raw_socks) >= _RAW_SOCKS_MAX:
+            _raw_socks.pop(next(iter(_raw_socks))).close()
+        sock = _raw_socks[ns] = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    return sock
 
 
 def entry_count(table: str) -> int:
-    """Number of entries of a legacy table as the kernel holds it (IPT_SO_GET_INFO)."""
+    """Number of entries of a legacy table as the kernel holds it (IPT_SO_GET_INFO), in the
+    network namespace of the calling thread."""
     import socket
 
-    global _libc, _raw_sock
+    global _libc
     if _libc is None:
         _libc = ctypes.CDLL(None, use_errno=True)
-    if _raw_sock is None:
-        _raw_sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
     info = _GetInfo(name=table.encode())
     size = ctypes.c_uint(ctypes.sizeof(info))
-    if _libc.getsockopt(_raw_sock.fileno(), socket.IPPROTO_IP, _IPT_SO_GET_INFO, ctypes.byref(info),
+    if _libc.getsockopt(_raw_sock().fileno(), socket.IPPROTO_IP, _IPT_SO_GET_INFO, ctypes.byref(info),
                         ctypes.byref(size)):
         raise KernelError(f"cannot read table {table}: {os.strerror(ctypes.get_errno())}")
     return info.num_entries

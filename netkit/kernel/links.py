@@ -255,11 +255,6 @@ def link_info(ifname: str, netns_name: str | None = None) -> dict | None:
         ipr.close()
 
 
-def ipv4_addresses(ifname: str) -> list[str]:
-    info = link_info(ifname)
-    return info["ipv4"] if info else []
-
-
 def bridges() -> list[dict]:
     """Every bridge in this netns with its id, STP state and ports (what `brctl show` prints)."""
     with IPRoute() as ipr:

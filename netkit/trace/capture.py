@@ -175,7 +175,6 @@ class Capture:
         self.stopped_by = "stop"
         self._thread: threading.Thread | None = None
         self.result: Result | None = None
-        self.live_at: float | None = None  # time.monotonic() when every socket was bound
 
     # opening
     def open(self) -> None:
@@ -186,7 +185,6 @@ class Capture:
         except BaseException:
             self.close()
             raise
-        self.live_at = time.monotonic()
 
     def _open_one(self, point: Point, code: bytes | None) -> socket.socket:
         from netkit.kernel import nsutil

@@ -247,6 +247,12 @@ class NoneDemo(Demo):
 DEMOS = {d.mode: d for d in (BridgeDemo, PublishDemo, OutboundDemo, HostDemo, ContainerDemo, NoneDemo)}
 
 
+def check_mode(mode: str) -> None:
+    """Refuse an unknown demo name (a UserError: exit 2, one line)."""
+    if mode not in DEMOS:
+        raise UserError(f"unknown demo '{mode}': use one of {', '.join(MODES)}")
+
+
 def ensure_sandbox() -> None:
     """Demos change network state: run them only inside a sandbox, re-executing into one if needed."""
     from netkit import sandbox as sb
@@ -262,18 +268,17 @@ def ensure_sandbox() -> None:
 
 def run(mode: str, outputs=None, say=None, before_traffic=None, after_traffic=None) -> dict:
     """Build, trace, report, clean up. Returns the report (with a "demo" section)."""
-    from netkit.cli.app import context
+    from netkit.engine.context import Context
     from netkit.trace import path, session
 
-    if mode not in DEMOS:
-        raise UserError(f"unknown demo '{mode}': use one of {', '.join(MODES)}")
+    check_mode(mode)
     outputs = outputs or session.Outputs()
     if say is None:
         def say(text):
             print(text, file=sys.stderr if outputs.json else sys.stdout, flush=True)
     demo = DEMOS[mode](say)
     say(f"# netkit trace demo {mode}: {demo.title}")
-    ctx = context()
+    ctx = Context()
     try:
         demo.setup()
         topo = path.resolve(ctx.store, demo.containers, port=demo.port)

@@ -7,6 +7,8 @@ import socket
 import struct
 import threading
 
+import pytest
+
 from netkit.kernel import nsutil
 
 
@@ -54,6 +56,22 @@ class Server:
         self._stop = True
         self.thread.join(2)
         self.sock.close()
+
+
+@pytest.fixture
+def servers():
+    """start(ns, proto, port, ...) -> a Server, stopped when the test ends. Import it into a test
+    module (`from publish_helpers import servers`) to use it there."""
+    made = []
+
+    def start(*args, **kw):
+        s = Server(*args, **kw)
+        made.append(s)
+        return s
+
+    yield start
+    for s in made:
+        s.stop()
 
 
 def ask(ns: str | None, proto: str, ip: str, port: int, timeout: float = 1.5, sport: int = 0) -> str | None:

@@ -95,3 +95,51 @@ def test_iptables_false_writes_nothing(sandbox):
     p = sandbox.netkit("publish", "8088:80", "web", check=False)
     assert p.returncode == 2 and "\"iptables\": false" in p.stderr
     assert open("/proc/net/ip_tables_names").read() == ""
+
+
+FAIL_AFTER_COMMIT = """
+import sys
+from netkit.errors import KernelError
+from netkit.kernel import firewall
+
+def fail(*args):
+    raise KernelError("injected failure after the rules were committed")
+
+firewall.set_hairpin = fail  # runs in the full sync after the commit of rules and FORWARD policy
+sys.argv = ["netkit"] + sys.argv[1:]
+from netkit.cli.main import run
+run()
+"""
+
+
+def test_full_sync_failure_after_commit_restores_forward_policy(sandbox):
+    for table in ("raw", "nat", "filter"):  # make the tables netkit uses exist (a fresh netns has none)
+        sandbox.sh(f"iptables-legacy -w -t {table} -S")
+    before = legacy_save(sandbox)
+    assert ":FORWARD ACCEPT" in before
+    p = subprocess.run([sys.executable, "-c", FAIL_AFTER_COMMIT, "network", "create", "app", "--subnet",
+                        "172.20.0.0/24"], capture_output=True, text=True, timeout=60)
+    assert p.returncode != 0 and "injected failure" in p.stderr, p.stderr
+    assert legacy_save(sandbox) == before  # rules gone, FORWARD policy ACCEPT again
+    assert open("/proc/sys/net/ipv4/ip_forward").read().strip() == "0"
+    assert "app" not in sandbox.netkit("network", "ls").stdout
+    sandbox.netkit("network", "create", "app", "--subnet", "172.20.0.0/24")  # and a retry works
+    assert ":FORWARD DROP" in sandbox.sh("iptables-legacy-save -t filter").stdout
+
+
+def test_entry_count_follows_the_callers_netns(sandbox):
+    from netkit.kernel import firewall, nsutil
+
+    sandbox.netkit("network", "create", "app", "--subnet", "172.20.0.0/24")
+    here = firewall.entry_count("nat")  # the socket made here is cached
+    sandbox.sh("ip netns add nk-probe")
+    try:
+        with nsutil.entered_netns("/run/netns/nk-probe"):
+            try:
+                there = firewall.entry_count("nat")
+            except Exception:  # noqa: BLE001 - no nat table there yet: also not the sandbox's count
+                there = None
+        assert there != here
+        assert firewall.entry_count("nat") == here
+    finally:
+        sandbox.sh("ip netns del nk-probe", check=False)

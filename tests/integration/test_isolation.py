@@ -2,24 +2,11 @@
 networks apart, ip_forward with FORWARD policy DROP, NETKIT-USER first."""
 import pytest
 
-from publish_helpers import Server, ask
+from publish_helpers import ask
+from publish_helpers import servers  # noqa: F401,F811 - a fixture: pytest finds it by name
 
 pytestmark = pytest.mark.root
 UP, OUT = "198.18.0.1", "198.18.0.2"
-
-
-@pytest.fixture
-def servers():
-    made = []
-
-    def start(*args, **kw):
-        s = Server(*args, **kw)
-        made.append(s)
-        return s
-
-    yield start
-    for s in made:
-        s.stop()
 
 
 def test_way_out_masquerade_nomasquerade_internal(sandbox, servers):
@@ -74,7 +61,16 @@ def test_netkit_user_chain_first_and_kept(sandbox, servers):
     assert save.index("-A NETKIT-FORWARD -j NETKIT-USER") < save.index("-A NETKIT-FORWARD -j NETKIT-ISOLATION-1")
     sandbox.sh(f"iptables-legacy -w -A NETKIT-USER -s {OUT}/32 -j DROP")
     assert ask("outside", "tcp", UP, 8088, timeout=0.7) is None
-    sandbox.netkit("container", "create", "web2", "--net", "app", "-p", "8089:80")  # a full sync
-    sandbox.netkit("publish", "8090:80", "web")  # the fast path
-    assert f"-A NETKIT-USER -s {OUT}/32 -j DROP" in sandbox.sh("iptables-legacy-save -t filter").stdout
+    user_rule = f"-A NETKIT-USER -s {OUT}/32 -j DROP"
+    # Full syncs (the whole plan diffed against the kernel): a new network, and doctor --fix.
+    sandbox.netkit("network", "create", "other", "--subnet", "172.21.0.0/24")
+    assert "-A NETKIT-FORWARD -o br-other" in sandbox.sh("iptables-legacy-save -t filter").stdout
+    assert user_rule in sandbox.sh("iptables-legacy-save -t filter").stdout
+    sandbox.netkit("doctor", "--fix")
+    assert user_rule in sandbox.sh("iptables-legacy-save -t filter").stdout
+    # Fast paths (one container's rules only): container create and publish.
+    sandbox.netkit("container", "create", "web2", "--net", "app", "-p", "8089:80")
+    sandbox.netkit("publish", "8090:80", "web")
+    assert user_rule in sandbox.sh("iptables-legacy-save -t filter").stdout
+    assert ask("outside", "tcp", UP, 8088, timeout=0.7) is None  # the user's DROP still comes first
     assert sandbox.netkit("doctor").returncode == 0

@@ -13,7 +13,6 @@ from netkit.portspec import (
     format_mapping,
     parse_expose,
     parse_port_spec,
-    pick_free_port,
 )
 
 # (spec, host_ip, family, host_ports, container_ports, proto, pairs, pick_range)
@@ -188,20 +187,6 @@ def test_parse_expose_errors(text, fragment):
 )
 def test_format_mapping(args, expected):
     assert format_mapping(*args) == expected
-
-
-def test_pick_free_port():
-    assert pick_free_port((8000, 8002), set()) == 8000
-    assert pick_free_port((8000, 8002), {8000, 8001}) == 8002
-    assert pick_free_port((8000, 8002), {8000, 8001, 8002}) is None
-    assert pick_free_port((8000, 8000), set()) == 8000
-    assert pick_free_port(range(10, 13), {10}) == 11
-    assert pick_free_port(range(10, 12), {10, 11}) is None
-
-
-def test_pick_free_port_with_pick_range():
-    spec = parse_port_spec("8000-8010:80")
-    assert pick_free_port(spec.pick_range, {8000, 8001}) == 8002
 
 
 def test_ephemeral_range_reads_file(tmp_path):
