@@ -1,7 +1,6 @@
 """Issue 3: every user mistake is one clear line, exit 2 (1 for environment), and changes nothing."""
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys

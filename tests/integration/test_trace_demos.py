@@ -4,21 +4,10 @@ import json
 import os
 import signal
 import subprocess
-import sys
 
 import pytest
 
 pytestmark = pytest.mark.root
-
-
-def publishing_available() -> bool:
-    out = subprocess.run([sys.executable, "-m", "netkit", "container", "create", "--help"],
-                         capture_output=True, text=True)
-    return "--publish" in out.stdout
-
-
-needs_publish = pytest.mark.skipif("not publishing_available()",
-                                   reason="port publishing (issue 4: container create -p) is not in this netkit yet")
 
 
 def run_demo(mode, **kwargs):
@@ -100,13 +89,6 @@ def test_outbound_demo(sandbox):
     rep = run_demo("outbound")
     (flow,) = rep["flows"]
     veth = flow["packets"][0]["hops"][1]["interface"]
-    if not publishing_available():
-        # Without issue 4 the host neither forwards nor masquerades: the tracer shows where it stops.
-        assert not rep["demo"]["client_ok"]
-        assert flow["path"] == f"app:eth0 → host:{veth} → netkit0"
-        assert rep["drops"] and rep["drops"][0]["where"] == "host:netkit0"
-        assert "ip_forward=0" in rep["drops"][0]["reason"]
-        return
     assert rep["demo"]["client_ok"] and "you are 198.18.0.1" in rep["demo"]["client_output"], rep["demo"]
     assert flow["path"] == f"app:eth0 → host:{veth} → netkit0 →[MASQUERADE]→ uplink → outside:eth0"
     assert flow["nat"][0] == "SNAT (MASQUERADE) 172.17.0.2 → 198.18.0.1"
@@ -114,7 +96,6 @@ def test_outbound_demo(sandbox):
     assert any("SRC_NAT" in e["status"] for e in flow["conntrack"])
 
 
-@needs_publish
 def test_publish_demo_dnat_and_reply(sandbox):
     rep = run_demo("publish")
     assert rep["demo"]["client_ok"], rep["demo"]
@@ -168,7 +149,6 @@ def _tcpdump_alongside(mode, where, tmp_path):
     return rep
 
 
-@needs_publish
 def test_tcpdump_sees_what_the_tracer_saw_publish(sandbox, tmp_path):
     rep = _tcpdump_alongside("publish", [(None, "uplink"), ("web", "eth0")], tmp_path)
     assert rep["demo"]["client_ok"]
@@ -185,7 +165,6 @@ def test_unknown_demo_is_a_usage_error(sandbox):
     assert out.returncode == 2 and "unknown demo 'bogus'" in out.stderr
 
 
-@needs_publish
 def test_netkit_demo_runs_the_publish_demo(sandbox):
     out = sandbox.netkit("demo")
     assert "→[DNAT]→" in out.stdout and "DNAT 198.18.0.1:8088 → 172.17.0.2:80" in out.stdout
