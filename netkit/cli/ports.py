@@ -12,20 +12,24 @@ from netkit.cli.app import DRY_OPT, JSON_OPT, app, context
 _SPEC_HELP = "[IP:][HOSTPORT:]CONTAINERPORT[/tcp|udp|sctp], ranges allowed (Docker's -p syntax)"
 
 
+def _emit_mappings(ctx, mappings, dry_run: bool) -> None:
+    from netkit.portspec import format_mapping
+
+    if dry_run:
+        render.emit_plan(ctx.printed)
+        return
+    for m in mappings:
+        render.emit(format_mapping(m.container_port, m.proto, m.host_ip, m.host_port))
+
+
 @app.command("publish")
 def publish(spec: str = typer.Argument(..., help=_SPEC_HELP), container: str = typer.Argument(...),
             dry_run: bool = DRY_OPT):
     """Publish a port of a running container (DNAT from the host)."""
     from netkit.engine import publish as pub
-    from netkit.portspec import format_mapping
 
     ctx = context(dry_run)
-    new = pub.publish(ctx, spec, container)
-    if dry_run:
-        render.emit_plan(ctx.printed)
-    else:
-        for m in new:
-            render.emit(format_mapping(m.container_port, m.proto, m.host_ip, m.host_port))
+    _emit_mappings(ctx, pub.publish(ctx, spec, container), dry_run)
 
 
 @app.command("unpublish")
@@ -33,15 +37,9 @@ def unpublish(spec: str = typer.Argument(..., help=_SPEC_HELP), container: str =
               dry_run: bool = DRY_OPT):
     """Remove published ports matching SPEC (and forget their conntrack entries)."""
     from netkit.engine import publish as pub
-    from netkit.portspec import format_mapping
 
     ctx = context(dry_run)
-    gone = pub.unpublish(ctx, spec, container)
-    if dry_run:
-        render.emit_plan(ctx.printed)
-    else:
-        for m in gone:
-            render.emit(format_mapping(m.container_port, m.proto, m.host_ip, m.host_port))
+    _emit_mappings(ctx, pub.unpublish(ctx, spec, container), dry_run)
 
 
 @app.command("port")
