@@ -296,3 +296,15 @@ def test_gateway_mac_never_changes_as_ports_join(sandbox):
         sandbox.netkit("container", "create", f"c{i}", "--net", "app")
         assert link(sandbox, "br-app")["address"] == mac
     assert mac.startswith("02:42:")
+
+
+def test_attach_netns_path(sandbox):
+    sandbox.netkit("network", "create", "app", "--subnet", "172.20.0.0/24")
+    sandbox.sh("ip netns add foreign")  # made by someone else: iproute2
+    out = sandbox.netkit("attach", "--netns", "/run/netns/foreign", "--network", "app", "--name", "f1",
+                         "--ip", "172.20.0.50").stdout
+    assert "f1 eth0 172.20.0.50/24" in out
+    assert "172.20.0.50/24" in sandbox.ns("foreign", "ip -br addr show eth0").stdout
+    sandbox.netkit("container", "rm", "f1")
+    assert "foreign" in os.listdir("/run/netns")  # never deleted: it is not netkit's
+    assert "eth0" not in sandbox.ns("foreign", "ip -br link").stdout
