@@ -150,7 +150,7 @@ def to_svg(report: dict) -> str:
         unseen.reverse()
     unseen.sort(key=lambda c: c.endswith(":lo"))
     lanes += unseen
-    left, lane_w, top, row_h = 250, 170, 70, 24
+    left, lane_w, top, row_h = 330, 170, 70, 24  # left: room for "#N TCP [FA] seq=... ack=..."
     x = {name: left + i * lane_w for i, name in enumerate(lanes)}
     rows = []  # (kind, payload)
     count = 0
