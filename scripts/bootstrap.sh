@@ -1,22 +1,43 @@
 #!/usr/bin/env bash
-# Installs what netkit needs on a fresh Debian machine (as root), once:
-# Debian packages (iproute2, iptables, libpcap for Scapy's BPF, tcpdump/conntrack for checks)
-# and a venv in .venv with netkit and its Python dependencies. Safe to run again.
+# Installs what netkit needs on a fresh Debian machine (as root), once: the Debian packages of
+# every program and library on netkit's one list (netkit/programs.py: iproute2, iptables,
+# nftables, bridge-utils, tcpdump, conntrack, libpcap ...) and a venv in .venv with netkit and
+# its Python dependencies. Safe to run again; with --report it also prints what it found where.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need=()
-for pair in ip:iproute2 iptables-legacy-save:iptables tcpdump:tcpdump conntrack:conntrack unshare:util-linux; do
-  command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
-done
-libs=$(ldconfig -p 2>/dev/null || true)  # read whole: `grep -q` on a pipe trips pipefail
-grep -q 'libpcap\.so' <<<"$libs" || need+=(libpcap0.8)
-grep -q 'libxtables\.so' <<<"$libs" || need+=(libxtables12)
-if [ ${#need[@]} -gt 0 ]; then
-  echo "bootstrap: installing Debian packages: ${need[*]}" >&2
+report=0
+[ "${1:-}" = "--report" ] && report=1
+
+# `python3 -m netkit.programs` reads the list with the standard library only (no venv yet).
+list=$(python3 -m netkit.programs)
+
+missing_packages() {
+  local libs kind name package
+  libs=$(ldconfig -p 2>/dev/null || true)  # read whole: `grep -q` on a pipe trips pipefail
+  while read -r kind name package; do
+    case $kind in
+      program) command -v "$name" >/dev/null 2>&1 || echo "$package" ;;
+      library) grep -q "${name//./\\.}" <<<"$libs" || echo "$package" ;;
+    esac
+  done <<<"$list" | sort -u
+}
+
+need=$(missing_packages)
+installed=""
+if [ -n "$need" ]; then
+  # shellcheck disable=SC2086 # one word per package
+  echo "bootstrap: installing Debian packages:" $need >&2
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  # shellcheck disable=SC2086
+  apt-get install -y -qq --no-install-recommends $need >/dev/null
+  installed=$need
+  still=$(missing_packages)
+  if [ -n "$still" ]; then
+    echo "bootstrap: still missing after apt-get install:" $still >&2
+    exit 1
+  fi
 fi
 
 stamp=.venv/.netkit-installed
@@ -24,6 +45,21 @@ if [ ! -x .venv/bin/python ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "bootstrap: preparing .venv" >&2
   python3 -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v '^WARNING: Location' >&2 || true
-  .venv/bin/python -c 'import pyroute2, iptc, scapy, typer, dnslib, pytest, hypothesis' 
+  .venv/bin/python -c 'import pyroute2, iptc, scapy, typer, rich, dnslib, pytest, hypothesis' 
   touch "$stamp"
+fi
+
+if [ $report = 1 ]; then
+  echo "bootstrap: Debian packages installed by this run: ${installed:-none}" | tr '\n' ' '
+  echo
+  echo "bootstrap: what netkit, its tests, demos and labs run (netkit/programs.py):"
+  while read -r kind name package; do
+    if [ "$kind" = program ]; then
+      printf '  %-24s %-14s %s\n' "$name" "$package" "$(command -v "$name")"
+    else
+      printf '  %-24s %-14s %s\n' "$name" "$package" "$(ldconfig -p | grep -m1 "${name//./\\.}" | sed 's/.*=> //')"
+    fi
+  done <<<"$list"
+  echo "  python packages: $(.venv/bin/python -m pip list --disable-pip-version-check --format=freeze 2>/dev/null \
+    | grep -iE '^(pyroute2|python-iptables|scapy|typer|rich|dnslib|pytest|hypothesis)=' | tr '\n' ' ')"
 fi

@@ -15,11 +15,11 @@ import ctypes
 import errno
 import fcntl
 import os
-import shutil
 import subprocess
 import time
 from contextlib import contextmanager
 
+from netkit import programs
 from netkit.errors import EnvError, KernelError
 from netkit.rules import TABLES, Op, parse_save
 
@@ -77,9 +77,7 @@ class IptablesLegacy:
     # ---- reading ---------------------------------------------------------------------
     def snapshot(self) -> dict:
         """Every existing legacy table: {table: {chain: [spec], ":policy": {chain: policy}}}."""
-        exe = shutil.which("iptables-legacy-save")
-        if exe is None:
-            raise EnvError("iptables-legacy-save not found: install the iptables package")
+        exe = programs.require("iptables-legacy-save")
         proc = subprocess.run([exe], capture_output=True, text=True)
         if proc.returncode != 0:
             raise KernelError(f"iptables-legacy-save failed: {proc.stderr.strip() or proc.returncode}")
@@ -332,12 +330,12 @@ def nft_report() -> dict:
     """Rules of the nft backend: how many iptables-nft rules exist, and nft forward chains whose
     policy is drop (they drop netkit's forwarded traffic whatever the legacy rules say)."""
     out = {"iptables_nft_rules": None, "forward_drop_chains": []}
-    exe = shutil.which("iptables-nft-save")
+    exe = programs.find("iptables-nft-save")
     if exe:
         proc = subprocess.run([exe], capture_output=True, text=True)
         if proc.returncode == 0:
             out["iptables_nft_rules"] = sum(1 for line in proc.stdout.splitlines() if line.startswith("-A "))
-    nft = shutil.which("nft")
+    nft = programs.find("nft")
     if nft:
         proc = subprocess.run([nft, "list", "ruleset"], capture_output=True, text=True)
         if proc.returncode == 0:

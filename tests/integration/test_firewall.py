@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from publish_helpers import legacy_save
+from required import need
 
 pytestmark = pytest.mark.root
 
@@ -67,6 +68,7 @@ def test_doctor_reports_and_fixes_drift(sandbox):
     sandbox.netkit("doctor", "--fix")
     assert sandbox.netkit("doctor").returncode == 0
     # the nft backend: rules there are invisible to netkit and its forward policy can drop our traffic
+    need("iptables-nft", "nft")
     sandbox.sh("iptables-nft -A INPUT -s 10.6.0.0/16 -j ACCEPT")
     sandbox.sh("nft add table ip guard && nft 'add chain ip guard screen { type filter hook forward priority 0; policy drop; }'")
     p = sandbox.netkit("doctor", check=False)

@@ -1,7 +1,6 @@
 """Publishing with real traffic: outside, host and 127.0.0.1, hairpin, address binds, direct-routing
 hole, conflicts, bad input, UDP conntrack, -P, --dry-run, removal."""
 import os
-import shutil
 import socket
 import time
 
@@ -9,6 +8,7 @@ import pytest
 
 from publish_helpers import Sniffer, ask, crafted_syn, legacy_save, mac_of, send_frame
 from publish_helpers import servers  # noqa: F401,F811 - a fixture: pytest finds it by name
+from required import need
 
 pytestmark = pytest.mark.root
 UP, OUT = "198.18.0.1", "198.18.0.2"
@@ -145,7 +145,7 @@ def test_udp_conntrack_follows_the_new_mapping(sandbox, servers):
     sandbox.netkit("unpublish", "5353:53/udp", "a")
     sandbox.netkit("publish", "5353:53/udp", "b")
     assert ask("outside", "udp", UP, 5353, sport=41000) == f"b {OUT}"
-    assert shutil.which("conntrack"), "the conntrack tool is missing: run scripts/bootstrap.sh"
+    need("conntrack")
     listing = sandbox.sh("conntrack -L -p udp")  # check=True: a failing conntrack fails the test
     assert "172.20.0.2" not in listing.stdout
 

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from nettools import send_echo, snapshot, start_echo
+from required import need
 
 pytestmark = pytest.mark.root
 NETKIT = [sys.executable, "-m", "netkit"]
@@ -31,9 +32,10 @@ def two_containers(sandbox):
 
 
 def firewall(sandbox) -> dict:
+    need("iptables-legacy-save", "iptables-nft-save", "nft")
     dump = {}
     for cmd in ("iptables-legacy-save", "iptables-nft-save", "nft list ruleset"):
-        out = sandbox.sh(f"{cmd} 2>/dev/null || true").stdout
+        out = sandbox.sh(cmd).stdout
         # Counters move with the test's own traffic; the rules themselves must not.
         dump[cmd] = [re.sub(r"\[\d+:\d+\]|counter packets \d+ bytes \d+", "", line)
                      for line in out.splitlines() if not line.startswith("#")]

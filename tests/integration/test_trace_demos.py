@@ -6,6 +6,7 @@ import signal
 import subprocess
 
 import pytest
+from required import need
 
 pytestmark = pytest.mark.root
 
@@ -120,6 +121,7 @@ def _tcpdump_alongside(mode, where, tmp_path):
         for ns, iface in where:
             out = str(tmp_path / f"tcpdump-{ns or 'host'}-{iface}.pcap")
             # --immediate-mode: else libpcap holds packets in a ring block for up to 1 s and SIGINT loses them.
+            need("tcpdump")
             argv = ["tcpdump", "-p", "-n", "-U", "--immediate-mode", "-i", iface, "-w", out, demo.bpf]
             if ns:
                 argv = ["ip", "netns", "exec", ns] + argv

@@ -8,6 +8,7 @@ import pytest
 from netkit.trace import correlate, pcap, report
 from netkit.trace.capture import Point, Record, Result, build_filter, compile_filter, quick_key
 from netkit.trace.path import Topology
+from required import need
 
 scapy_l2 = pytest.importorskip("scapy.layers.l2")
 from scapy.layers.inet import IP, TCP, UDP  # noqa: E402
@@ -235,10 +236,8 @@ def test_renderers_and_pcap_files(tmp_path):
     assert [bytes(p) for p in merged] == [r.data for r in result.records]
     assert len(rdpcap(str(tmp_path / "web-eth0.pcap"))) == 2
     assert len(rdpcap(str(tmp_path / "merged.pcapng"))) == len(result.records)
-    try:
-        out = subprocess.run(["tcpdump", "-n", "-r", str(tmp_path / "merged.pcapng")], capture_output=True, text=True)
-    except FileNotFoundError:
-        return
+    need("tcpdump")
+    out = subprocess.run(["tcpdump", "-n", "-r", str(tmp_path / "merged.pcapng")], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.count("\n") == len(result.records)
 
 

@@ -1,0 +1,93 @@
+"""Every external program and shared library netkit, its tests, demos and labs use, with the Debian
+package that brings it: the one list `scripts/bootstrap.sh` installs from.
+
+`python3 -m netkit.programs` prints the list for the bootstrap (standard library only, so it runs
+before the venv exists). A unit test checks that every program the code and the tests run is here.
+"""
+from __future__ import annotations
+
+import shutil
+
+BOOTSTRAP = "scripts/bootstrap.sh"
+
+# program -> Debian package. Programs of Debian's essential set are listed too: the unit test
+# then needs no exception list, and a minimal image without them is caught like any other gap.
+PROGRAMS: dict[str, str] = {
+    # netlink and namespaces, as the course material types them
+    "ip": "iproute2",
+    "ss": "iproute2",
+    "bridge": "iproute2",
+    "brctl": "bridge-utils",
+    "unshare": "util-linux",
+    "nsenter": "util-linux",
+    "setpriv": "util-linux",
+    "mount": "mount",
+    "sysctl": "procps",
+    "hostname": "hostname",
+    # firewall: both xtables backends and native nftables
+    "iptables": "iptables",
+    "iptables-save": "iptables",
+    "iptables-legacy": "iptables",
+    "iptables-legacy-save": "iptables",
+    "iptables-legacy-restore": "iptables",
+    "iptables-nft": "iptables",
+    "iptables-nft-save": "iptables",
+    "iptables-nft-restore": "iptables",
+    "nft": "nftables",
+    "conntrack": "conntrack",
+    # watching packets
+    "tcpdump": "tcpdump",
+    # shell plumbing used by tests and lab checks
+    "bash": "bash",
+    "cat": "coreutils",
+    "cut": "coreutils",
+    "seq": "coreutils",
+    "sleep": "coreutils",
+    "sort": "coreutils",
+    "grep": "grep",
+    "sed": "sed",
+    "awk": "mawk",
+    "getent": "libc-bin",
+}
+
+# shared library (as ldconfig names it) -> Debian package: loaded through ctypes, not run.
+LIBRARIES: dict[str, str] = {
+    "libpcap.so": "libpcap0.8",  # Scapy and the tracer compile BPF filters with it
+    "libxtables.so": "libxtables12",  # python-iptables
+    "libip4tc.so": "libip4tc2",
+}
+
+
+def missing_message(program: str) -> str:
+    package = PROGRAMS.get(program)
+    if package is None:
+        return f"{program} is not on netkit's list of programs (netkit/programs.py); add it with its Debian package"
+    return f"{program} not found: install the Debian package '{package}' (`{BOOTSTRAP}` installs everything netkit uses)"
+
+
+def find(program: str) -> str | None:
+    """Path of an optional program, or None. Unlisted names are a programming error."""
+    if program not in PROGRAMS:
+        raise KeyError(missing_message(program))
+    return shutil.which(program)
+
+
+def require(program: str) -> str:
+    """Path of a program netkit cannot do without, or an EnvError naming the package to install."""
+    path = find(program)
+    if path is None:
+        from netkit.errors import EnvError
+
+        raise EnvError(missing_message(program))
+    return path
+
+
+def _main() -> None:
+    for program, package in PROGRAMS.items():
+        print(f"program {program} {package}")
+    for lib, package in LIBRARIES.items():
+        print(f"library {lib} {package}")
+
+
+if __name__ == "__main__":
+    _main()
