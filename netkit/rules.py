@@ -11,7 +11,7 @@ Layout (Docker's, with NETKIT names; one jump per built-in chain, foreign rules 
   filter FORWARD     -> NETKIT-FORWARD      NETKIT-USER first, isolation, per-network accepts
 A published port costs one nat rule (plus one raw rule when bound to 127.x): per-port accepts are
 replaced by one `--ctstate DNAT` accept per network, and Docker's per-port /32 hairpin MASQUERADE
-by one `--ctstate DNAT` MASQUERADE per network (FACTS.md: legacy commits rewrite the table).
+by one `--ctstate DNAT` MASQUERADE per network (docs/facts.md, "python-iptables": legacy commits rewrite the table).
 """
 from __future__ import annotations
 
@@ -130,7 +130,7 @@ def mapping_rules(c: Container, nets: dict[str, Network]) -> list[Rule]:
         out.append(Rule(NAT, CHAIN_DNAT, f"{dst}{match} -j DNAT --to-destination {ep.ip}:{pm.container_port}"))
         if is_loopback(pm.host_ip):
             # DNAT in PREROUTING would also fire for a crafted packet to 127.x from a neighbour
-            # (FACTS.md); Docker 28 drops those in raw the same way.
+            # (docs/facts.md, "Publishing"); Docker 28 drops those in raw the same way.
             out.append(Rule(RAW, CHAIN_RAW, f"-d {pm.host_ip}/32 ! -i lo {match} -j DROP"))
     return out
 
@@ -210,7 +210,7 @@ def plan(networks: list[Network], containers: list[Container]) -> RuleSet:
         if n.masquerade:
             post.append(f"-s {sub} ! -o {br} -j MASQUERADE")
         # Hairpin: a container reaching a published port via a host address gets the gateway as
-        # source, so the reply comes back through the host's conntrack (FACTS.md).
+        # source, so the reply comes back through the host's conntrack (docs/facts.md, "Publishing").
         post.append(f"-s {sub} -o {br} -m conntrack --ctstate DNAT -j MASQUERADE")
         # Host -> 127.0.0.1:port: with route_localnet on the bridge, the source must be rewritten.
         post.append(f"-s 127.0.0.0/8 -o {br} -j MASQUERADE")

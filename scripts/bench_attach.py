@@ -2,7 +2,7 @@
 """Benchmark: bridge-mode `container create` (netns + veth + address + route + bridge port).
 
 Prints median and p90 of N in-process creates through the engine, the 10th and 500th attach on
-one network (the cost must not grow with the bridge's size: FACTS.md, IPv6 flooding), and the
+one network (the cost must not grow with the bridge's size: docs/facts.md, "IPv6 flooding"), and the
 whole-process time of `netkit container create`. Runs itself inside a netkit sandbox.
 
     .venv/bin/python scripts/bench_attach.py [--n 100] [--big 500] [--cli 10]
@@ -25,7 +25,7 @@ def pct(values: list[float], q: float) -> float:
 
 
 def wait_idle(seconds: float = 3.0) -> None:
-    """Netns teardown keeps the kernel busy for a while (FACTS.md); let it settle between phases."""
+    """Netns teardown keeps the kernel busy for a while (docs/facts.md, "Teardown"); let it settle between phases."""
     time.sleep(seconds)
 
 

@@ -1,7 +1,7 @@
 """Delete the conntrack entries of a port mapping that went away (pyroute2's Conntrack).
 
 Without this, a UDP flow keeps following its old entry to the old container for as long as the
-traffic refreshes the timeout (FACTS.md), even after unpublish or a re-publish elsewhere.
+traffic refreshes the timeout (docs/facts.md, "UDP and conntrack"), even after unpublish or a re-publish elsewhere.
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@ backend through python-iptables Rule/Match objects, and reads the rules back.
 
 Every write holds the xtables lock (XTABLES_LOCKFILE or /run/xtables.lock, as iptables -w does),
 refreshes the handle, changes one table, commits once, retries on EAGAIN, refreshes again and
-checks that each added rule is really there (FACTS.md: unlocked or stale writers lose rules
+checks that each added rule is really there (docs/facts.md, "python-iptables": unlocked or stale writers lose rules
 silently). Reading uses `iptables-legacy-save`, which is fast and never creates a table.
 
 The interface is what an nftables backend would also offer: snapshot(), apply(ops), locked(),

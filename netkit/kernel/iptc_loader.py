@@ -1,7 +1,7 @@
 """Import python-iptables (`iptc`) fast: ~45 ms instead of ~250 ms and no subprocess.
 
 Plain `import iptc` runs ldconfig and gcc through `ctypes.util.find_library`, modprobe
-through `iptc.util.load_kernel`, and imports setuptools' distutils shim (FACTS.md). Here the
+through `iptc.util.load_kernel`, and imports setuptools' distutils shim (docs/facts.md, "CLI start-up"). Here the
 shared libraries are found by their sonames in the usual library folders, XTABLES_LIBDIR is
 set from where libxtables lives, and the three slow paths are bypassed only while iptc loads.
 Anything not found falls back to iptc's own search, so this can only make it faster.

@@ -174,7 +174,7 @@ class Executor:
     def _EndpointAdd(self, op: ops.EndpointAdd) -> None:
         host = self.host()
         # Created down: IPv6 must be off before the link comes up, or its MLD reports are
-        # flooded to every port of the bridge and each attach gets slower (FACTS.md).
+        # flooded to every port of the bridge and each attach gets slower (docs/facts.md, "IPv6 flooding").
         host.link(
             "add", ifname=op.host_ifname, kind="veth", mtu=op.mtu, master=_ifindex(op.bridge),
             peer={"ifname": op.ifname, "net_ns_fd": self.netns_fd(op.netns), "mtu": op.mtu, "address": op.mac},

@@ -1,5 +1,5 @@
 """Named network namespaces the way `ip netns` keeps them (/run/netns/NAME bind mounts),
-made in-process with unshare+bind-mount instead of pyroute2's forked helper (FACTS.md)."""
+made in-process with unshare+bind-mount instead of pyroute2's forked helper (docs/facts.md, "Attach cost")."""
 from __future__ import annotations
 
 import os
@@ -48,7 +48,7 @@ def create(name: str, ipv6: bool = False) -> tuple[int, socket.socket]:
         try:
             nsutil.pin("/proc/thread-self/ns/net", path)
             if not ipv6:
-                # Before any interface exists, so that none of them sends DAD/RS/MLD (FACTS.md).
+                # Before any interface exists, so that none of them sends DAD/RS/MLD (docs/facts.md, "IPv6 flooding").
                 for scope in ("all", "default"):
                     _write_sysctl(f"/proc/sys/net/ipv6/conf/{scope}/disable_ipv6", "1")
             nsutil.set_link_up("lo")

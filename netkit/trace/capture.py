@@ -4,7 +4,7 @@ One raw AF_PACKET socket per capture point, opened inside the point's netns (the
 that netns after the thread steps back), with a BPF filter compiled by libpcap and run in the
 kernel, 8 MiB of receive buffer and kernel timestamps. A single epoll/recvmsg loop stores
 (timestamp, point, direction, bytes) and does nothing else: dissecting happens after the
-capture (FACTS.md: per-packet dissection loses most packets above ~4k pps).
+capture (docs/facts.md, "Packet capture": per-packet dissection loses most packets above ~4k pps).
 """
 from __future__ import annotations
 
@@ -90,7 +90,7 @@ _libpcap = None
 def _pcap():
     global _libpcap
     if _libpcap is None:
-        # Known sonames first: ctypes.util.find_library runs ldconfig/gcc (slow, FACTS.md).
+        # Known sonames first: ctypes.util.find_library runs ldconfig/gcc (slow: docs/facts.md, "CLI start-up").
         for name in ("libpcap.so.0.8", "libpcap.so.1", "libpcap.so"):
             try:
                 lib = ctypes.CDLL(name)
@@ -208,7 +208,7 @@ class Capture:
                     raise EnvError("capturing packets needs root (CAP_NET_RAW): try sudo") from None
                 raise EnvError(f"cannot capture on {point.label}: {err.strerror}") from None
             sock.setblocking(False)
-            # FACTS.md: a socket bound after creation may hold packets queued before bind.
+            # docs/facts.md, "Packet capture": a socket bound after creation may hold packets queued before bind.
             _drain(sock)
             return sock
 
