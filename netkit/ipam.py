@@ -14,6 +14,17 @@ DEFAULT_POOLS: list[dict] = [{"base": f"172.{n}.0.0/16", "size": 16} for n in ra
 ]
 
 
+# Ranges a bridge network can never use: the kernel or the world gives them another meaning.
+UNUSABLE = [
+    (IPv4Network("0.0.0.0/8"), "'this network' (RFC 1122)"),
+    (IPv4Network("127.0.0.0/8"), "the loopback range"),
+    (IPv4Network("169.254.0.0/16"), "the link-local range"),
+    (IPv4Network("224.0.0.0/4"), "the multicast range"),
+    (IPv4Network("240.0.0.0/4"), "the reserved range (and broadcast)"),
+]
+MIN_PREFIX = 8  # Docker accepts any; a /1 bridge captured half of IPv4 in a trial
+
+
 def parse_subnet(text: str, what: str = "subnet") -> IPv4Network:
     try:
         net = ipaddress.ip_network(text, strict=False)
@@ -23,8 +34,15 @@ def parse_subnet(text: str, what: str = "subnet") -> IPv4Network:
         raise UserError(f"{what} '{text}' is IPv6; netkit networks are IPv4 only for now")
     if "/" not in text:
         raise UserError(f"invalid {what} '{text}': a prefix length is missing, e.g. {text}/24")
-    if str(net) != text.strip():
+    if str(net) != text:
         raise UserError(f"invalid {what} '{text}': host bits are set; did you mean {net}?")
+    if net.prefixlen < MIN_PREFIX:
+        raise UserError(f"invalid {what} '{text}': a /{net.prefixlen} would route a large part of IPv4 "
+                        f"to one bridge; use a prefix of /{MIN_PREFIX} or longer")
+    for special, why in UNUSABLE:
+        if net.overlaps(special):
+            raise UserError(f"invalid {what} '{text}': it overlaps {special}, {why}; "
+                            "use a private range such as 172.16.0.0/12 or 10.0.0.0/8")
     return net
 
 

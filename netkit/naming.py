@@ -7,9 +7,10 @@ import re
 from netkit.errors import UserError
 
 IFNAMSIZ = 15  # the kernel's limit on interface names, without the trailing NUL
-_OBJECT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# fullmatch everywhere: `$` would accept a trailing newline ("tn\n" became a netns name).
+_OBJECT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 # The kernel refuses '/', ':' (alias syntax), whitespace, and the names '.' and '..'.
-_IFNAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+_IFNAME = re.compile(r"[A-Za-z0-9_.-]+")
 MAX_OBJECT_NAME = 64
 BRIDGE_PREFIX = "br-"
 
@@ -20,7 +21,7 @@ def validate_object_name(kind: str, name: str) -> str:
         raise UserError(f"{kind} name must not be empty")
     if len(name) > MAX_OBJECT_NAME:
         raise UserError(f"{kind} name '{name}' is {len(name)} characters; use at most {MAX_OBJECT_NAME}")
-    if not _OBJECT_NAME.match(name):
+    if not _OBJECT_NAME.fullmatch(name):
         raise UserError(
             f"invalid {kind} name '{name}': use letters, digits, '_', '.' and '-', starting with a letter or digit"
         )
@@ -33,7 +34,7 @@ def validate_ifname(name: str, what: str = "interface") -> str:
         raise UserError(f"invalid {what} name '{name}'")
     if len(raw) > IFNAMSIZ:
         raise UserError(f"{what} name '{name}' is {len(raw)} bytes; Linux allows at most {IFNAMSIZ}")
-    if not _IFNAME.match(name):
+    if not _IFNAME.fullmatch(name):
         raise UserError(f"invalid {what} name '{name}': use letters, digits, '_', '.' and '-' only")
     return name
 
@@ -90,11 +91,11 @@ def bridge_mac(bridge: str) -> str:
     return "02:42:" + ":".join(f"{b:02x}" for b in digest[:4])
 
 
-_MAC = re.compile(r"^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$")
+_MAC = re.compile(r"([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}")
 
 
 def validate_mac(mac: str) -> str:
-    if not _MAC.match(mac):
+    if not _MAC.fullmatch(mac):
         raise UserError(f"invalid MAC address '{mac}': use six hex pairs like 02:42:ac:11:00:02")
     if int(mac[:2], 16) & 1:
         raise UserError(f"MAC address '{mac}' is a multicast address; the first byte must be even")

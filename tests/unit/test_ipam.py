@@ -25,6 +25,10 @@ def test_pick_skips_routes_and_networks():
 @pytest.mark.parametrize("text,message", [
     ("172.20.0.0", "prefix length is missing"), ("172.20.0.1/24", "did you mean 172.20.0.0/24"),
     ("nonsense", "use CIDR notation"), ("fd00::/64", "IPv6"),
+    ("127.0.0.0/8", "loopback"), ("127.5.0.0/24", "loopback"), ("224.0.0.0/24", "multicast"),
+    ("255.255.255.0/24", "reserved"), ("0.0.0.0/8", "this network"), ("169.254.0.0/24", "link-local"),
+    ("128.0.0.0/1", "large part of IPv4"), ("10.0.0.0/7", "large part of IPv4"),
+    ("172.20.0.0/24\n", "use CIDR notation"),
 ])
 def test_parse_subnet_errors(text, message):
     with pytest.raises(UserError, match=message):

@@ -22,7 +22,7 @@ def test_bridge_names_refuse_rather_than_truncate():
         naming.bridge_name_for("a" * 13)
 
 
-@pytest.mark.parametrize("bad", ["", "a/b", "a b", "x:1", "a" * 16, ".."])
+@pytest.mark.parametrize("bad", ["", "a/b", "a b", "x:1", "a" * 16, "..", "eth0\n", "br\n"])
 def test_bad_interface_names(bad):
     with pytest.raises(UserError):
         naming.validate_ifname(bad)
@@ -30,7 +30,7 @@ def test_bad_interface_names(bad):
 
 def test_object_names_follow_docker():
     assert naming.validate_object_name("container", "web_1.a-b") == "web_1.a-b"
-    for bad in ("-web", "web!", "a" * 65):
+    for bad in ("-web", "web!", "a" * 65, "tn\n", "web\n", "web\r"):
         with pytest.raises(UserError):
             naming.validate_object_name("container", bad)
 
@@ -38,6 +38,8 @@ def test_object_names_follow_docker():
 def test_mac_from_ip_is_dockers_scheme():
     assert naming.mac_for_ip("172.17.0.2") == "02:42:ac:11:00:02"
     assert naming.validate_mac("02:42:AC:11:00:02") == "02:42:ac:11:00:02"
+    with pytest.raises(UserError, match="six hex pairs"):
+        naming.validate_mac("02:42:ac:11:00:02\n")
 
 
 def test_config_defaults_and_validation(tmp_path):
