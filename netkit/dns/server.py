@@ -113,17 +113,44 @@ class Records:
         log(f"records: {len(names)} names, upstreams {[f'{h}:{p}' for h, p in ups]}")
 
 
+SIOCGIFADDR = 0x8915
+
+
+def device_of(ip: str) -> str | None:
+    """The interface that holds `ip` (the network's bridge holds its gateway address)."""
+    import fcntl
+
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for _index, name in socket.if_nameindex():
+            try:
+                req = fcntl.ioctl(probe.fileno(), SIOCGIFADDR, struct.pack("256s", name.encode()))
+            except OSError:
+                continue  # no IPv4 address
+            if socket.inet_ntoa(req[20:24]) == ip:
+                return name
+    finally:
+        probe.close()
+    return None
+
+
 class Server:
     def __init__(self, listen_ip: str, port: int, records_path: str):
         self.family = socket.AF_INET6 if ":" in listen_ip else socket.AF_INET
         self.records = Records(records_path, (str(ipaddress.ip_address(listen_ip)), port))
         self.forward_slots = threading.BoundedSemaphore(MAX_FORWARDS)
         self.tcp_slots = threading.BoundedSemaphore(MAX_TCP)
+        # Bound to the bridge: a query must really arrive from the network's own port. Checking
+        # the source address alone let a routed neighbour forge a container's address and have
+        # the answer reflected at that container.
+        self.device = device_of(listen_ip) if self.family == socket.AF_INET else None
         self.udp = socket.socket(self.family, socket.SOCK_DGRAM)
-        self.udp.bind((listen_ip, port))
         self.tcp = socket.socket(self.family, socket.SOCK_STREAM)
         self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # restart despite TIME_WAIT
-        self.tcp.bind((listen_ip, port))
+        for sock in (self.udp, self.tcp):
+            if self.device:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, self.device.encode())
+            sock.bind((listen_ip, port))
         self.tcp.listen(64)
 
     # -- answering ---------------------------------------------------------------------------
@@ -317,7 +344,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.ready_fd is not None:
         os.write(args.ready_fd, b"R")
         os.close(args.ready_fd)
-    log(f"listening on {args.listen}:{args.port} (udp, tcp) for network {args.network or '?'}")
+    log(f"listening on {args.listen}:{args.port} (udp, tcp) on {server.device or 'any device'} "
+        f"for network {args.network or '?'}")
     try:
         server.serve_forever()
     except (KeyboardInterrupt, SystemExit):

@@ -9,6 +9,8 @@ import time
 
 import pytest
 
+from netkit.kernel import nsutil
+
 pytestmark = pytest.mark.root
 
 
@@ -158,3 +160,52 @@ def test_dns_server_answers_only_its_network(sandbox):
     sandbox.ns("outside", "ip route add 172.20.0.0/24 via 198.18.0.1")
     outside = sandbox.ns("outside", f"{sys.executable} -c \"{query}\"").stdout.strip()
     assert outside == "TIMEOUT"
+
+
+def test_dns_server_ignores_queries_forged_from_outside(sandbox):
+    """The outside host forges web's address as the source of a query to the gateway: the answer
+    would be reflected at web. The server hears only what arrives through the network's bridge."""
+    import socket
+    import struct
+
+    from dnslib import DNSRecord
+    from publish_helpers import mac_of, send_frame
+
+    sandbox.netkit("network", "create", "app", "--subnet", "172.20.0.0/24")
+    sandbox.netkit("container", "create", "web", "--net", "app")
+    with nsutil.entered_netns("/run/netns/web"):
+        sniff = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
+    sniff.bind(("eth0", 0))
+    sniff.settimeout(0.2)
+
+    def answers_at_web(window: float) -> int:
+        count, end = 0, time.monotonic() + window
+        while time.monotonic() < end:
+            try:
+                ip = sniff.recv(2048)[14:]
+            except socket.timeout:
+                continue
+            ihl = (ip[0] & 0xF) * 4
+            if ip[9] == 17 and struct.unpack("!H", ip[ihl:ihl + 2])[0] == 53:
+                count += 1
+        return count
+
+    def forged_query(src: str) -> bytes:
+        payload = DNSRecord.question("web").pack()
+        udp = struct.pack("!HHHH", 41053, 53, 8 + len(payload), 0) + payload  # checksum 0: none
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 7, 0, 64, 17, 0,
+                         socket.inet_aton(src), socket.inet_aton("172.20.0.1"))
+        total = sum(struct.unpack("!10H", ip))
+        total = (total & 0xFFFF) + (total >> 16)
+        return ip[:10] + struct.pack("!H", ~((total & 0xFFFF) + (total >> 16)) & 0xFFFF) + ip[12:] + udp
+
+    # the control: the same query from web itself is answered, and the sniffer sees the answer
+    query = ("import socket\nfrom dnslib import DNSRecord\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n"
+             "s.settimeout(2)\ns.sendto(DNSRecord.question('web').pack(),('172.20.0.1',53))\n"
+             "print(DNSRecord.parse(s.recv(4096)).short())")
+    assert sandbox.netkit("exec", "web", "--", sys.executable, "-c", query).stdout.strip() == "172.20.0.2"
+    assert answers_at_web(0.5) >= 1
+    for _ in range(3):
+        send_frame("outside", "eth0", mac_of("uplink"), forged_query("172.20.0.2"))
+    assert answers_at_web(1.0) == 0
+    sniff.close()
