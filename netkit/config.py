@@ -44,12 +44,14 @@ def _bad(path: str, key: str, expected: str, value) -> UserError:
 
 
 def _ipv4(path: str, key: str, value) -> str:
-    try:
-        if ipaddress.ip_address(value).version == 4:
-            return value
-    except (ValueError, TypeError):
-        pass
-    raise _bad(path, key, "an IPv4 address", value)
+    # A string only: ipaddress takes the integer 5 as 0.0.0.5, which became "nameserver 5".
+    if isinstance(value, str):
+        try:
+            if ipaddress.ip_address(value).version == 4:
+                return value
+        except ValueError:
+            pass
+    raise _bad(path, key, "an IPv4 address as a string", value)
 
 
 def _validate(path: str, raw: dict) -> Config:
@@ -90,8 +92,15 @@ def _validate(path: str, raw: dict) -> Config:
                 raise _bad(path, key, "a list of IPv4 addresses", value)
             cfg.dns = [_ipv4(path, key, v) for v in value]
         elif key == "dns_search":
+            from netkit.names import validate_hostname
+
             if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
                 raise _bad(path, key, "a list of domain names", value)
+            for domain in value:  # each becomes a word of resolv.conf's search line
+                try:
+                    validate_hostname(domain.removesuffix("."))
+                except UserError:
+                    raise _bad(path, key, "a list of domain names like example.com", value) from None
             cfg.dns_search = list(value)
         elif key == "default_address_pools":
             cfg.default_address_pools = _pools(path, value)
@@ -129,10 +138,14 @@ def load(path: str | None = None) -> Config:
         return Config()
     except OSError as err:
         raise UserError(f"{path}: cannot read the config file: {err.strerror}") from None
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: not UTF-8 text (byte {err.start}); save the file as UTF-8 JSON") from None
     try:
         raw = json.loads(text) if text.strip() else {}
     except json.JSONDecodeError as err:
         raise UserError(f"{path}: not valid JSON: {err.msg} at line {err.lineno} column {err.colno}") from None
+    except RecursionError:
+        raise UserError(f"{path}: the JSON is nested too deeply; the config is one flat object") from None
     if not isinstance(raw, dict):
         raise UserError(f"{path}: the config must be a JSON object like {{\"mtu\": 1450}}")
     return _validate(path, raw)

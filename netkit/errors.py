@@ -6,6 +6,12 @@ class NetkitError(Exception):
 
     exit_code = 1
 
+    def __str__(self) -> str:
+        # Messages quote what the user typed; a newline in it must not split the line
+        # (nor let input forge a second line of output): control characters are escaped.
+        text = super().__str__()
+        return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
 
 class UserError(NetkitError):
     """Bad input: wrong name, CIDR, port spec, unknown object ... (exit 2)."""

@@ -51,11 +51,19 @@ def test_config_defaults_and_validation(tmp_path):
     assert (cfg.bip, cfg.mtu, cfg.icc, cfg.source) == ("10.1.0.1/24", 1400, False, str(path))
     for raw, message in [({"mtu": 10}, "'mtu'"), ({"icc": "yes"}, "'icc'"), ({"dns": ["x"]}, "'dns'"),
                          ({"default_address_pools": [{"base": "10.0.0.0/8"}]}, "default_address_pools"),
-                         ({"bridge": "way-too-long-bridge"}, "'bridge'"), ({"nope": 1}, "unknown key 'nope'")]:
+                         ({"bridge": "way-too-long-bridge"}, "'bridge'"), ({"nope": 1}, "unknown key 'nope'"),
+                         ({"dns": [5]}, "'dns'"), ({"dns": ["8.8.8.8\nnameserver 6.6.6.6"]}, "'dns'"),
+                         ({"dns_search": ["example.com\nnameserver 6.6.6.6"]}, "'dns_search'"),
+                         ({"dns_search": ["a b"]}, "'dns_search'"), ({"bridge": "br0\n"}, "'bridge'")]:
         path.write_text(json.dumps(raw))
         with pytest.raises(UserError, match=message) as err:
             config.load(str(path))
-        assert str(err.value).startswith(str(path))
+        assert str(err.value).startswith(str(path)) and "\n" not in str(err.value).replace("\\n", "")
+    for raw_bytes, message in [(b'{"mtu": 1400, "bridge": "\xff"}', "not UTF-8"),
+                               (b"[" * 100000 + b"]" * 100000, "nested too deeply")]:
+        path.write_bytes(raw_bytes)
+        with pytest.raises(UserError, match=message):
+            config.load(str(path))
 
 
 @pytest.mark.parametrize("argv", [["network", "ls"], ["--help"], ["container", "ls"]])
