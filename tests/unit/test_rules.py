@@ -168,7 +168,7 @@ def test_parse_save_and_reset_ops():
 def test_cli_imports_stay_light():
     import subprocess
 
-    code = ("import sys; import netkit.cli.main, netkit.engine.publish, netkit.rules, netkit.kernel.firewall; "
+    code = ("import sys; import netkit.cli.main, netkit.engine.ports, netkit.engine.reconcile, netkit.rules, netkit.kernel.firewall; "
             "print(sorted(m for m in ('iptc', 'pyroute2') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
@@ -177,7 +177,7 @@ def test_cli_imports_stay_light():
 def test_ipv6_publish_is_refused_clearly():
     import pytest
 
-    from netkit.engine.publish import parse_spec
+    from netkit.engine.ports import parse_spec
     from netkit.errors import UserError
 
     with pytest.raises(UserError, match="IPv6 host addresses are not supported yet"):
