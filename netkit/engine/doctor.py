@@ -169,9 +169,7 @@ def firewall(ctx: Context, fix: bool = False) -> Findings:
         problems += 1
         lines.append(f"problem: hairpin mode off on {', '.join(facts.hairpin_off)}: containers cannot reach their "
                      "own published ports")
-    from netkit.kernel.firewall import nft_report
-
-    nft = nft_report()
+    nft = ctx.probe.foreign_firewall()
     if nft["iptables_nft_rules"]:
         lines.append(f"warning: this host also has {nft['iptables_nft_rules']} iptables-nft rule(s): the `iptables` "
                      f"command may show only those; netkit's rules are in the legacy backend "

@@ -31,6 +31,7 @@ class Probe(Protocol):
     def ephemeral_range(self) -> tuple[int, int]: ...
     def sysctl(self, path: str) -> str | None: ...
     def hairpin_off(self, ifnames: list[str]) -> list[str]: ...
+    def foreign_firewall(self) -> dict: ...
 
 
 _SOCK = {"tcp": (socket.SOCK_STREAM, 0), "udp": (socket.SOCK_DGRAM, 0), "sctp": (socket.SOCK_STREAM, 132)}
@@ -129,11 +130,17 @@ class HostProbe:
 
         return firewall.hairpin_off(ifnames)
 
+    def foreign_firewall(self) -> dict:
+        """Rules of other firewall backends that may drop netkit's traffic (see firewall.nft_report)."""
+        from netkit.kernel import firewall
+
+        return firewall.nft_report()
+
 
 @dataclass
 class FakeProbe:
-    """A host made of dicts, for unit tests. `links`: name -> link_info dict (kind, master name,
-    iflink, address, ipv4 ...); `netns_links`: netns -> {name: link_info}; `busy`: (proto, ip,
+    """A host made of dicts, for unit tests. `links`: name -> link_info dict (kind, ifindex,
+    master ifindex, iflink, address, ipv4 ...); `netns_links`: netns -> {name: link_info}; `busy`: (proto, ip,
     port) held by host programs; `sysctls`: /proc/sys path -> value."""
 
     links: dict[str, dict] = field(default_factory=dict)
@@ -149,6 +156,7 @@ class FakeProbe:
     sysctls: dict[str, str] = field(default_factory=dict)
     hairpin: dict[str, bool] = field(default_factory=dict)
     host_netns: str = "/proc/thread-self/ns/net"
+    foreign: dict = field(default_factory=lambda: {"iptables_nft_rules": None, "forward_drop_chains": []})
 
     def link_exists(self, ifname: str) -> bool:
         return ifname in self.links
@@ -158,7 +166,8 @@ class FakeProbe:
         return table.get(ifname)
 
     def bridge_ports(self, bridge: str) -> list[str]:
-        return sorted(name for name, info in self.links.items() if info.get("master") == bridge)
+        index = (self.links.get(bridge) or {}).get("ifindex")
+        return sorted(name for name, info in self.links.items() if index is not None and info.get("master") == index)
 
     def default_gateway(self, netns: str) -> str | None:
         return self.gateways.get(netns)
@@ -203,3 +212,6 @@ class FakeProbe:
 
     def hairpin_off(self, ifnames: list[str]) -> list[str]:
         return [n for n in ifnames if not self.hairpin.get(n)]
+
+    def foreign_firewall(self) -> dict:
+        return self.foreign
