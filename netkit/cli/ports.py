@@ -12,11 +12,11 @@ from netkit.cli.app import DRY_OPT, JSON_OPT, app, context
 _SPEC_HELP = "[IP:][HOSTPORT:]CONTAINERPORT[/tcp|udp|sctp], ranges allowed (Docker's -p syntax)"
 
 
-def _emit_mappings(ctx, mappings, dry_run: bool) -> None:
+def _emit_mappings(printed: list[str], mappings, dry_run: bool) -> None:
     from netkit.portspec import format_mapping
 
     if dry_run:
-        render.emit_plan(ctx.printed)
+        render.emit_plan(printed)
         return
     for m in mappings:
         render.emit(format_mapping(m.container_port, m.proto, m.host_ip, m.host_port))
@@ -29,7 +29,7 @@ def publish(spec: str = typer.Argument(..., help=_SPEC_HELP), container: str = t
     from netkit.engine import ports
 
     ctx = context(dry_run)
-    _emit_mappings(ctx, ports.publish(ctx, spec, container), dry_run)
+    _emit_mappings(ctx.printed, ports.publish(ctx, spec, container), dry_run)
 
 
 @app.command("unpublish")
@@ -39,7 +39,7 @@ def unpublish(spec: str = typer.Argument(..., help=_SPEC_HELP), container: str =
     from netkit.engine import ports
 
     ctx = context(dry_run)
-    _emit_mappings(ctx, ports.unpublish(ctx, spec, container), dry_run)
+    _emit_mappings(ctx.printed, ports.unpublish(ctx, spec, container), dry_run)
 
 
 @app.command("port")

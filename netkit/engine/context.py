@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import os
 from contextlib import contextmanager
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from netkit import config as config_mod
 from netkit.errors import EnvError
 from netkit.ops import render_plan
 from netkit.state import Store, run_dir
+
+if TYPE_CHECKING:
+    from netkit.kernel.executor import Executor
+    from netkit.kernel.firewall_backend import FirewallBackend
+    from netkit.kernel.probe import Probe
 
 
 class _DryRun(Exception):
@@ -33,7 +38,8 @@ class Context:
     firewall_hint: tuple | None
 
     def __init__(self, dry_run: bool = False, store: Store | None = None, config: config_mod.Config | None = None,
-                 probe=None, executor=None, firewall=None, run_dir_path: str | None = None, derive: bool = True):
+                 probe: Probe | None = None, executor: Executor | None = None, firewall: FirewallBackend | None = None,
+                 run_dir_path: str | None = None, derive: bool = True):
         self.dry_run = dry_run
         self._store = store
         self._config = config
@@ -61,8 +67,8 @@ class Context:
         return self._config
 
     @property
-    def probe(self):
-        """Host facts (kernel.probe.Probe)."""
+    def probe(self) -> Probe:
+        """Host facts, asked instead of the kernel."""
         if self._probe is None:
             from netkit.kernel.probe import HostProbe
 
@@ -70,16 +76,16 @@ class Context:
         return self._probe
 
     @property
-    def firewall(self):
-        """The firewall backend netkit's rules are written to (kernel.backend.FirewallBackend)."""
+    def firewall(self) -> FirewallBackend:
+        """The firewall backend netkit's rules are written to."""
         if self._firewall is None:
             from netkit.kernel.firewall import backend
 
             self._firewall = backend()
         return self._firewall
 
-    def executor(self):
-        """Runs plans (kernel.executor.Executor)."""
+    def executor(self) -> Executor:
+        """Runs plans against the kernel."""
         if self._executor is None:
             from netkit.kernel.executor import kernel_executor
 
