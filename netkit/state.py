@@ -74,9 +74,16 @@ def run_dir() -> str:
 
 
 class Store:
-    def __init__(self, directory: str | None = None):
+    def __init__(self, directory: str | None = None, read_only: bool = False):
+        """Open (and create or migrate) the state. `read_only`: a second connection to an open
+        state that only reads; it neither creates nor migrates (the writer holds the lock)."""
         self.directory = directory or state_dir()
+        self._lock_fd: int | None = None
         try:
+            if read_only:
+                self.db = sqlite3.connect(os.path.join(self.directory, "netkit.db"), isolation_level=None)
+                self.db.execute("PRAGMA query_only=1")
+                return
             os.makedirs(self.directory, mode=0o700, exist_ok=True)
             self.db = sqlite3.connect(os.path.join(self.directory, "netkit.db"), isolation_level=None, timeout=30)
             self.db.execute("PRAGMA journal_mode=WAL")
@@ -86,22 +93,11 @@ class Store:
         except (OSError, sqlite3.Error) as err:
             raise EnvError(f"cannot open netkit's state in {self.directory}: {err}; "
                            "run as root or set NETKIT_STATE_DIR") from None
-        self._lock_fd: int | None = None
-
-    @classmethod
-    def _reader(cls, directory: str) -> "Store":
-        """A second, read-only connection: in WAL mode it sees the state as last committed."""
-        store = cls.__new__(cls)
-        store.directory = directory
-        store.db = sqlite3.connect(os.path.join(directory, "netkit.db"), isolation_level=None)
-        store.db.execute("PRAGMA query_only=1")
-        store._lock_fd = None
-        return store
 
     def committed(self) -> "Store":
-        """The state before this command's writes (what --dry-run compares the new state with).
-        The caller closes it."""
-        return Store._reader(self.directory)
+        """The state before this command's writes (in WAL mode another connection sees the last
+        commit): what --dry-run compares the new state with. The caller closes it."""
+        return Store(self.directory, read_only=True)
 
     def schema_version(self) -> int:
         return self.db.execute("PRAGMA user_version").fetchone()[0]

@@ -97,3 +97,4 @@ def test_committed_view_does_not_see_the_open_transaction(store):
             old.close()
             raise RuntimeError("roll back")
     assert [c.name for c in store.containers()] == ["a"]
+
