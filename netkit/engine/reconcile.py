@@ -212,11 +212,9 @@ def _dry_plan(ctx: Context, hint, nets: list[Network], meta: dict) -> list:
         before = rules.plan(old.networks(), old.containers())
     finally:
         old.close()
-    facts = host_facts(ctx, nets, None)
-    # Ports of this plan do not exist yet: their HairpinOn is already in the plan that makes them.
-    facts.hairpin_off = [p for p in facts.hairpin_off if ctx.probe.link_exists(p)]
-    plan, _ = plan_full(as_current(before, bool(meta.get("active"))), desired(ctx, nets), nets, facts,
-                        ctx.config.ip_forward, meta, planned_bridges=True)
+    # (Ports this plan makes do not exist yet, so the probe does not count them as hairpin off.)
+    plan, _ = plan_full(as_current(before, bool(meta.get("active"))), desired(ctx, nets), nets,
+                        host_facts(ctx, nets, None), ctx.config.ip_forward, meta, planned_bridges=True)
     return plan
 
 

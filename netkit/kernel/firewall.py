@@ -354,11 +354,11 @@ def write_sysctl(path: str, value: str) -> None:
 
 
 def hairpin_off(ifnames: list[str]) -> list[str]:
-    """Bridge ports among ifnames whose hairpin mode is off (read from sysfs, cheap)."""
+    """Bridge ports among ifnames whose hairpin mode is off (read from sysfs, cheap). An interface
+    that is gone or no bridge port has nothing to turn on: doctor reports it as such."""
     off = []
     for name in ifnames:
-        value = read_sysctl(f"/sys/class/net/{name}/brport/hairpin_mode")
-        if value != "1":
+        if read_sysctl(f"/sys/class/net/{name}/brport/hairpin_mode") == "0":
             off.append(name)
     return off
 

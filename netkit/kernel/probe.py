@@ -211,7 +211,7 @@ class FakeProbe:
         return self.sysctls.get(path)
 
     def hairpin_off(self, ifnames: list[str]) -> list[str]:
-        return [n for n in ifnames if not self.hairpin.get(n)]
+        return [n for n in ifnames if (self.links.get(n) or {}).get("master") and not self.hairpin.get(n)]
 
     def foreign_firewall(self) -> dict:
         return self.foreign
