@@ -3,6 +3,7 @@ name)`, `unpublish` and `port_lines` keep working. The firewall sync, read-back 
 engine/reconcile.py, the firewall findings in engine/doctor.py."""
 from __future__ import annotations
 
-from netkit.engine.ports import parse_spec, port_lines, publish, unpublish
+from netkit.engine.ports import (allocate, apply_create_options, check_publishable, parse_spec, port_lines, publish,
+                                 unpublish)
 
-__all__ = ["parse_spec", "port_lines", "publish", "unpublish"]
+__all__ = ["allocate", "apply_create_options", "check_publishable", "parse_spec", "port_lines", "publish", "unpublish"]
