@@ -77,14 +77,25 @@ class Executor:
 
 def kernel_executor(firewall=None) -> Executor:
     """The executor that changes this host's kernel. `firewall`: the backend for rule changes
-    (default: kernel.firewall.backend())."""
-    from netkit.kernel import conntrack, links
+    (default: kernel.firewall.backend()). pyroute2 is imported by the first step that needs it:
+    a publish (rule changes only) never pays for it."""
     from netkit.kernel import firewall as fw_mod
 
-    handles = links.Handles()
+    handles = None
 
-    def with_handles(fn):
-        return lambda op: fn(handles, op)
+    def links():
+        from netkit.kernel import links as links_mod
+
+        return links_mod
+
+    def shared():
+        nonlocal handles
+        if handles is None:
+            handles = links().Handles()
+        return handles
+
+    def link_step(name: str) -> Handler:
+        return lambda op: getattr(links(), name)(shared(), op)
 
     def firewall_change(op: ops.FirewallChange) -> None:
         (firewall or fw_mod.backend()).apply(list(op.changes), thorough=op.thorough)
@@ -94,30 +105,39 @@ def kernel_executor(firewall=None) -> Executor:
 
     def hairpin_on(op: ops.HairpinOn) -> None:
         # Looked up at call time: the one owner of hairpin in the kernel layer is firewall.set_hairpin.
-        fw_mod.set_hairpin(list(op.ifnames), handles.host() if op.ifnames else None)
+        fw_mod.set_hairpin(list(op.ifnames), shared().host() if op.ifnames else None)
 
     def conntrack_forget(op: ops.ConntrackForget) -> None:
+        from netkit.kernel import conntrack
+
         try:
             conntrack.delete_mapping(op.proto, op.host_port, op.container_ip, op.container_port)
         except Exception:  # noqa: BLE001 - best effort: the rules are what matters
             pass
 
+    def close() -> None:
+        if handles is not None:
+            handles.close()
+
+    def describe(err: Exception) -> str:
+        return links().describe(err) if not isinstance(err, KernelError) else str(err)
+
     table: dict[type, Handler] = {
-        ops.NetnsAdd: with_handles(links.netns_add),
-        ops.NetnsAttach: with_handles(links.netns_attach),
-        ops.NetnsDel: with_handles(links.netns_del),
-        ops.BridgeAdd: with_handles(links.bridge_add),
-        ops.BridgeDel: with_handles(links.bridge_del),
-        ops.AddrAdd: with_handles(links.addr_add),
-        ops.AddrDel: with_handles(links.addr_del),
-        ops.EndpointAdd: with_handles(links.endpoint_add),
-        ops.RouteReplace: with_handles(links.route_replace),
-        ops.LinkDel: with_handles(links.link_del),
-        ops.UtsAdd: with_handles(links.uts_add),
-        ops.UtsDel: with_handles(links.uts_del),
+        ops.NetnsAdd: link_step("netns_add"),
+        ops.NetnsAttach: link_step("netns_attach"),
+        ops.NetnsDel: link_step("netns_del"),
+        ops.BridgeAdd: link_step("bridge_add"),
+        ops.BridgeDel: link_step("bridge_del"),
+        ops.AddrAdd: link_step("addr_add"),
+        ops.AddrDel: link_step("addr_del"),
+        ops.EndpointAdd: link_step("endpoint_add"),
+        ops.RouteReplace: link_step("route_replace"),
+        ops.LinkDel: link_step("link_del"),
+        ops.UtsAdd: link_step("uts_add"),
+        ops.UtsDel: link_step("uts_del"),
         ops.HairpinOn: hairpin_on,
         ops.SysctlSet: sysctl_set,
         ops.FirewallChange: firewall_change,
         ops.ConntrackForget: conntrack_forget,
     }
-    return Executor(table, close=handles.close, describe=links.describe)
+    return Executor(table, close=close, describe=describe)

@@ -123,3 +123,14 @@ def test_every_step_class_has_a_kernel_handler():
              and obj.__module__ == ops.__name__]
     missing = [cls.__name__ for cls in steps if f"ops.{cls.__name__}:" not in source]
     assert len(steps) >= 16 and missing == []
+
+
+def test_the_kernel_executor_imports_pyroute2_only_for_link_steps():
+    """A publish runs rule changes only: its whole process must not pay for importing pyroute2."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from netkit.kernel.executor import kernel_executor; kernel_executor(); "
+            "print('pyroute2' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
