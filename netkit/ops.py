@@ -1,11 +1,17 @@
-"""Kernel changes as plain data: each step knows its iproute2 equivalent and its undo.
+"""Every kernel change netkit makes, as plain data: each step knows the commands it stands for
+(`render()`, what --dry-run prints) and the step that reverses it (`undo()`, None when nothing
+needs reversing or it cannot be reversed).
 
-The engine builds a list of these (the plan); `--dry-run` prints `render()` of each, and
-kernel.links.Executor applies them, undoing the finished ones when a later one fails.
+One vocabulary for all of it: namespaces, links, addresses, routes, UTS pins, sysctls, hairpin
+mode, firewall rule changes (a batch of `rules.Op`, FORWARD policy included) and conntrack
+clean-up. The engine builds lists of these (plans); kernel/executor.py runs them through one
+dispatch table, undoing the finished ones in reverse when a later one fails.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from netkit import rules
 
 
 def _ns(netns: str | None) -> str:
@@ -120,8 +126,9 @@ class BridgeDel:
 
 @dataclass(frozen=True)
 class EndpointAdd:
-    """A veth pair: host end on the bridge (hairpin on, so that a container can reach its own
-    published port through the host), the peer made directly inside the container's netns."""
+    """A veth pair: host end on the bridge, the peer made directly inside the container's netns,
+    with its address and (for the container's first network with a way out) the default route.
+    Hairpin mode on the host end is a step of its own (HairpinOn), planned right after."""
 
     netns: str
     host_ifname: str
@@ -140,7 +147,6 @@ class EndpointAdd:
             f"mtu {self.mtu} address {self.mac} netns {ns}",
             f"sysctl -qw net.ipv6.conf.{self.host_ifname}.disable_ipv6=1",
             f"ip link set {self.host_ifname} master {self.bridge} up",
-            f"bridge link set dev {self.host_ifname} hairpin on",
             f"ip -n {ns} addr add {self.ip}/{self.prefixlen} dev {self.ifname}",
             f"ip -n {ns} link set {self.ifname} up",
         ]
@@ -200,6 +206,77 @@ class UtsDel:
 
     def render(self) -> list[str]:
         return [f"umount {self.path}", f"rm {self.path}"]
+
+    def undo(self):
+        return None
+
+
+@dataclass(frozen=True)
+class HairpinOn:
+    """Hairpin mode on bridge ports: a frame may leave by the port it came in, so that a container
+    reaches its own published port through the host (docs/facts.md, "Publishing"). Planned at
+    attach for the new port, and by the reconciler for every port of netkit's networks that lost it
+    (its last step: with no such port it does nothing)."""
+
+    ifnames: tuple[str, ...]
+
+    def render(self) -> list[str]:
+        return [f"bridge link set dev {name} hairpin on" for name in self.ifnames]
+
+    def undo(self):
+        return None  # harmless to leave on; the port goes with its container anyway
+
+
+def sysctl_key(path: str) -> str:
+    """/proc/sys/net/ipv4/conf/br-x/route_localnet -> net.ipv4.conf.br-x.route_localnet"""
+    return path.removeprefix("/proc/sys/").replace("/", ".")
+
+
+@dataclass(frozen=True)
+class SysctlSet:
+    """A value under /proc/sys (of the host's netns); `was` is put back on undo (None: kept)."""
+
+    path: str
+    value: str
+    was: str | None = None
+
+    def render(self) -> list[str]:
+        return [f"sysctl -qw {sysctl_key(self.path)}={self.value}"]
+
+    def undo(self):
+        return SysctlSet(self.path, self.was) if self.was is not None and self.was != self.value else None
+
+
+@dataclass(frozen=True)
+class FirewallChange:
+    """Rule changes in netkit's chains (and the FORWARD policy), applied by the firewall backend
+    one table at a time. `thorough`: read every added rule back after the commit; otherwise only
+    the table's entry count is checked (the per-container fast path)."""
+
+    changes: tuple[rules.Op, ...]
+    thorough: bool = True
+
+    def render(self) -> list[str]:
+        return rules.render(list(self.changes))
+
+    def undo(self):
+        back = rules.inverse(self.changes)
+        return FirewallChange(tuple(back)) if back else None
+
+
+@dataclass(frozen=True)
+class ConntrackForget:
+    """Delete the conntrack entries of a DNAT that went away, so its flows stop following the old
+    mapping (docs/facts.md, "UDP and conntrack"). Best effort: entries may expire meanwhile."""
+
+    proto: str
+    host_port: int
+    container_ip: str
+    container_port: int
+
+    def render(self) -> list[str]:
+        return [f"conntrack -D -p {self.proto} --orig-port-dst {self.host_port} --reply-src {self.container_ip} "
+                f"--reply-port-src {self.container_port}"]
 
     def undo(self):
         return None

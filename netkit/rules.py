@@ -66,13 +66,14 @@ class Rule:
 @dataclass(frozen=True)
 class Op:
     """One change: N new chain, A append, I insert at pos (1-based), D delete, F flush, X delete chain,
-    P policy (spec = the policy)."""
+    P policy (spec = the policy, `was` = the policy before, which its inverse puts back)."""
 
     table: str
     action: str
     chain: str
     spec: str = ""
     pos: int = 0
+    was: str = ""
 
     def text(self) -> str:
         if self.action in ("N", "F", "X"):
@@ -339,6 +340,24 @@ def reset_ops(current: dict[str, dict[str, list[str]]]) -> list[Op]:
                 continue
             ops.append(Op(table, "X", chain))
     return ops
+
+
+def inverse(ops) -> list[Op]:
+    """Ops that undo `ops`, last first. Positions of deleted rules are not known: they are
+    appended back. A flush cannot be undone (only `reset` flushes, and it is not undone)."""
+    out = []
+    for o in reversed(list(ops)):
+        if o.action in ("A", "I"):
+            out.append(Op(o.table, "D", o.chain, o.spec))
+        elif o.action == "D":
+            out.append(Op(o.table, "A", o.chain, o.spec))
+        elif o.action == "N":
+            out.append(Op(o.table, "X", o.chain))
+        elif o.action == "X":
+            out.append(Op(o.table, "N", o.chain))
+        elif o.action == "P" and o.was:
+            out.append(Op(o.table, "P", o.chain, o.was, was=o.spec))
+    return out
 
 
 def render(ops: list[Op]) -> list[str]:

@@ -48,22 +48,9 @@ def unmount_private_dirs() -> None:
 
 def build_network() -> None:
     """lo up, and the `outside` host on the other end of the uplink."""
-    from pyroute2 import IPRoute
+    from netkit.kernel import links
 
-    from netkit.kernel import netns
-
-    ns_fd, sock = netns.create(OUTSIDE)
-    with IPRoute() as host, IPRoute(fileno=sock.detach()) as out:
-        host.link("set", index=1, state="up")
-        out.link("set", index=1, state="up")
-        host.link("add", ifname=UPLINK, kind="veth", peer={"ifname": OUTSIDE_IF, "net_ns_fd": ns_fd})
-        os.close(ns_fd)
-        up = host.link_lookup(ifname=UPLINK)[0]
-        host.addr("add", index=up, address=UPLINK_ADDR, prefixlen=PREFIX)
-        host.link("set", index=up, state="up")
-        eth = out.link_lookup(ifname=OUTSIDE_IF)[0]
-        out.addr("add", index=eth, address=OUTSIDE_ADDR, prefixlen=PREFIX)
-        out.link("set", index=eth, state="up")
+    links.veth_to_netns(UPLINK, UPLINK_ADDR, OUTSIDE, OUTSIDE_IF, OUTSIDE_ADDR, PREFIX)
 
 
 def _environment(state: str) -> None:

@@ -1,7 +1,13 @@
 """netkit's state: a SQLite file, one transaction per command, a file lock between processes.
 
 The lock is held from reading the state to writing it back, so concurrent netkit processes are
-serialised and never hand out the same address or port twice.
+serialised and never hand out the same address or port twice. This is the only module that
+speaks SQL: callers get and put model objects and ask questions by name.
+
+Two tables hold the invariants, so that even a bug in the engine cannot break them: `addresses`
+(primary key: network, ip) and `ports` (primary key: proto, host_ip, host_port, plus a trigger
+for the 0.0.0.0 wildcard, which overlaps every address). The schema has a version
+(`PRAGMA user_version`); opening an older file migrates it in one transaction.
 """
 from __future__ import annotations
 
@@ -11,7 +17,7 @@ import os
 import sqlite3
 from contextlib import contextmanager
 
-from netkit.errors import EnvError
+from netkit.errors import Conflict, EnvError
 from netkit.model import Container, Network, from_dict, to_dict
 
 DEFAULT_STATE_DIR = "/var/lib/netkit"
@@ -33,6 +39,31 @@ CREATE INDEX IF NOT EXISTS dns_names_by_container ON dns_names (container);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
+# Version 1: published ports get a table of their own (before, they lived only in the
+# containers' JSON, and duplicates were refused by the engine alone).
+_SCHEMA_V1 = (
+    """CREATE TABLE IF NOT EXISTS ports (proto TEXT NOT NULL, host_ip TEXT NOT NULL, host_port INTEGER NOT NULL,
+                                      container TEXT NOT NULL, container_port INTEGER NOT NULL,
+                                      PRIMARY KEY (proto, host_ip, host_port))""",
+    "CREATE INDEX IF NOT EXISTS ports_by_container ON ports (container)",
+    "CREATE INDEX IF NOT EXISTS ports_by_port ON ports (proto, host_port)",
+    # 0.0.0.0 takes the port on every address: it clashes with any address, and any address with it.
+    """CREATE TRIGGER IF NOT EXISTS ports_wildcard BEFORE INSERT ON ports
+       WHEN EXISTS (SELECT 1 FROM ports WHERE proto = NEW.proto AND host_port = NEW.host_port
+                    AND (host_ip = '0.0.0.0' OR NEW.host_ip = '0.0.0.0'))
+       BEGIN SELECT RAISE(ABORT, 'UNIQUE constraint failed: ports (0.0.0.0 overlaps)'); END""",
+)
+SCHEMA_VERSION = 1
+WILDCARD = "0.0.0.0"
+
+
+class DuplicatePort(Conflict):
+    """A published port the ports table refuses (the engine checks first and says who holds it)."""
+
+    def __init__(self, what: str):
+        self.what = what
+        super().__init__(f"host port {what} is already published; see `netkit port`")
+
 
 def state_dir() -> str:
     return os.environ.get("NETKIT_STATE_DIR", DEFAULT_STATE_DIR)
@@ -43,18 +74,54 @@ def run_dir() -> str:
 
 
 class Store:
-    def __init__(self, directory: str | None = None):
+    def __init__(self, directory: str | None = None, read_only: bool = False):
+        """Open (and create or migrate) the state. `read_only`: a second connection to an open
+        state that only reads; it neither creates nor migrates (the writer holds the lock)."""
         self.directory = directory or state_dir()
+        self._lock_fd: int | None = None
         try:
+            if read_only:
+                self.db = sqlite3.connect(os.path.join(self.directory, "netkit.db"), isolation_level=None)
+                self.db.execute("PRAGMA query_only=1")
+                return
             os.makedirs(self.directory, mode=0o700, exist_ok=True)
             self.db = sqlite3.connect(os.path.join(self.directory, "netkit.db"), isolation_level=None, timeout=30)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(_SCHEMA)
+            self._migrate()
         except (OSError, sqlite3.Error) as err:
             raise EnvError(f"cannot open netkit's state in {self.directory}: {err}; "
                            "run as root or set NETKIT_STATE_DIR") from None
-        self._lock_fd: int | None = None
+
+    def committed(self) -> "Store":
+        """The state before this command's writes (in WAL mode another connection sees the last
+        commit): what --dry-run compares the new state with. The caller closes it."""
+        return Store(self.directory, read_only=True)
+
+    def schema_version(self) -> int:
+        return self.db.execute("PRAGMA user_version").fetchone()[0]
+
+    def _migrate(self) -> None:
+        """Bring an older state file to SCHEMA_VERSION, in one transaction (all or nothing)."""
+        if self.schema_version() >= SCHEMA_VERSION:
+            return
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            if self.schema_version() < 1:  # another process may have migrated meanwhile
+                for statement in _SCHEMA_V1:
+                    self.db.execute(statement)
+                for c in self.containers():
+                    try:
+                        self._put_ports(c)
+                    except DuplicatePort as err:
+                        raise EnvError(f"netkit's state in {self.directory} cannot be upgraded: it publishes {err.what} twice "
+                                       f"(container '{c.name}'); remove that container with the older netkit first") from None
+                self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
 
     def close(self) -> None:
         self.db.close()
@@ -118,11 +185,36 @@ class Store:
         rows = {(e.network, n.lower(), e.ip, c.name) for e in c.endpoints
                 for n in [c.name, c.hostname or c.name, *e.aliases]}
         self.db.executemany("INSERT INTO dns_names VALUES (?, ?, ?, ?)", sorted(rows))
+        self._put_ports(c)
+
+    def _put_ports(self, c: Container) -> None:
+        self.db.execute("DELETE FROM ports WHERE container=?", (c.name,))
+        for p in c.ports:
+            try:
+                self.db.execute("INSERT INTO ports VALUES (?, ?, ?, ?, ?)",
+                                (p.proto, p.host_ip or WILDCARD, p.host_port, c.name, p.container_port))
+            except sqlite3.IntegrityError:
+                raise DuplicatePort(f"{p.host_ip or WILDCARD}:{p.host_port}/{p.proto}") from None
 
     def delete_container(self, name: str) -> None:
         self.db.execute("DELETE FROM containers WHERE name=?", (name,))
         self.db.execute("DELETE FROM addresses WHERE container=?", (name,))
         self.db.execute("DELETE FROM dns_names WHERE container=?", (name,))
+        self.db.execute("DELETE FROM ports WHERE container=?", (name,))
+
+    # published ports
+    def published(self, proto: str) -> list[tuple[str, int, str]]:
+        """(host_ip, host_port, container) of every published port of one protocol."""
+        return self.db.execute("SELECT host_ip, host_port, container FROM ports WHERE proto=?", (proto,)).fetchall()
+
+    def port_holder(self, proto: str, host_ip: str, host_port: int) -> str | None:
+        """The container publishing proto/host_port on an address that overlaps host_ip
+        (the same one, or 0.0.0.0 on either side)."""
+        host_ip = host_ip or WILDCARD
+        row = self.db.execute(
+            "SELECT container FROM ports WHERE proto=? AND host_port=? AND (host_ip=? OR host_ip=? OR ?=?) "
+            "ORDER BY container LIMIT 1", (proto, host_port, host_ip, WILDCARD, host_ip, WILDCARD)).fetchone()
+        return row[0] if row else None
 
     def dns_names(self, network: str) -> dict[str, list[str]]:
         """name -> addresses on one network."""

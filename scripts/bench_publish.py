@@ -1,7 +1,7 @@
 """Publish latency with 0, 100 and 1000 mappings present, in-process and as a whole `netkit publish`.
 
 Runs itself inside a netkit sandbox. Setup: network benchnet 172.29.0.0/16 and containers with 10
-published ports each (100 containers = 1000 mappings). Measured: `publish.publish()` of one port on
+published ports each (100 containers = 1000 mappings). Measured: `ports.publish()` of one port on
 the container `probe` (then an unpublish, measured too, to put it back), N times per phase; and the
 whole CLI process `netkit publish HOSTPORT:80 probe`. Prints median and p90 in ms.
 
@@ -59,24 +59,24 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=40)
     args = ap.parse_args()
-    from netkit.engine import containers, networks, publish
+    from netkit.engine import containers, networks, ports
 
     c = ctx()
     networks.create(c, networks.NetworkRequest("benchnet", subnet="172.29.0.0/16"))
     containers.create(c, containers.ContainerRequest("probe", "benchnet"))
     c.close()
     have = 0
-    print(f"publish latency (in-process publish.publish / unpublish of one port, {args.rounds} rounds each)")
+    print(f"publish latency (in-process ports.publish / unpublish of one port, {args.rounds} rounds each)")
     for target in (0, 100, 1000):
         have = add_containers(target, have)
         ctx_ = ctx()
         pub, unpub = [], []
         for r in range(args.rounds):
             t = time.perf_counter()
-            publish.publish(ctx_, "40000:80", "probe")
+            ports.publish(ctx_, "40000:80", "probe")
             pub.append(time.perf_counter() - t)
             t = time.perf_counter()
-            publish.unpublish(ctx_, "40000:80", "probe")
+            ports.unpublish(ctx_, "40000:80", "probe")
             unpub.append(time.perf_counter() - t)
         ctx_.close()
         print(f"  {have:5d} mappings ({count_nat_rules():5d} DNAT rules): publish {fmt(pub)}   unpublish {fmt(unpub)}")

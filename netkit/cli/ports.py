@@ -12,11 +12,11 @@ from netkit.cli.app import DRY_OPT, JSON_OPT, app, context
 _SPEC_HELP = "[IP:][HOSTPORT:]CONTAINERPORT[/tcp|udp|sctp], ranges allowed (Docker's -p syntax)"
 
 
-def _emit_mappings(ctx, mappings, dry_run: bool) -> None:
+def _emit_mappings(printed: list[str], mappings, dry_run: bool) -> None:
     from netkit.portspec import format_mapping
 
     if dry_run:
-        render.emit_plan(ctx.printed)
+        render.emit_plan(printed)
         return
     for m in mappings:
         render.emit(format_mapping(m.container_port, m.proto, m.host_ip, m.host_port))
@@ -26,44 +26,45 @@ def _emit_mappings(ctx, mappings, dry_run: bool) -> None:
 def publish(spec: str = typer.Argument(..., help=_SPEC_HELP), container: str = typer.Argument(...),
             dry_run: bool = DRY_OPT):
     """Publish a port of a running container (DNAT from the host)."""
-    from netkit.engine import publish as pub
+    from netkit.engine import ports
 
     ctx = context(dry_run)
-    _emit_mappings(ctx, pub.publish(ctx, spec, container), dry_run)
+    _emit_mappings(ctx.printed, ports.publish(ctx, spec, container), dry_run)
 
 
 @app.command("unpublish")
 def unpublish(spec: str = typer.Argument(..., help=_SPEC_HELP), container: str = typer.Argument(...),
               dry_run: bool = DRY_OPT):
     """Remove published ports matching SPEC (and forget their conntrack entries)."""
-    from netkit.engine import publish as pub
+    from netkit.engine import ports
 
     ctx = context(dry_run)
-    _emit_mappings(ctx, pub.unpublish(ctx, spec, container), dry_run)
+    _emit_mappings(ctx.printed, ports.unpublish(ctx, spec, container), dry_run)
 
 
 @app.command("port")
 def port(container: str, which: Optional[str] = typer.Argument(None, metavar="[PORT[/proto]]")):
     """List a container's published ports (docker port)."""
-    from netkit.engine import publish as pub
+    from netkit.engine import ports
 
-    for line in pub.port_lines(context(), container, which):
+    for line in ports.port_lines(context(), container, which):
         render.emit(line)
 
 
 @app.command("rules")
 def rules_cmd(json: bool = JSON_OPT):
     """Every rule netkit owns, read back from the kernel, in iptables-save syntax."""
-    from netkit.engine import publish as pub
+    from netkit.engine import reconcile
 
-    context().require_root()
-    part = pub.kernel_rules()
-    name, show_command = pub.backend_info()
+    ctx = context()
+    ctx.require_root()
+    part = reconcile.kernel_rules(ctx)
+    name, show_command = reconcile.backend_info(ctx)
     if json:
         render.emit_json({"backend": name, "tables": part})
         return
     render.emit(f"# netkit's rules in the {name} backend (also: {show_command})")
-    for line in pub.render_kernel_rules(part):
+    for line in reconcile.render_kernel_rules(part):
         render.emit(line)
 
 
@@ -84,8 +85,8 @@ def doctor(fix: bool = typer.Option(False, "--fix", help="Repair: sync rules and
 @app.command("reset")
 def reset(dry_run: bool = DRY_OPT):
     """Remove all netkit chains and hooks; restore ip_forward and the FORWARD policy. Foreign rules stay."""
-    from netkit.engine import publish as pub
+    from netkit.engine import reconcile
 
     ctx = context(dry_run)
-    for line in pub.reset(ctx):
+    for line in reconcile.reset(ctx):
         render.emit(line)

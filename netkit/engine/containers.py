@@ -1,17 +1,26 @@
-"""Containers in Docker's four modes; connect/disconnect; attach a foreign netns; exec."""
+"""Containers in Docker's four modes; connect/disconnect; attach a foreign netns; exec.
+
+Each use case validates against the state and the probe's host facts, builds a plan of ops steps
+and hands it to the context; nothing here touches the kernel itself."""
 from __future__ import annotations
 
 import dataclasses
 import os
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from netkit import ipam, naming, ops
-from netkit.engine import networks
+from netkit.engine import lookup, networks, ports
 from netkit.errors import Conflict, NotFound, UserError
-from netkit.kernel.nsutil import link_exists
+from netkit.kernel.netns import netns_path as named_netns
 from netkit.model import (MODE_BRIDGE, MODE_CONTAINER, MODE_HOST, MODE_NONE, Container, Endpoint,
                           Network)
+
+if TYPE_CHECKING:
+    from netkit.engine.context import Context
+
+HOST_NETNS = "/proc/thread-self/ns/net"
 
 
 @dataclass
@@ -32,11 +41,8 @@ class ContainerRequest:
     expose: list[str] = field(default_factory=list)  # --expose PORT[/proto]
 
 
-def get(ctx, name: str) -> Container:
-    c = ctx.store.container(name)
-    if not c:
-        raise NotFound(f"container '{name}' not found; see `netkit container ls`")
-    return c
+def get(ctx: Context, name: str) -> Container:
+    return lookup.container(ctx, name)
 
 
 def _netns_name(c: Container) -> str | None:
@@ -44,7 +50,7 @@ def _netns_name(c: Container) -> str | None:
     return os.path.basename(c.netns) if c.netns else None
 
 
-def plan_endpoint(ctx, c: Container, net: Network, ip: str | None, mac: str | None,
+def plan_endpoint(ctx: Context, c: Container, net: Network, ip: str | None, mac: str | None,
                   aliases: list[str] | None = None) -> tuple[Endpoint, list]:
     if c.endpoint(net.name):
         raise Conflict(f"container '{c.name}' is already connected to network '{net.name}'")
@@ -65,7 +71,7 @@ def plan_endpoint(ctx, c: Container, net: Network, ip: str | None, mac: str | No
         ip=str(addr), prefixlen=net.prefixlen, gateway=net.gateway,
         mac=naming.validate_mac(mac) if mac else naming.mac_for_ip(str(addr)), aliases=list(aliases or []),
     )
-    if link_exists(ep.host_ifname):
+    if ctx.probe.link_exists(ep.host_ifname):
         raise Conflict(f"interface '{ep.host_ifname}' already exists on the host; run `netkit doctor`")
     if mac:
         _check_mac_free(ctx, net.name, ep.mac)
@@ -73,10 +79,10 @@ def plan_endpoint(ctx, c: Container, net: Network, ip: str | None, mac: str | No
     gateway = net.gateway if not net.internal and _route_holder(ctx, c) is None else None
     step = ops.EndpointAdd(_netns_name(c), ep.host_ifname, ep.ifname, net.bridge, net.mtu, ep.mac,
                            ep.ip, ep.prefixlen, gateway)
-    return ep, [step]
+    return ep, [step, ops.HairpinOn((ep.host_ifname,))]
 
 
-def _check_mac_free(ctx, network: str, mac: str) -> None:
+def _check_mac_free(ctx: Context, network: str, mac: str) -> None:
     for other_name in ctx.store.members(network):
         other = ctx.store.container(other_name)
         ep = other.endpoint(network) if other else None
@@ -84,7 +90,7 @@ def _check_mac_free(ctx, network: str, mac: str) -> None:
             raise Conflict(f"MAC address {mac} is already used by container '{other_name}' on network '{network}'")
 
 
-def _route_holder(ctx, c: Container, endpoints: list[Endpoint] | None = None) -> Endpoint | None:
+def _route_holder(ctx: Context, c: Container, endpoints: list[Endpoint] | None = None) -> Endpoint | None:
     """The endpoint whose gateway is the container's default route: the first non-internal one."""
     for ep in c.endpoints if endpoints is None else endpoints:
         net = ctx.store.network(ep.network)
@@ -93,7 +99,7 @@ def _route_holder(ctx, c: Container, endpoints: list[Endpoint] | None = None) ->
     return None
 
 
-def _parse_mode(ctx, req: ContainerRequest) -> tuple[str, str | None, Container | None]:
+def _parse_mode(ctx: Context, req: ContainerRequest) -> tuple[str, str | None, Container | None]:
     """(mode, network name, shared container) from --net."""
     net = req.net or "bridge"
     if net == "host":
@@ -116,7 +122,7 @@ def _parse_mode(ctx, req: ContainerRequest) -> tuple[str, str | None, Container 
     return MODE_BRIDGE, net, None
 
 
-def _apply_name_options(ctx, c: Container, req: ContainerRequest) -> None:
+def _apply_name_options(ctx: Context, c: Container, req: ContainerRequest) -> None:
     """Validate and record --dns, --dns-search, --dns-option, --add-host, --link."""
     from netkit import names
 
@@ -147,14 +153,14 @@ def _apply_name_options(ctx, c: Container, req: ContainerRequest) -> None:
                         f"'{req.net}' mode uses another's files")
 
 
-def create(ctx, req: ContainerRequest) -> Container:
+def create(ctx: Context, req: ContainerRequest) -> Container:
     ctx.require_root()
     with ctx.change():
         c = plan_create(ctx, req)
     return c
 
 
-def plan_create(ctx, req: ContainerRequest) -> Container:
+def plan_create(ctx: Context, req: ContainerRequest) -> Container:
     """Validate, plan and apply a container inside an open ctx.change()."""
     naming.validate_object_name("container", req.name)
     if ctx.store.container(req.name):
@@ -172,8 +178,6 @@ def plan_create(ctx, req: ContainerRequest) -> Container:
         validate_hostname(req.hostname)
         if len(req.hostname) > 64:
             raise UserError(f"hostname '{req.hostname}' is {len(req.hostname)} characters; Linux allows at most 64")
-    from netkit.kernel import netns as netns_mod
-
     c = Container(name=req.name, id=naming.new_id(req.name), mode=mode, netns=None, hostname=req.hostname,
                   created=time.time())
     _apply_name_options(ctx, c, req)
@@ -181,9 +185,9 @@ def plan_create(ctx, req: ContainerRequest) -> Container:
         raise UserError("--network-alias needs a bridge network")
     plan: list = []
     if mode in (MODE_BRIDGE, MODE_NONE):
-        if netns_mod.exists(req.name):
+        if ctx.probe.netns_exists(req.name):
             raise Conflict(f"a network namespace named '{req.name}' already exists (see `ip netns list`)")
-        c.netns = netns_mod.netns_path(req.name)
+        c.netns = named_netns(req.name)
         plan.append(ops.NetnsAdd(req.name))
     elif mode == MODE_CONTAINER:
         c.shares, c.netns, c.uts = shared.name, shared.netns, shared.uts
@@ -199,10 +203,8 @@ def plan_create(ctx, req: ContainerRequest) -> Container:
         c.endpoints.append(ep)
         plan += steps
     if req.publish or req.publish_all or req.expose:
-        from netkit.engine import publish
-
         # Ports are checked for conflicts here, inside the locked state transaction.
-        publish.apply_create_options(ctx, c, req.publish, req.publish_all, req.expose)
+        ports.apply_create_options(ctx, c, req.publish, req.publish_all, req.expose)
     ctx.apply(plan)
     ctx.store.put_container(c)
     ctx.container_changed(None, c)
@@ -210,13 +212,11 @@ def plan_create(ctx, req: ContainerRequest) -> Container:
     return c
 
 
-def _sync_names(ctx, c: Container, networks_changed: list[str] | None = None, removed: bool = False) -> None:
+def _sync_names(ctx: Context, c: Container, networks_changed: list[str] | None = None, removed: bool = False) -> None:
     """Once the plan is applied: the container's /etc files and its networks' DNS records."""
-    if ctx.dry_run:
-        return
     from netkit.engine import names_sync
 
-    def step(ctx):
+    def step(ctx: Context) -> None:
         if removed:
             names_sync.remove_files(c)
         else:
@@ -230,7 +230,7 @@ def _sync_names(ctx, c: Container, networks_changed: list[str] | None = None, re
     ctx.after(step)
 
 
-def remove(ctx, name: str) -> Container:
+def remove(ctx: Context, name: str) -> Container:
     ctx.require_root()
     with ctx.change():
         c = get(ctx, name)
@@ -253,7 +253,7 @@ def remove(ctx, name: str) -> Container:
     return c
 
 
-def connect(ctx, network: str, name: str, ip: str | None = None, aliases: list[str] | None = None) -> Endpoint:
+def connect(ctx: Context, network: str, name: str, ip: str | None = None, aliases: list[str] | None = None) -> Endpoint:
     ctx.require_root()
     with ctx.change():
         c = get(ctx, name)
@@ -273,12 +273,11 @@ def connect(ctx, network: str, name: str, ip: str | None = None, aliases: list[s
     return ep
 
 
-def disconnect(ctx, network: str, name: str) -> Endpoint:
+def disconnect(ctx: Context, network: str, name: str) -> Endpoint:
     ctx.require_root()
     with ctx.change():
         c = get(ctx, name)
-        if not ctx.store.network(network):
-            raise NotFound(f"network '{network}' not found; see `netkit network ls`")
+        lookup.network(ctx, network)
         ep = c.endpoint(network)
         if not ep:
             raise UserError(f"container '{name}' is not connected to network '{network}'")
@@ -295,28 +294,30 @@ def disconnect(ctx, network: str, name: str) -> Endpoint:
     return ep
 
 
-def attach(ctx, network: str, pid: int | None = None, netns_path: str | None = None,
+def attach(ctx: Context, network: str, pid: int | None = None, netns_path: str | None = None,
            name: str | None = None, ip: str | None = None, names: ContainerRequest | None = None) -> Container:
     """Wire a netns made by someone else (a runtime's --net=none container) onto a network.
 
     `names` carries --dns, --dns-search, --dns-option, --add-host and --network-alias; the
     hostname stays the runtime's (its process has a UTS namespace of its own)."""
-    from netkit.kernel import netns as netns_mod
-
     ctx.require_root()
+    probe = ctx.probe
     if (pid is None) == (netns_path is None):
         raise UserError("give exactly one of --pid PID or --netns PATH")
     if pid is not None:
         source = f"/proc/{pid}/ns/net"
-        if pid <= 0 or not os.path.exists(source):
+        if pid <= 0 or not probe.process_exists(pid):
             raise NotFound(f"no process with PID {pid}")
         name = name or f"pid{pid}"
     else:
         source = netns_path
-        if not os.path.exists(source):
+        if not probe.path_exists(source):
             raise NotFound(f"no network namespace file at {netns_path}")
+        if not probe.is_netns_file(source):
+            raise UserError(f"{netns_path} is not a network namespace; give a file under /run/netns "
+                            "or /proc/PID/ns/net (or use --pid PID)")
         name = name or os.path.basename(netns_path.rstrip("/"))
-    if netns_mod.same_netns(source, "/proc/thread-self/ns/net"):
+    if probe.same_netns(source, HOST_NETNS):
         raise UserError(
             f"{'process ' + str(pid) if pid else netns_path} is in the host's network namespace; "
             "start it in its own (e.g. `unshare -n`, or a runtime's --net=none)"
@@ -325,9 +326,9 @@ def attach(ctx, network: str, pid: int | None = None, netns_path: str | None = N
         naming.validate_object_name("container", name)
         if ctx.store.container(name):
             raise Conflict(f"container '{name}' already exists; pass --name")
-        if netns_mod.exists(name):
+        if probe.netns_exists(name):
             raise Conflict(f"a network namespace named '{name}' already exists (see `ip netns list`); pass --name")
-        c = Container(name=name, id=naming.new_id(name), mode=MODE_BRIDGE, netns=netns_mod.netns_path(name),
+        c = Container(name=name, id=naming.new_id(name), mode=MODE_BRIDGE, netns=named_netns(name),
                       external=True, pid=pid, created=time.time())
         names = names or ContainerRequest(name)
         _apply_name_options(ctx, c, names)
@@ -342,7 +343,7 @@ def attach(ctx, network: str, pid: int | None = None, netns_path: str | None = N
     return c
 
 
-def exec_in(ctx, name: str, argv: list[str]) -> None:
+def exec_in(ctx: Context, name: str, argv: list[str]) -> None:
     """Become argv inside container `name` (its netns, hostname and /etc files); never returns."""
     from netkit.kernel import nsexec
 
@@ -355,7 +356,7 @@ def exec_in(ctx, name: str, argv: list[str]) -> None:
     nsexec.exec_argv(list(argv))
 
 
-def list_views(ctx) -> list[dict]:
+def list_views(ctx: Context) -> list[dict]:
     return [inspect_view(c) for c in ctx.store.containers()]
 
 

@@ -1,14 +1,27 @@
-"""What every use case works with: the state store, the config, and the kernel executor,
-plus the one place that turns a plan into kernel changes or, with --dry-run, into text."""
+"""What every use case works with, typed: the state store, the config, the host-facts probe, the
+executor of plans and the firewall backend, plus the one place that turns a plan into kernel
+changes or, with --dry-run, into text.
+
+Everything is made on first use (the root check comes before any file access, and commands that
+need no settings never read the config). Unit tests pass their own: a Store in a temporary folder,
+a FakeProbe, an executor over fakes and an in-memory firewall, and `derive=False` (no /etc/netns
+files, no DNS servers).
+"""
 from __future__ import annotations
 
 import os
 from contextlib import contextmanager
+from typing import TYPE_CHECKING, Callable
 
 from netkit import config as config_mod
 from netkit.errors import EnvError
 from netkit.ops import render_plan
 from netkit.state import Store, run_dir
+
+if TYPE_CHECKING:
+    from netkit.kernel.executor import Executor
+    from netkit.kernel.firewall_backend import FirewallBackend
+    from netkit.kernel.probe import Probe
 
 
 class _DryRun(Exception):
@@ -16,39 +29,67 @@ class _DryRun(Exception):
 
 
 class Context:
-    def __init__(self, dry_run: bool = False, store: Store | None = None, config=None):
+    dry_run: bool
+    run_dir: str
+    derive: bool  # run derived steps (name files, DNS) after the commit
+    printed: list[str]  # dry-run: the iproute2/iptables commands the plan stands for
+    # (old, new) versions of the one container a change touched: the firewall sync then updates
+    # only that container's rules; None means compare everything with the kernel.
+    firewall_hint: tuple | None
+
+    def __init__(self, dry_run: bool = False, store: Store | None = None, config: config_mod.Config | None = None,
+                 probe: Probe | None = None, executor: Executor | None = None, firewall: FirewallBackend | None = None,
+                 run_dir_path: str | None = None, derive: bool = True):
         self.dry_run = dry_run
         self._store = store
         self._config = config
-        self.run_dir = run_dir()
-        self.printed: list[str] = []  # dry-run: the iproute2/iptables commands the plan stands for
-        self._executor = None
+        self._probe = probe
+        self._executor = executor
+        self._firewall = firewall
+        self.run_dir = run_dir_path or run_dir()
+        self.derive = derive
+        self.printed = []
         self._applied: list = []
-        self._on_commit: list = []  # kernel steps that can only run once state is final
-        # (old, new) versions of the one container a change touched: the firewall sync then
-        # updates only that container's rules; None means compare everything with the kernel.
+        self._on_commit: list[Callable[[Context], None]] = []
         self.firewall_hint = None
         self._hint_blocked = False
 
     @property
     def store(self) -> Store:
-        """Opened on first use, so that the root check comes before any file access."""
         if self._store is None:
             self._store = Store()
         return self._store
 
     @property
-    def config(self):
-        """Read on first use, so that commands which need no settings never fail on a bad file."""
+    def config(self) -> config_mod.Config:
         if self._config is None:
             self._config = config_mod.load()
         return self._config
 
-    def executor(self):
-        if self._executor is None:
-            from netkit.kernel.links import Executor
+    @property
+    def probe(self) -> Probe:
+        """Host facts, asked instead of the kernel."""
+        if self._probe is None:
+            from netkit.kernel.probe import HostProbe
 
-            self._executor = Executor()
+            self._probe = HostProbe()
+        return self._probe
+
+    @property
+    def firewall(self) -> FirewallBackend:
+        """The firewall backend netkit's rules are written to."""
+        if self._firewall is None:
+            from netkit.kernel.firewall import backend
+
+            self._firewall = backend()
+        return self._firewall
+
+    def executor(self) -> Executor:
+        """Runs plans against the kernel."""
+        if self._executor is None:
+            from netkit.kernel.executor import kernel_executor
+
+            self._executor = kernel_executor(self._firewall)
         return self._executor
 
     def close(self) -> None:
@@ -58,10 +99,11 @@ class Context:
             self._store.close()
 
     def require_root(self) -> None:
-        if os.geteuid() != 0 and not self.dry_run:
+        if os.geteuid() != 0 and not self.dry_run and self._executor is None:
             raise EnvError("netkit must run as root to change network state (try: sudo netkit ...)")
 
     def apply(self, plan: list) -> None:
+        """Run steps now; undone if the change fails later (a firewall step, the commit)."""
         if self.dry_run:
             self.printed.extend(render_plan(plan))
             return
@@ -76,10 +118,11 @@ class Context:
             return
         self._on_commit.append(lambda ctx: ctx.executor().apply_all(plan))
 
-    def after(self, step) -> None:
+    def after(self, step: Callable[[Context], None]) -> None:
         """Run step(ctx) after the state is committed: derived things (name files, DNS records
         and servers) that `netkit doctor --fix` can always rebuild from the state."""
-        self._on_commit.append(step)
+        if self.derive and not self.dry_run:
+            self._on_commit.append(step)
 
     def container_changed(self, old, new) -> None:
         """Record that only container `old` -> `new` changed (either may be None)."""
@@ -106,6 +149,8 @@ class Context:
     @contextmanager
     def change(self):
         """One command's change: state transaction + kernel plan; all or nothing."""
+        from netkit.engine import reconcile
+
         self._applied = []
         self._on_commit = []
         self.firewall_hint = None
@@ -113,11 +158,9 @@ class Context:
         try:
             with self.store.transaction(after_commit=self._run_after_commit):
                 yield self
-                # Every change ends with the firewall matching the new state (a dry run prints
-                # the rule changes instead); a failure here rolls back state and kernel plan.
-                from netkit.engine import publish
-
-                publish.sync_firewall(self)
+                # Every change ends with netkit's rules and host settings matching the new state
+                # (a dry run prints the changes instead); a failure here rolls back state and plan.
+                reconcile.sync(self)
                 if self.dry_run:
                     raise _DryRun
         except _DryRun:

@@ -1,39 +1,92 @@
-"""`netkit doctor`: compare the state with the kernel and the running helpers, report each
-difference in one line, and with --fix repair what can be repaired (stray objects a crash left,
+"""`netkit doctor`: every finding in one place. Compares the state with the kernel objects (bridges,
+namespaces, veths and, as deep as CNI's CHECK, each endpoint's wiring: host end on the right
+bridge and peered with the container's interface, recorded address, MAC and default route
+present), with netkit's firewall rules and host settings, and with the running DNS servers.
+Each difference is one line; with --fix, what can be repaired is (stray objects a crash left,
 rules, host settings, name files, DNS servers). Objects that went missing (a deleted veth or
-netns) are reported, not re-made: `netkit container rm` and create again give a clean one."""
+netns) are reported, not re-made: `netkit container rm` and create again give a clean one.
+
+Host facts come from ctx.probe, so the checks run in unit tests against a FakeProbe.
+"""
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
-from netkit.kernel.nsutil import link_exists
-from netkit.model import MODE_BRIDGE, MODE_NONE
+from netkit import ops, rules
+from netkit.engine import reconcile
+from netkit.model import MODE_BRIDGE, MODE_NONE, Container, Endpoint
+
+if TYPE_CHECKING:
+    from netkit.engine.context import Context
+
+Findings = tuple[list[str], int]  # lines, how many of them are problems
 
 
-def strays(ctx) -> list[tuple[str, object]]:
+def strays(ctx: Context) -> list[tuple[str, object]]:
     """Objects that only netkit makes but the state does not know (left by a crash or a kill):
     UTS pins, the netns pinned next to them, and veth ports on netkit's bridges."""
-    from netkit import ops
-    from netkit.kernel.links import bridge_ports
-
+    probe = ctx.probe
     known = {c.name for c in ctx.store.containers()}
     found = []
     uts_dir = os.path.join(ctx.run_dir, "uts")
-    for name in sorted(os.listdir(uts_dir)) if os.path.isdir(uts_dir) else []:
+    for name in probe.list_dir(uts_dir):
         if name not in known:
             found.append((f"UTS pin {uts_dir}/{name}", ops.UtsDel(os.path.join(uts_dir, name))))
-            if os.path.exists(f"/run/netns/{name}"):
+            if probe.netns_exists(name):
                 found.append((f"netns {name}", ops.NetnsDel(name)))
     ports = {e.host_ifname for c in ctx.store.containers() for e in c.endpoints}
     for net in ctx.store.networks():
-        if link_exists(net.bridge):
-            for port in bridge_ports(net.bridge):
+        if probe.link_exists(net.bridge):
+            for port in probe.bridge_ports(net.bridge):
                 if port.startswith("veth") and port not in ports:
                     found.append((f"veth {port} on {net.bridge}", ops.LinkDel(port)))
     return found
 
 
-def kernel_objects(ctx, fix: bool = False) -> tuple[list[str], int]:
+def endpoint_problems(ctx: Context, c: Container, ep: Endpoint, route_via: str | None) -> list[str]:
+    """CNI-CHECK-depth findings for one endpoint whose host veth exists."""
+    probe = ctx.probe
+    net = ctx.store.network(ep.network)
+    host = probe.link_info(ep.host_ifname)
+    netns = os.path.basename(c.netns) if c.netns else None
+    where = f"container '{c.name}' on network '{ep.network}'"
+    fix = f"(netkit network disconnect {ep.network} {c.name}, then connect)"
+    out = []
+    if host is None:
+        return out
+    bridge = probe.link_info(net.bridge) if net else None
+    if host.get("kind") != "veth":
+        out.append(f"problem: '{ep.host_ifname}' of {where} is a {host.get('kind') or 'plain'} interface, "
+                   f"not a veth {fix}")
+        return out
+    if bridge is not None and host.get("master") != bridge.get("ifindex"):
+        out.append(f"problem: veth '{ep.host_ifname}' of {where} is not a port of bridge '{net.bridge}' {fix}")
+    inner = probe.link_info(ep.ifname, netns) if netns else None
+    if inner is None:
+        out.append(f"problem: '{ep.ifname}' of {where} is missing inside netns {netns} {fix}")
+        return out
+    if host.get("iflink") != inner.get("ifindex") or inner.get("iflink") != host.get("ifindex"):
+        out.append(f"problem: veth '{ep.host_ifname}' of {where} is not peered with its '{ep.ifname}' {fix}")
+    if f"{ep.ip}/{ep.prefixlen}" not in (inner.get("ipv4") or []):
+        out.append(f"problem: {ep.ifname} of {where} lacks its address {ep.ip}/{ep.prefixlen} {fix}")
+    if (inner.get("address") or "").lower() != ep.mac.lower():
+        out.append(f"problem: {ep.ifname} of {where} has MAC {inner.get('address')}, the state says {ep.mac} {fix}")
+    if route_via is not None and probe.default_gateway(netns) != route_via:
+        out.append(f"problem: container '{c.name}' has no default route via {route_via} ({ep.network}'s gateway) {fix}")
+    return out
+
+
+def _route_via(ctx: Context, c: Container) -> tuple[Endpoint | None, str | None]:
+    for ep in c.endpoints:
+        net = ctx.store.network(ep.network)
+        if net is not None and not net.internal:
+            return ep, ep.gateway
+    return None, None
+
+
+def kernel_objects(ctx: Context, fix: bool = False) -> Findings:
+    probe = ctx.probe
     lines, problems = [], 0
     for what, op in strays(ctx):
         if fix:
@@ -43,26 +96,93 @@ def kernel_objects(ctx, fix: bool = False) -> tuple[list[str], int]:
             problems += 1
             lines.append(f"problem: stray {what} is not in netkit's state (fix: netkit doctor --fix)")
     for net in ctx.store.networks():
-        if not link_exists(net.bridge):
+        if not probe.link_exists(net.bridge):
             problems += 1
             lines.append(f"problem: bridge '{net.bridge}' of network '{net.name}' is missing "
                          f"(remove the network's containers and the network, then create them again)")
     for c in ctx.store.containers():
-        if c.mode in (MODE_BRIDGE, MODE_NONE) and c.netns and not os.path.exists(c.netns):
+        if c.mode in (MODE_BRIDGE, MODE_NONE) and c.netns and not probe.path_exists(c.netns):
             problems += 1
             lines.append(f"problem: netns {c.netns} of container '{c.name}' is missing (netkit container rm {c.name})")
             continue
+        holder, via = _route_via(ctx, c)
         for ep in c.endpoints:
-            if not link_exists(ep.host_ifname):
+            if not probe.link_exists(ep.host_ifname):
                 problems += 1
                 lines.append(f"problem: veth '{ep.host_ifname}' of container '{c.name}' on network "
                              f"'{ep.network}' is missing (netkit network disconnect {ep.network} {c.name}, then connect)")
+                continue
+            found = endpoint_problems(ctx, c, ep, via if ep is holder else None)
+            problems += len(found)
+            lines += found
     if not problems:
         lines.append("ok: every bridge, netns and veth in the state exists, and no stray one")
     return lines, problems
 
 
-def names(ctx, fix: bool) -> tuple[list[str], int]:
+def firewall(ctx: Context, fix: bool = False) -> Findings:
+    """netkit's rules and the host settings they rely on, against what the state implies."""
+    lines: list[str] = []
+    problems = 0
+    if fix:
+        ctx.require_root()
+        with ctx.change():
+            pass  # the change's closing sync repairs everything
+        lines.append("fix: netkit's rules and host settings were synced with the state")
+    if not ctx.config.iptables:
+        lines.append(f"ok: netkit's firewall rules are off ({ctx.config.source}: \"iptables\": false)")
+        return lines, 0
+    fw = ctx.firewall
+    nets = ctx.store.networks()
+    meta = ctx.store.meta(reconcile.META, {}) or {}
+    snap = fw.snapshot()
+    changes = rules.diff(rules.netkit_part(snap), reconcile.desired(ctx, nets))
+    for op in changes:
+        problems += 1
+        if op.action in ("A", "I"):
+            lines.append(f"missing rule ({op.table}): -A {op.chain} {op.spec}")
+        elif op.action == "N":
+            lines.append(f"missing chain ({op.table}): {op.chain}")
+        elif op.action == "D":
+            lines.append(f"stale rule ({op.table}): -A {op.chain} {op.spec}")
+        elif op.action == "X":
+            lines.append(f"stale chain ({op.table}): {op.chain}")
+    if not changes:
+        lines.append(f"ok: every rule the state implies is in the kernel ({fw.name}: see `netkit rules` "
+                     f"or `{fw.show_command}`)")
+    facts = reconcile.host_facts(ctx, nets, snap)
+    managed = reconcile.managed(nets)
+    if managed and ctx.config.ip_forward and facts.ip_forward != "1":
+        problems += 1
+        lines.append("problem: net.ipv4.ip_forward is 0: containers cannot reach outside (fix: netkit doctor --fix)")
+    else:
+        lines.append(f"ok: net.ipv4.ip_forward={facts.ip_forward}, legacy filter FORWARD policy {facts.forward_policy}")
+    if "ip_forward_was" in meta:
+        lines.append(f"note: netkit turned ip_forward on (was {meta['ip_forward_was']}) and set the FORWARD "
+                     f"policy to DROP (was {meta.get('forward_policy_was')}) so the host is no open router; "
+                     "`netkit reset` restores both")
+    for n in managed:
+        if facts.route_localnet.get(n.bridge) not in ("1", None):
+            problems += 1
+            lines.append(f"problem: route_localnet is off on {n.bridge}: 127.0.0.1 publishing fails")
+    if facts.hairpin_off:
+        problems += 1
+        lines.append(f"problem: hairpin mode off on {', '.join(facts.hairpin_off)}: containers cannot reach their "
+                     "own published ports")
+    nft = ctx.probe.foreign_firewall()
+    if nft["iptables_nft_rules"]:
+        lines.append(f"warning: this host also has {nft['iptables_nft_rules']} iptables-nft rule(s): the `iptables` "
+                     f"command may show only those; netkit's rules are in the legacy backend "
+                     f"(`netkit rules` or `{fw.show_command}`)")
+    for chain in nft["forward_drop_chains"]:
+        problems += 1
+        lines.append(f"warning: nft chain '{chain}' has policy drop on the forward hook: it drops netkit's "
+                     "forwarded traffic whatever netkit's rules say; accept netkit's bridges there "
+                     "(e.g. nft insert rule ... iifname \"br-*\" accept; and oifname)")
+    return lines, problems
+
+
+def names(ctx: Context, fix: bool) -> Findings:
     from netkit.dns import supervisor
     from netkit.engine import names_sync
 
@@ -85,11 +205,9 @@ def names(ctx, fix: bool) -> tuple[list[str], int]:
     return lines, problems
 
 
-def run(ctx, fix: bool = False) -> tuple[list[str], int]:
-    from netkit.engine import publish
-
+def run(ctx: Context, fix: bool = False) -> Findings:
     lines, problems = [], 0
-    for part in (lambda: kernel_objects(ctx, fix), lambda: publish.doctor(ctx, fix), lambda: names(ctx, fix)):
+    for part in (lambda: kernel_objects(ctx, fix), lambda: firewall(ctx, fix), lambda: names(ctx, fix)):
         more, count = part()
         lines += more
         problems += count

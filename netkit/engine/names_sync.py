@@ -5,9 +5,14 @@ from __future__ import annotations
 import json
 import os
 
+from typing import TYPE_CHECKING
+
 from netkit import names
 from netkit.kernel.nsexec import ETC_NETNS
 from netkit.model import MODE_BRIDGE, MODE_NONE, Container, Network
+
+if TYPE_CHECKING:
+    from netkit.engine.context import Context
 
 # The sandbox points this at a file naming its `outside` host, so forwarded queries never leave.
 HOST_RESOLV = os.environ.get("NETKIT_HOST_RESOLV", "/etc/resolv.conf")
@@ -46,7 +51,7 @@ def has_files(c: Container) -> bool:
     return c.mode in (MODE_BRIDGE, MODE_NONE) and c.netns is not None
 
 
-def _network_dns(ctx, c: Container) -> str | None:
+def _network_dns(ctx: Context, c: Container) -> str | None:
     """The embedded DNS address: the gateway of the first user-defined network (not `bridge`)."""
     for ep in c.endpoints:
         net = ctx.store.network(ep.network)
@@ -55,7 +60,7 @@ def _network_dns(ctx, c: Container) -> str | None:
     return None
 
 
-def render_files(ctx, c: Container) -> dict[str, str]:
+def render_files(ctx: Context, c: Container) -> dict[str, str]:
     hostname = c.hostname or c.name
     addresses = [(ep.ip, ep.aliases) for ep in c.endpoints]
     links = []
@@ -73,7 +78,7 @@ def render_files(ctx, c: Container) -> dict[str, str]:
     }
 
 
-def write_files(ctx, c: Container) -> None:
+def write_files(ctx: Context, c: Container) -> None:
     if not has_files(c):
         return
     folder = etc_dir(c)
@@ -97,16 +102,16 @@ def remove_files(c: Container) -> None:
 
 # ---- per-network DNS --------------------------------------------------------------------
 
-def records_path(ctx, network: str) -> str:
+def records_path(ctx: Context, network: str) -> str:
     return os.path.join(ctx.run_dir, "dns", f"{network}.json")
 
 
-def records(ctx, net: Network) -> dict:
+def records(ctx: Context, net: Network) -> dict:
     return {"records": ctx.store.dns_names(net.name), "upstreams": names.upstream_servers(host_resolv_text()),
             "clients": [net.subnet]}
 
 
-def sync_network(ctx, net: Network) -> None:
+def sync_network(ctx: Context, net: Network) -> None:
     """Rewrite the records (the server reloads on change) and start the server if it is not up."""
     if net.default:
         return  # like Docker: no name resolution on the default bridge network
@@ -119,7 +124,7 @@ def sync_network(ctx, net: Network) -> None:
         supervisor.ensure_running(net.name, net.gateway, path, ctx.run_dir)
 
 
-def stop_network(ctx, net: Network) -> None:
+def stop_network(ctx: Context, net: Network) -> None:
     from netkit.dns import supervisor
 
     supervisor.stop(net.name, ctx.run_dir)
@@ -131,7 +136,7 @@ def stop_network(ctx, net: Network) -> None:
             pass
 
 
-def repair(ctx) -> list[str]:
+def repair(ctx: Context) -> list[str]:
     """doctor --fix: rewrite every file and restart every DNS server that should run."""
     done = []
     for c in ctx.store.containers():

@@ -3,11 +3,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from netkit import ipam, naming, ops
+from netkit.engine import lookup
 from netkit.errors import Conflict, NotFound, UserError
-from netkit.kernel.nsutil import link_exists
 from netkit.model import Network
+
+if TYPE_CHECKING:
+    from netkit.engine.context import Context
 
 DEFAULT_NETWORK = "bridge"
 # Names that --net gives another meaning, as in Docker.
@@ -28,10 +32,8 @@ class NetworkRequest:
     driver: str = "bridge"
 
 
-def _bridge_addresses(name: str) -> list[str]:
-    from netkit.kernel.links import link_info
-
-    info = link_info(name)
+def _bridge_addresses(ctx: Context, name: str) -> list[str]:
+    info = ctx.probe.link_info(name)
     if info is None:
         return []
     if info["kind"] != "bridge":
@@ -39,11 +41,11 @@ def _bridge_addresses(name: str) -> list[str]:
     return info["ipv4"]
 
 
-def _taken_subnets(ctx, exclude: str | None = None) -> dict[str, ipam.IPv4Network]:
+def _taken_subnets(ctx: Context, exclude: str | None = None) -> dict[str, ipam.IPv4Network]:
     return {n.name: ipam.parse_subnet(n.subnet) for n in ctx.store.networks() if n.name != exclude}
 
 
-def plan_network(ctx, req: NetworkRequest, default: bool = False) -> tuple[Network, list]:
+def plan_network(ctx: Context, req: NetworkRequest, default: bool = False) -> tuple[Network, list]:
     """Validate a request against state and kernel; return the Network and its kernel plan."""
     naming.validate_object_name("network", req.name)
     if req.name in RESERVED and not default:
@@ -61,10 +63,10 @@ def plan_network(ctx, req: NetworkRequest, default: bool = False) -> tuple[Netwo
     owner = next((n.name for n in ctx.store.networks() if n.bridge == bridge), None)
     if owner:
         raise Conflict(f"bridge '{bridge}' already belongs to network '{owner}'")
-    adopted = link_exists(bridge)
+    adopted = ctx.probe.link_exists(bridge)
     if adopted and not req.bridge and not default:
         raise Conflict(f"interface '{bridge}' already exists; adopt it with --bridge {bridge} or choose another name")
-    existing_addrs = _bridge_addresses(bridge) if adopted else []
+    existing_addrs = _bridge_addresses(ctx, bridge) if adopted else []
 
     others = _taken_subnets(ctx)
     gateway = req.gateway
@@ -77,7 +79,7 @@ def plan_network(ctx, req: NetworkRequest, default: bool = False) -> tuple[Netwo
         subnet, gateway = iface.network, gateway or str(iface.ip)
         ipam.check_overlap(subnet, others)
     else:
-        taken = list(others.values()) + ipam.host_routes()
+        taken = list(others.values()) + ctx.probe.host_routes()
         subnet = ipam.pick_free_subnet(ctx.config.default_address_pools, taken)
     layout = ipam.plan_layout(subnet, gateway, req.ip_range)
 
@@ -96,7 +98,7 @@ def plan_network(ctx, req: NetworkRequest, default: bool = False) -> tuple[Netwo
     return net, plan
 
 
-def create(ctx, req: NetworkRequest) -> Network:
+def create(ctx: Context, req: NetworkRequest) -> Network:
     ctx.require_root()
     with ctx.change():
         net, plan = plan_network(ctx, req)
@@ -105,7 +107,7 @@ def create(ctx, req: NetworkRequest) -> Network:
     return net
 
 
-def default_request(ctx) -> tuple[NetworkRequest, bool]:
+def default_request(ctx: Context) -> tuple[NetworkRequest, bool]:
     cfg = ctx.config
     req = NetworkRequest(name=DEFAULT_NETWORK, mtu=cfg.mtu, icc=cfg.icc, masquerade=cfg.ip_masq)
     if cfg.bip:
@@ -115,7 +117,7 @@ def default_request(ctx) -> tuple[NetworkRequest, bool]:
     return req, cfg.bridge != "netkit0"
 
 
-def get(ctx, name: str) -> Network:
+def get(ctx: Context, name: str) -> Network:
     """A network by name; the default `bridge` network is made on first use (like docker0)."""
     net = ctx.store.network(name)
     if net:
@@ -123,7 +125,7 @@ def get(ctx, name: str) -> Network:
     if name != DEFAULT_NETWORK:
         raise NotFound(f"network '{name}' not found; see `netkit network ls`")
     req, must_exist = default_request(ctx)
-    if must_exist and not link_exists(req.bridge):
+    if must_exist and not ctx.probe.link_exists(req.bridge):
         raise UserError(
             f"{ctx.config.source}: bridge '{req.bridge}' does not exist; create it first "
             f"(ip link add {req.bridge} type bridge) or remove the 'bridge' key"
@@ -135,12 +137,10 @@ def get(ctx, name: str) -> Network:
     return net
 
 
-def remove(ctx, name: str) -> Network:
+def remove(ctx: Context, name: str) -> Network:
     ctx.require_root()
     with ctx.change():
-        net = ctx.store.network(name)
-        if not net:
-            raise NotFound(f"network '{name}' not found; see `netkit network ls`")
+        net = lookup.network(ctx, name)
         members = ctx.store.members(name)
         if members:
             raise Conflict(
@@ -153,21 +153,18 @@ def remove(ctx, name: str) -> Network:
         else:
             ctx.remove([ops.BridgeDel(net.bridge)])
         ctx.store.delete_network(name)
-        if not ctx.dry_run:
-            from netkit.engine import names_sync
+        from netkit.engine import names_sync
 
-            ctx.after(lambda ctx: names_sync.stop_network(ctx, net))
+        ctx.after(lambda ctx: names_sync.stop_network(ctx, net))
     return net
 
 
-def list_views(ctx) -> list[dict]:
+def list_views(ctx: Context) -> list[dict]:
     return [inspect(ctx, n.name) for n in ctx.store.networks()]
 
 
-def inspect(ctx, name: str) -> dict:
-    net = ctx.store.network(name)
-    if not net:
-        raise NotFound(f"network '{name}' not found; see `netkit network ls`")
+def inspect(ctx: Context, name: str) -> dict:
+    net = lookup.network(ctx, name)
     containers = {}
     for cname in ctx.store.members(name):
         c = ctx.store.container(cname)

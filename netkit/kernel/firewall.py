@@ -21,7 +21,7 @@ from contextlib import contextmanager
 
 from netkit import programs
 from netkit.errors import EnvError, KernelError
-from netkit.rules import TABLES, Op, parse_save
+from netkit.rules import TABLES, Op, inverse, parse_save
 
 DEFAULT_LOCKFILE = "/run/xtables.lock"
 LOCK_TIMEOUT = 10.0
@@ -240,22 +240,6 @@ def entry_count(table: str) -> int:
     return info.num_entries
 
 
-def inverse(ops: list[Op]) -> list[Op]:
-    """Ops that undo `ops` (positions of deleted rules are not known: they are appended back)."""
-    out = []
-    for o in reversed(ops):
-        if o.action in ("A", "I"):
-            out.append(Op(o.table, "D", o.chain, o.spec))
-        elif o.action == "D":
-            out.append(Op(o.table, "A", o.chain, o.spec))
-        elif o.action == "N":
-            out.append(Op(o.table, "X", o.chain))
-        elif o.action == "X":
-            out.append(Op(o.table, "N", o.chain))
-        # P (policy) and F (flush) are undone by their callers, who know what was there before.
-    return out
-
-
 _RULE_CLASS = None
 
 
@@ -370,27 +354,29 @@ def write_sysctl(path: str, value: str) -> None:
 
 
 def hairpin_off(ifnames: list[str]) -> list[str]:
-    """Bridge ports among ifnames whose hairpin mode is off (read from sysfs, cheap)."""
+    """Bridge ports among ifnames whose hairpin mode is off (read from sysfs, cheap). An interface
+    that is gone or no bridge port has nothing to turn on: doctor reports it as such."""
     off = []
     for name in ifnames:
-        value = read_sysctl(f"/sys/class/net/{name}/brport/hairpin_mode")
-        if value != "1":
+        if read_sysctl(f"/sys/class/net/{name}/brport/hairpin_mode") == "0":
             off.append(name)
     return off
 
 
-def set_hairpin(ifnames: list[str]) -> None:
-    """hairpin_mode on for bridge ports (IFLA_BRPORT_MODE over netlink), so that a container can
-    reach its own published port via the host."""
+def set_hairpin(ifnames: list[str], ipr=None) -> None:
+    """hairpin_mode on for bridge ports, so that a container can reach its own published port via
+    the host. The only code that sets it (ops.HairpinOn runs it); `ipr`: a netlink handle to reuse."""
     if not ifnames:
+        return
+    from netkit.kernel import links
+
+    if ipr is not None:
+        links.set_hairpin(ipr, ifnames)
         return
     from pyroute2 import IPRoute
 
-    with IPRoute() as ipr:
-        for name in ifnames:
-            idx = ipr.link_lookup(ifname=name)
-            if idx:
-                ipr.brport("set", index=idx[0], mode=1)
+    with IPRoute() as own:
+        links.set_hairpin(own, ifnames)
 
 
 _BACKEND: IptablesLegacy | None = None

@@ -1,5 +1,6 @@
-"""Applies plan steps (netkit.ops) to the kernel with pyroute2, undoing on failure; and reads
-links, bridges and forwarding tables back for inspect/show commands."""
+"""Links, addresses, routes and namespaces through pyroute2: one function per plan step
+(netkit.ops; kernel/executor.py dispatches to them), and read-backs of links, bridges, routes and
+forwarding tables for inspect, show and doctor."""
 from __future__ import annotations
 
 import errno
@@ -30,15 +31,15 @@ def _ifindex(name: str) -> int:
         raise KernelError(f"interface '{name}' does not exist") from None
 
 
-class Executor:
-    """Runs ops in order; on failure undoes the finished ones in reverse and raises KernelError."""
+class Handles:
+    """Netlink sockets and netns fds kept open for one command: one IPRoute on the host, one per
+    container netns, so that a plan of many steps pays for each only once."""
 
     def __init__(self):
         self._host: IPRoute | None = None
         self._ns: dict[str, IPRoute] = {}
         self._ns_fd: dict[str, int] = {}
 
-    # handles
     def host(self) -> IPRoute:
         if self._host is None:
             self._host = IPRoute()
@@ -55,18 +56,11 @@ class Executor:
             self._ns_fd[name] = os.open(netns.netns_path(name), os.O_RDONLY | os.O_CLOEXEC)
         return self._ns_fd[name]
 
-    def close(self) -> None:
-        for ipr in self._ns.values():
-            ipr.close()
-        self._ns.clear()
-        for fd in self._ns_fd.values():
-            os.close(fd)
-        self._ns_fd.clear()
-        if self._host is not None:
-            self._host.close()
-            self._host = None
+    def adopt(self, name: str, ns_fd: int, sock: socket.socket) -> None:
+        self._ns_fd[name] = ns_fd
+        self._ns[name] = IPRoute(fileno=sock.detach())
 
-    def _forget(self, name: str) -> None:
+    def forget(self, name: str) -> None:
         ipr = self._ns.pop(name, None)
         if ipr is not None:
             ipr.close()
@@ -74,139 +68,126 @@ class Executor:
         if fd is not None:
             os.close(fd)
 
-    # applying
-    def apply(self, plan: list) -> None:
-        done = []
-        try:
-            for op in plan:
-                self.run(op)
-                done.append(op)
-        except BaseException as err:  # Ctrl-C too: never leave half a plan behind
-            failed = self.undo(done)
-            if not isinstance(err, Exception):
-                raise
-            outcome = "nothing was changed" if not failed else \
-                f"undo failed for `{failed[0]}`: run `netkit doctor`"
-            raise KernelError(f"`{op.render()[0]}` failed: {_describe(err)}; {outcome}") from err
+    def close(self) -> None:
+        for name in list(self._ns) + list(self._ns_fd):
+            self.forget(name)
+        if self._host is not None:
+            self._host.close()
+            self._host = None
 
-    def apply_all(self, plan: list) -> None:
-        """Deletions: try every step (each tolerates objects already gone); report the first failure."""
-        errors = []
-        for op in plan:
-            try:
-                self.run(op)
-            except Exception as err:  # noqa: BLE001
-                errors.append(f"`{op.render()[0]}` failed: {_describe(err)}")
-        if errors:
-            raise KernelError(errors[0])
 
-    def undo(self, done: list) -> list[str]:
-        """Undo finished steps in reverse; return the commands whose undo failed."""
-        failed = []
-        for op in reversed(done):
-            inverse = op.undo()
-            if inverse is not None:
-                try:
-                    self.run(inverse)
-                except Exception:  # noqa: BLE001 - keep undoing the rest
-                    failed.append(inverse.render()[0])
-        return failed
+# ---- one function per link/netns step (kernel/executor.py maps each ops class to one) --------
 
-    def run(self, op) -> None:
-        getattr(self, "_" + type(op).__name__)(op)
+def netns_add(h: Handles, op: ops.NetnsAdd) -> None:
+    ns_fd, sock = netns.create(op.name, ipv6=op.ipv6)
+    h.adopt(op.name, ns_fd, sock)
 
-    def _NetnsAdd(self, op: ops.NetnsAdd) -> None:
-        ns_fd, sock = netns.create(op.name, ipv6=op.ipv6)
-        self._ns_fd[op.name] = ns_fd
-        self._ns[op.name] = IPRoute(fileno=sock.detach())
 
-    def _NetnsAttach(self, op: ops.NetnsAttach) -> None:
-        netns.attach(op.name, op.source)
+def netns_attach(h: Handles, op: ops.NetnsAttach) -> None:
+    netns.attach(op.name, op.source)
 
-    def _NetnsDel(self, op: ops.NetnsDel) -> None:
-        self._forget(op.name)
-        netns.delete(op.name)
 
-    def _BridgeAdd(self, op: ops.BridgeAdd) -> None:
-        ipr = self.host()
-        extra = {"address": op.mac} if op.mac else {}
-        ipr.link("add", ifname=op.name, kind="bridge", mtu=op.mtu, **extra)
-        try:
-            _sysctl_disable_ipv6(op.name)
-            idx = _ifindex(op.name)
-            if op.address:
-                ip, plen = op.address.split("/")
-                ipr.addr("add", index=idx, address=ip, prefixlen=int(plen))
-            ipr.link("set", index=idx, state="up")
-        except BaseException:
-            self._LinkDel(ops.LinkDel(op.name))
+def netns_del(h: Handles, op: ops.NetnsDel) -> None:
+    h.forget(op.name)
+    netns.delete(op.name)
+
+
+def bridge_add(h: Handles, op: ops.BridgeAdd) -> None:
+    ipr = h.host()
+    extra = {"address": op.mac} if op.mac else {}
+    ipr.link("add", ifname=op.name, kind="bridge", mtu=op.mtu, **extra)
+    try:
+        _sysctl_disable_ipv6(op.name)
+        idx = _ifindex(op.name)
+        if op.address:
+            ip, plen = op.address.split("/")
+            ipr.addr("add", index=idx, address=ip, prefixlen=int(plen))
+        ipr.link("set", index=idx, state="up")
+    except BaseException:
+        link_del(h, ops.LinkDel(op.name))
+        raise
+
+
+def addr_add(h: Handles, op: ops.AddrAdd) -> None:
+    ip, plen = op.address.split("/")
+    idx = _ifindex(op.ifname)
+    h.host().addr("add", index=idx, address=ip, prefixlen=int(plen))
+    try:
+        h.host().link("set", index=idx, state="up")
+    except BaseException:
+        addr_del(h, ops.AddrDel(op.ifname, op.address))
+        raise
+
+
+def addr_del(h: Handles, op: ops.AddrDel) -> None:
+    ip, plen = op.address.split("/")
+    try:
+        h.host().addr("del", index=_ifindex(op.ifname), address=ip, prefixlen=int(plen))
+    except (NetlinkError, KernelError) as err:
+        if not _gone(err):
             raise
 
-    def _AddrAdd(self, op: ops.AddrAdd) -> None:
-        ip, plen = op.address.split("/")
-        idx = _ifindex(op.ifname)
-        self.host().addr("add", index=idx, address=ip, prefixlen=int(plen))
-        try:
-            self.host().link("set", index=idx, state="up")
-        except BaseException:
-            self._AddrDel(ops.AddrDel(op.ifname, op.address))
+
+def bridge_del(h: Handles, op: ops.BridgeDel) -> None:
+    link_del(h, ops.LinkDel(op.name))
+
+
+def link_del(h: Handles, op: ops.LinkDel) -> None:
+    ipr = h.in_netns(op.netns) if op.netns else h.host()
+    try:
+        ipr.link("del", ifname=op.ifname)
+    except NetlinkError as err:
+        if not _gone(err):
             raise
 
-    def _AddrDel(self, op: ops.AddrDel) -> None:
-        ip, plen = op.address.split("/")
+
+def endpoint_add(h: Handles, op: ops.EndpointAdd) -> None:
+    host = h.host()
+    # Created down: IPv6 must be off before the link comes up, or its MLD reports are
+    # flooded to every port of the bridge and each attach gets slower (docs/facts.md, "IPv6 flooding").
+    host.link(
+        "add", ifname=op.host_ifname, kind="veth", mtu=op.mtu, master=_ifindex(op.bridge),
+        peer={"ifname": op.ifname, "net_ns_fd": h.netns_fd(op.netns), "mtu": op.mtu, "address": op.mac},
+    )
+    try:
+        _sysctl_disable_ipv6(op.host_ifname)
+        host.link("set", index=_ifindex(op.host_ifname), state="up")
+        inner = h.in_netns(op.netns)
+        with nsutil.entered_netns(netns.netns_path(op.netns)):
+            idx = _ifindex(op.ifname)
+            nsutil.set_link_up(op.ifname)
+        inner.addr("add", index=idx, address=op.ip, prefixlen=op.prefixlen)
+        if op.gateway:
+            inner.route("add", dst="0.0.0.0/0", gateway=op.gateway)
+    except BaseException:
+        link_del(h, ops.LinkDel(op.host_ifname))
+        raise
+
+
+def route_replace(h: Handles, op: ops.RouteReplace) -> None:
+    h.in_netns(op.netns).route("replace", dst="0.0.0.0/0", gateway=op.gateway)
+
+
+def uts_add(h: Handles, op: ops.UtsAdd) -> None:
+    from netkit.kernel import uts
+
+    uts.create(op.path, op.hostname)
+
+
+def uts_del(h: Handles, op: ops.UtsDel) -> None:
+    from netkit.kernel import uts
+
+    uts.delete(op.path)
+
+
+def set_hairpin(ipr: IPRoute, ifnames) -> None:
+    """hairpin_mode on for bridge ports (IFLA_BRPORT_MODE over netlink)."""
+    for name in ifnames:
         try:
-            self.host().addr("del", index=_ifindex(op.ifname), address=ip, prefixlen=int(plen))
-        except (NetlinkError, KernelError) as err:
-            if not _gone(err):
-                raise
-
-    def _BridgeDel(self, op: ops.BridgeDel) -> None:
-        self._LinkDel(ops.LinkDel(op.name))
-
-    def _LinkDel(self, op: ops.LinkDel) -> None:
-        ipr = self.in_netns(op.netns) if op.netns else self.host()
-        try:
-            ipr.link("del", ifname=op.ifname)
-        except NetlinkError as err:
-            if not _gone(err):
-                raise
-
-    def _EndpointAdd(self, op: ops.EndpointAdd) -> None:
-        host = self.host()
-        # Created down: IPv6 must be off before the link comes up, or its MLD reports are
-        # flooded to every port of the bridge and each attach gets slower (docs/facts.md, "IPv6 flooding").
-        host.link(
-            "add", ifname=op.host_ifname, kind="veth", mtu=op.mtu, master=_ifindex(op.bridge),
-            peer={"ifname": op.ifname, "net_ns_fd": self.netns_fd(op.netns), "mtu": op.mtu, "address": op.mac},
-        )
-        try:
-            _sysctl_disable_ipv6(op.host_ifname)
-            index = _ifindex(op.host_ifname)
-            host.brport("set", index=index, mode=1)  # hairpin
-            host.link("set", index=index, state="up")
-            inner = self.in_netns(op.netns)
-            with nsutil.entered_netns(netns.netns_path(op.netns)):
-                idx = _ifindex(op.ifname)
-                nsutil.set_link_up(op.ifname)
-            inner.addr("add", index=idx, address=op.ip, prefixlen=op.prefixlen)
-            if op.gateway:
-                inner.route("add", dst="0.0.0.0/0", gateway=op.gateway)
-        except BaseException:
-            self._LinkDel(ops.LinkDel(op.host_ifname))
-            raise
-
-    def _RouteReplace(self, op: ops.RouteReplace) -> None:
-        self.in_netns(op.netns).route("replace", dst="0.0.0.0/0", gateway=op.gateway)
-
-    def _UtsAdd(self, op: ops.UtsAdd) -> None:
-        from netkit.kernel import uts
-
-        uts.create(op.path, op.hostname)
-
-    def _UtsDel(self, op: ops.UtsDel) -> None:
-        from netkit.kernel import uts
-
-        uts.delete(op.path)
+            index = socket.if_nametoindex(name)
+        except OSError:
+            continue  # gone meanwhile: nothing to set
+        ipr.brport("set", index=index, mode=1)
 
 
 def _gone(err: Exception) -> bool:
@@ -214,7 +195,8 @@ def _gone(err: Exception) -> bool:
     return code in (errno.ENODEV, errno.ENOENT, errno.EADDRNOTAVAIL, errno.ESRCH)
 
 
-def _describe(err: Exception) -> str:
+def describe(err: Exception) -> str:
+    """One line for a failed kernel call."""
     if isinstance(err, KernelError):
         return str(err)
     if isinstance(err, NetlinkError):
@@ -329,3 +311,30 @@ def _port_no(ifname: str) -> int:
             return int(fh.read().strip(), 16)
     except (OSError, ValueError):
         return 0
+
+
+def default_gateway(netns_name: str) -> str | None:
+    """The gateway of the IPv4 default route inside a named netns (None: no default route)."""
+    with IPRoute(fileno=netns.open_socket(netns.netns_path(netns_name)).detach()) as ipr:
+        for route in ipr.get_routes(family=socket.AF_INET, table=254):
+            if route["dst_len"] == 0:
+                return route.get_attr("RTA_GATEWAY")
+    return None
+
+
+def veth_to_netns(host_ifname: str, host_addr: str, netns_name: str, peer_ifname: str, peer_addr: str,
+                  prefixlen: int) -> None:
+    """A new netns joined to this one by a veth pair, both ends addressed and up, lo up on both
+    sides (the sandbox's `outside` host behind `uplink`)."""
+    ns_fd, sock = netns.create(netns_name)
+    with IPRoute() as host, IPRoute(fileno=sock.detach()) as inside:
+        host.link("set", index=1, state="up")
+        inside.link("set", index=1, state="up")
+        host.link("add", ifname=host_ifname, kind="veth", peer={"ifname": peer_ifname, "net_ns_fd": ns_fd})
+        os.close(ns_fd)
+        up = host.link_lookup(ifname=host_ifname)[0]
+        host.addr("add", index=up, address=host_addr, prefixlen=prefixlen)
+        host.link("set", index=up, state="up")
+        peer = inside.link_lookup(ifname=peer_ifname)[0]
+        inside.addr("add", index=peer, address=peer_addr, prefixlen=prefixlen)
+        inside.link("set", index=peer, state="up")

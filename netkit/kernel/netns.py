@@ -86,3 +86,23 @@ def open_socket(path: str) -> socket.socket:
 def same_netns(path_a: str, path_b: str) -> bool:
     a, b = os.stat(path_a), os.stat(path_b)
     return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+_NS_GET_NSTYPE = 0xB703  # ioctl(2) on an nsfs file: which kind of namespace it is (Linux 4.11)
+
+
+def is_netns_file(path: str) -> bool:
+    """Whether `path` is a network namespace (a /proc/PID/ns/net file or a bind mount of one):
+    asks the kernel with NS_GET_NSTYPE, which any other file refuses (ENOTTY)."""
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError:
+        return False
+    try:
+        return fcntl.ioctl(fd, _NS_GET_NSTYPE) == nsutil.CLONE_NEWNET
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
