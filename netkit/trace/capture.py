@@ -18,9 +18,8 @@ import struct
 import threading
 import time
 import zlib
-from dataclasses import dataclass, field
-
 from netkit.errors import EnvError, UserError
+from netkit.trace.model import Point, Record, Result
 
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263
@@ -36,42 +35,6 @@ SNAPLEN = 262144  # a GSO super-packet on a veth can be ~64 KiB; this never trun
 DLT_EN10MB = 1  # Linux gives loopback frames a (zeroed) Ethernet header too
 _TIMESPEC = struct.Struct("@qq")
 _ANCBUF = socket.CMSG_SPACE(_TIMESPEC.size)
-
-
-@dataclass
-class Point:
-    """One interface to capture on: `label` is what reports and file names show."""
-
-    netns: str  # display name: "host", a container's netns name, "outside"
-    ifname: str
-    path: str | None = None  # netns file; None: the caller's own netns (the host)
-    role: str = "other"  # container | veth | bridge | uplink | outside | lo | other
-    bridge: str | None = None  # for a bridge port: its bridge; for a bridge: itself
-    peer: str | None = None  # label of the other end of a veth pair, when known
-
-    @property
-    def label(self) -> str:
-        return f"{self.netns}:{self.ifname}"
-
-
-@dataclass
-class Record:
-    ts_ns: int
-    point: int  # index into Capture.points
-    outgoing: bool  # sent by this interface (PACKET_OUTGOING), else received
-    data: bytes
-
-
-@dataclass
-class Result:
-    points: list[Point]
-    records: list[Record]  # time-ordered
-    started: float  # wall clock, for the report header
-    duration: float
-    stopped_by: str  # duration | count | interrupt | stop | limit
-    filter: str
-    frames: list[int] = field(default_factory=list)  # per point
-    lost: list[int] = field(default_factory=list)  # per point: the kernel's tp_drops
 
 
 # ---- BPF through libpcap ------------------------------------------------------------------
