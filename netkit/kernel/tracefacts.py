@@ -107,8 +107,12 @@ def route_get(path: str | None, dst: str, src: str | None = None, iif: str | Non
             out["gateway"] = msg.get_attr("RTA_GATEWAY")
     except NetlinkError as err:
         out["errno"] = err.code
-        out["error"] = {errno.EXDEV: "rp_filter", errno.ENETUNREACH: "no_route", errno.EHOSTUNREACH: "host_unreachable",
-                        errno.EINVAL: "invalid"}.get(err.code, os.strerror(err.code))
+        # An input lookup (iif) whose source fails validation answers EXDEV on older kernels and
+        # EINVAL on newer ones (the "martian source" path): rp_filter, or an impossible source.
+        out["error"] = {errno.EXDEV: "martian_source", errno.ENETUNREACH: "no_route",
+                        errno.EHOSTUNREACH: "host_unreachable",
+                        errno.EINVAL: "martian_source" if iif else "invalid"}.get(err.code, os.strerror(err.code))
+        out["message"] = os.strerror(err.code)
     except (OSError, ValueError) as err:
         out["error"] = str(err)
     return out

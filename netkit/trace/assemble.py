@@ -128,6 +128,10 @@ def build_report(result: Result, topo: Topology, conntrack: list[dict] | None = 
             drop = None
             if stopped:
                 drop = drops.diagnose(hops, all_hops[n:], names, topo, evidence, stopped)
+            elif not reply and not any(replies[n:]) and hops[0].frame.kind == "ipv4" and not hops[-1].frame.broadcast:
+                drop = drops.diagnose_local(hops, topo, evidence)  # delivered, unanswered: rp_filter?
+                if drop:
+                    delivered = False
             elif not reply and n < len(all_hops):
                 answer = next((h for h, r in zip(all_hops[n:], replies[n:]) if r), None)
                 if answer is not None:

@@ -97,8 +97,9 @@ def xt_may_match(spec: str, src, dst, proto, sport, dport, iifs: set | None, oif
 
 # ---- from a rule to the setting behind it -------------------------------------------------
 
-def setting_for(rule: dict, topo: Topology) -> tuple[str | None, str]:
-    """(setting, explanation) for a rule netkit writes; (None, ...) for a foreign rule."""
+def setting_for(rule: dict, topo: Topology, came_from: str | None = None) -> tuple[str | None, str]:
+    """(setting, explanation) for a rule netkit writes; (None, ...) for a foreign rule.
+    `came_from`: the interface (a bridge, for a bridge port) the packet entered the netns on."""
     text, chain = rule["rule"], rule["chain"]
     words = text.split()
 
@@ -134,6 +135,11 @@ def setting_for(rule: dict, topo: Topology) -> tuple[str | None, str]:
         owner = next((",".join(n) for ns, n in topo.containers.items()
                       if dst in topo.addresses.get(ns, {})), None)
         who = f"container {owner}'s" if owner else "a container's"
+        home = arg("-i")
+        if came_from in topo.networks and came_from != home:
+            return ("network isolation", f"networks are isolated from each other: a packet from network "
+                    f"{net(came_from)} for {who} address {dst} on network {net(home)} is dropped "
+                    "(only that network's bridge may deliver to it)")
         return ("unpublished port", f"direct routing to {who} address {dst} is refused: only its published "
                 "ports (-p) are reachable, through the host's address")
     if chain == "NETKIT-USER":
@@ -179,7 +185,7 @@ def _rule_drop(hops: list[Hop], ns: str, ev: Evidence, topo: Topology) -> Drop |
     # A policy fires only when no rule did: prefer rules; then the chain netkit owns.
     candidates.sort(key=lambda rd: (rd[0]["rule"].startswith("policy"), not rd[0]["chain"].startswith("NETKIT")))
     rule, delta = candidates[0]
-    setting, why = setting_for(rule, topo)
+    setting, why = setting_for(rule, topo, _input_iif(last))
     rule = dict(rule, packets=delta)
     where = hop_name(last.point, topo)
     text = (f"dropped in {ns} after {where.split(':', 1)[1]} by {rule['backend']} rule "
@@ -227,12 +233,8 @@ def diagnose(hops: list[Hop], later: list[list[Hop]], names: Names, topo: Topolo
     route = ev.route(ns, f.dst, f.src, _input_iif(last)) if ev.route and f.dst and f.src else None
     if route:
         err = route.get("error")
-        if err == "rp_filter":
-            rp = {k: v for k, v in topo.settings.get(ns, {}).items() if "rp_filter" in k and v != "0"}
-            detail = ", ".join(f"{k}={v}" for k, v in rp.items()) or "rp_filter on"
-            return drop("rp_filter", f"dropped {at} by reverse-path filtering: {ns} would not route replies to "
-                        f"{f.src} out the interface it came in on ({detail})", "rp_filter",
-                        [f"ip route get {f.dst} from {f.src} iif {_input_iif(last)}: Invalid cross-device link"])
+        if err == "martian_source":
+            return _rp_drop(last, topo, route, hints)
         if err in ("no_route", "host_unreachable") or route.get("type") in ("unreachable", "prohibit", "blackhole"):
             unreach = [p for p in errors if p[0].frame.icmp_type == 3]
             return drop("no_route", f"no route {at}: {ns} has no route to {f.dst}", "no route",
@@ -262,6 +264,34 @@ def diagnose(hops: list[Hop], later: list[list[Hop]], names: Names, topo: Topolo
             return drop(cause, f"{default} ({counter} moved by {snmp[counter]} in {ns})")
     br_note = br_netfilter_note(hops, topo)
     return drop("lost", default + (f"; {br_note}" if br_note else ""))
+
+
+def diagnose_local(hops: list[Hop], topo: Topology, ev: Evidence) -> Drop | None:
+    """A packet that reached the netns owning its destination but may have died at its input
+    routing (rp_filter). Asked only when that netns's drop counters moved and nothing answered."""
+    last = hops[-1]
+    ns, f = last.point.netns, last.frame
+    if last.outgoing or not ev.snmp.get(ns) or not ev.route or not (f.src and f.dst):
+        return None
+    route = ev.route(ns, f.dst, f.src, _input_iif(last))
+    if not route or route.get("error") != "martian_source":
+        return None
+    return _rp_drop(last, topo, route, [f"{k} +{v} in {ns}" for k, v in ev.snmp[ns].items()])
+
+
+def _rp_drop(last: Hop, topo: Topology, route: dict, hints: list) -> Drop:
+    """The input route lookup refused the packet's source: reverse-path filtering (or a martian)."""
+    ns, f = last.point.netns, last.frame
+    where = hop_name(last.point, topo).split(":", 1)[1]
+    rp = {k: v for k, v in topo.settings.get(ns, {}).items() if "rp_filter" in k and v != "0"}
+    lookup = [f"ip route get {f.dst} from {f.src} iif {_input_iif(last)}: {route.get('message', 'refused')}"]
+    if not rp:
+        return Drop("martian", f"dropped in {ns} after {where}: source {f.src} is not a valid source there "
+                    "(a martian)", last.point.label, None, None, lookup + hints)
+    detail = ", ".join(f"{k}={v}" for k, v in rp.items())
+    return Drop("rp_filter", f"dropped in {ns} after {where} by reverse-path filtering: {ns} has no route back "
+                f"to {f.src} out the interface it came in on ({detail})", last.point.label, "rp_filter", None,
+                lookup + hints)
 
 
 def _arp_unanswered(later: list[list[Hop]], ip: str) -> int:
