@@ -134,12 +134,13 @@ def _ns_title(ns: str, report: dict) -> str:
 
 
 def _lanes(report: dict) -> list[dict]:
-    """Lanes in path order, empty lo lanes left out; each {point, ns, title, detail}."""
+    """Lanes in path order; each {point, ns, title, detail}: only interfaces that saw a packet
+    (a drop shows as ✗ on the last interface that saw it)."""
     seen = {h["point"] for f in report["flows"] for p in f["packets"] for h in p["hops"]}
     out = []
     for p in report["points"]:
-        if p["point"] not in seen and p["role"] == "lo":
-            continue  # an empty loopback lane teaches nothing
+        if report["flows"] and p["point"] not in seen:
+            continue  # an empty lane teaches nothing
         name = p.get("name", p["point"]).split(":", 1)[1]
         role = {"bridge": "bridge", "uplink": "uplink", "veth": "veth", "lo": "loopback"}.get(p["role"], "")
         title = name if role in ("", "veth", "uplink") or name == role else f"{name} ({role})"
@@ -440,6 +441,10 @@ def to_svg(report: dict, brief: bool = False) -> str:
             f'<rect width="{w}" height="{h}" fill="white"/>']
     body = list(lay.shapes)
     for t in lay.texts:
+        if t.box == "canvas":  # text across the namespace boxes gets a white ground to stay legible
+            x0, y0, x1, y1 = t.bbox
+            body.append(f'<rect x="{x0 - 2:.1f}" y="{y0 - 1:.1f}" width="{x1 - x0 + 4:.1f}" height="{y1 - y0 + 2:.1f}" '
+                        'fill="white" fill-opacity="0.85"/>')
         attrs = f'x="{t.x:.1f}" y="{t.y:.1f}" fill="{t.fill}"'
         if t.size != SIZE:
             attrs += f' font-size="{t.size}"'

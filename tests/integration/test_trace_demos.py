@@ -175,3 +175,23 @@ def test_netkit_demo_runs_the_publish_demo(sandbox):
     assert "→[DNAT]→" in out.stdout and "DNAT 198.18.0.1:8088 → 172.17.0.2:80" in out.stdout
     assert "Drops: none" in out.stdout
     assert [line.split()[0] for line in sandbox.sh("ip netns list").stdout.splitlines()] == ["outside"]  # cleaned up
+
+
+@pytest.mark.parametrize("mode", ["bridge", "publish", "outbound", "host", "container", "none"])
+def test_demo_pictures_render_to_png_with_no_text_outside_its_box(sandbox, tmp_path, mode):
+    from netkit.trace import svg
+
+    need("rsvg-convert")
+    rep = run_demo(mode)
+    for brief in (False, True):
+        lay = svg.layout(rep, brief)
+        assert lay.overflows() == [], (mode, brief, lay.overflows()[:3])
+        assert lay.texts and lay.width > 0 and lay.height > 0
+        path = tmp_path / f"{mode}{'-brief' if brief else ''}.svg"
+        path.write_text(svg.to_svg(rep, brief))
+        png = tmp_path / f"{mode}.png"
+        out = subprocess.run(["rsvg-convert", str(path), "-o", str(png)], capture_output=True, text=True)
+        assert out.returncode == 0 and not out.stderr, out.stderr
+        head = png.read_bytes()[:24]
+        assert head[:8] == b"\x89PNG\r\n\x1a\n"
+        assert int.from_bytes(head[16:20], "big") == int(lay.width + 0.5)  # the whole layout was drawn
