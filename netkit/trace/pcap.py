@@ -5,9 +5,9 @@ packet (flow, hop, direction, NAT, drop) that Wireshark shows as the packet comm
 
 Wireshark's TCP analysis keys conversations by addresses and ports, so the same segment seen on
 five hops looks like four retransmissions unless conversations are told apart by interface:
-Edit → Preferences → Protocols → Conversation → "Deinterlacing conversations key" = Interfaces
-(`-o conv.deinterlace_key:interface` on the command line, Wireshark 4.2+). The distinct
-interface blocks written here are what makes that work.
+Preferences → Protocols → "Deinterlacing conversations key" set to the interface-based choice
+(`protocols.conversation_deinterlacing_key`, Wireshark 4.2 and later). The distinct interface
+blocks written here are what makes that work.
 
 Written by hand (the formats are a few fixed headers): nanosecond timestamps, nothing to import.
 """

@@ -239,7 +239,12 @@ def test_renderers_and_pcap_files(tmp_path):
     assert len(merged) == len(result.records)
     assert [bytes(p) for p in merged] == [r.data for r in result.records]
     assert len(rdpcap(str(tmp_path / "web-eth0.pcap"))) == 2
-    assert len(rdpcap(str(tmp_path / "merged.pcapng"))) == len(result.records)
+    ng = rdpcap(str(tmp_path / "merged.pcapng"))
+    assert len(ng) == len(result.records)
+    # one interface block per hop, and each packet's hop, direction and NAT as its comment
+    assert [p.sniffed_on for p in ng[:5]] == ["outside:eth0", "host:uplink", "host:netkit0", "host:vethweb0", "web:eth0"]
+    assert ng[2].comment.decode().startswith("flow 1 #1 TCP [S] seq=100 | hop 3/5 host:netkit0 out | DNAT 198.18.0.1:8088")
+    assert "hop 4/5 host:veth[web] (vethweb0) out" in ng[3].comment.decode()
     need("tcpdump")
     out = subprocess.run(["tcpdump", "-n", "-r", str(tmp_path / "merged.pcapng")], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.count("\n") == len(result.records)
@@ -274,3 +279,46 @@ def test_fast_dissector_agrees_with_scapy():
         assert dissect.fast_dissect(bytes(pkt)) is None
     inner = dissect.dissect(bytes(error)).inner
     assert inner == ("udp", "1.2.3.4", 1, "5.6.7.8", 2)
+
+
+def test_rule_counters_from_every_backend_and_the_rule_matcher():
+    from netkit.kernel import rulecounters
+    from netkit.trace import drops
+
+    legacy = """*filter
+:INPUT ACCEPT [10:600]
+:FORWARD DROP [3:180]
+:NETKIT-FORWARD - [0:0]
+[5:300] -A FORWARD -j NETKIT-FORWARD
+[2:120] -A NETKIT-FORWARD -i br-q -o br-q -j DROP
+COMMIT
+"""
+    before = rulecounters.parse_save_counters(legacy, "iptables-legacy")
+    after = rulecounters.parse_save_counters(legacy.replace("[2:120] -A NETKIT", "[4:240] -A NETKIT")
+                                             .replace("[3:180]", "[4:240]"), "iptables-legacy")
+    moved = {(c.chain, c.rule): d for c, d in rulecounters.moved(before, after)}
+    assert moved == {("NETKIT-FORWARD", "-A NETKIT-FORWARD -i br-q -o br-q -j DROP"): 2, ("FORWARD", "policy DROP"): 1}
+    assert [c.verdict for c in after] == ["ACCEPT", "DROP", "JUMP", "DROP"]
+    nft = """table ip netkit {
+	chain forward {
+		type filter hook forward priority filter; policy accept;
+		iifname "br-q" oifname "br-q" counter packets 7 bytes 420 drop # handle 4
+		ct state established counter packets 1 bytes 60 accept # handle 5
+	}
+}
+table ip filter {
+	chain FORWARD {
+		counter packets 9 bytes 1 drop # handle 2
+	}
+}
+"""
+    rules = rulecounters.parse_nft(nft, {"ip filter"})
+    assert [(r.table, r.chain, r.rule, r.verdict, r.packets) for r in rules] == [
+        ("ip netkit", "forward", 'iifname "br-q" oifname "br-q" drop', "DROP", 7),
+        ("ip netkit", "forward", "ct state established accept", "ACCEPT", 1)]
+    match = drops.xt_may_match
+    assert match("-A X -i br-q -o br-q -j DROP", "1.1.1.1", "2.2.2.2", "tcp", 1, 2, {"veth1", "br-q"}, None)
+    assert not match("-A X -i br-z -o br-z -j DROP", "1.1.1.1", "2.2.2.2", "tcp", 1, 2, {"veth1", "br-q"}, None)
+    assert not match("-d 172.17.0.2/32 ! -i netkit0 -j DROP", "1.1.1.1", "172.17.0.3", "tcp", 1, 2, {"uplink"}, None)
+    assert match("-d 172.17.0.2/32 ! -i netkit0 -j DROP", "1.1.1.1", "172.17.0.2", "tcp", 1, 2, {"uplink"}, None)
+    assert not match("-p tcp -m tcp --dport 80 -j DROP", "1.1.1.1", "2.2.2.2", "tcp", 1, 81, None, None)
