@@ -217,3 +217,26 @@ def test_br_netfilter_off_explains_why_icc_false_lets_packets_through(sandbox):
     (flow,) = rep["flows"]
     assert any("bridge-nf-call-iptables=0" in n and "icc=false on quiet is not enforced" in n for n in flow["notes"])
     assert "br_netfilter is off in host" in text
+
+
+@pytest.mark.parametrize("backend", ["iptables-nft", "nftables"])
+def test_a_rule_of_another_backend_is_named_too(sandbox, backend):
+    from required import need
+
+    sandbox.netkit("container", "create", "a")
+    if backend == "iptables-nft":
+        need("iptables-nft")
+        sandbox.sh("iptables-nft -I FORWARD -d 198.18.0.2/32 -p udp --dport 9 -j DROP")
+    else:
+        need("nft")
+        sandbox.sh("nft add table ip lab && nft add chain ip lab gate '{ type filter hook forward priority 0; }' && "
+                   "nft add rule ip lab gate ip daddr 198.18.0.2 udp dport 9 counter drop")
+    rep, text = trace(lambda: udp(sandbox, "a", sandbox.outside), "a", "--proto", "udp")
+    d = the_drop(rep, "rule")
+    assert d["rule"]["backend"] == backend and d["setting"] is None
+    if backend == "iptables-nft":
+        assert d["rule"]["rule"] == "-A FORWARD -d 198.18.0.2/32 -p udp -m udp --dport 9 -j DROP"
+    else:
+        assert (d["rule"]["table"], d["rule"]["chain"]) == ("ip lab", "gate")
+        assert d["rule"]["rule"] == "ip daddr 198.18.0.2 udp dport 9 drop"
+    assert "a rule netkit did not write" in d["text"] and backend in text
