@@ -37,6 +37,7 @@ PROGRAMS: dict[str, str] = {
     "conntrack": "conntrack",
     # watching packets
     "tcpdump": "tcpdump",
+    "rsvg-convert": "librsvg2-bin",  # the tracer's pictures rendered to PNG (tests, docs)
     # shell plumbing used by tests and lab checks
     "bash": "bash",
     "cat": "coreutils",

@@ -2,7 +2,8 @@
 
 One raw AF_PACKET socket per capture point, opened inside the point's netns (the socket keeps
 that netns after the thread steps back), with a BPF filter compiled by libpcap and run in the
-kernel, 8 MiB of receive buffer and kernel timestamps. A single epoll/recvmsg loop stores
+kernel, a TPACKET_V3 receive ring shared with the kernel (ring.py; plain recvmsg with 8 MiB of
+receive buffer and kernel timestamps where a ring cannot be had). A single epoll loop stores
 (timestamp, point, direction, bytes) and does nothing else: dissecting happens after the
 capture (docs/facts.md, "Packet capture": per-packet dissection loses most packets above ~4k pps).
 """
@@ -18,9 +19,8 @@ import struct
 import threading
 import time
 import zlib
-from dataclasses import dataclass, field
-
 from netkit.errors import EnvError, UserError
+from netkit.trace.model import Point, Record, Result
 
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263
@@ -36,42 +36,6 @@ SNAPLEN = 262144  # a GSO super-packet on a veth can be ~64 KiB; this never trun
 DLT_EN10MB = 1  # Linux gives loopback frames a (zeroed) Ethernet header too
 _TIMESPEC = struct.Struct("@qq")
 _ANCBUF = socket.CMSG_SPACE(_TIMESPEC.size)
-
-
-@dataclass
-class Point:
-    """One interface to capture on: `label` is what reports and file names show."""
-
-    netns: str  # display name: "host", a container's netns name, "outside"
-    ifname: str
-    path: str | None = None  # netns file; None: the caller's own netns (the host)
-    role: str = "other"  # container | veth | bridge | uplink | outside | lo | other
-    bridge: str | None = None  # for a bridge port: its bridge; for a bridge: itself
-    peer: str | None = None  # label of the other end of a veth pair, when known
-
-    @property
-    def label(self) -> str:
-        return f"{self.netns}:{self.ifname}"
-
-
-@dataclass
-class Record:
-    ts_ns: int
-    point: int  # index into Capture.points
-    outgoing: bool  # sent by this interface (PACKET_OUTGOING), else received
-    data: bytes
-
-
-@dataclass
-class Result:
-    points: list[Point]
-    records: list[Record]  # time-ordered
-    started: float  # wall clock, for the report header
-    duration: float
-    stopped_by: str  # duration | count | interrupt | stop | limit
-    filter: str
-    frames: list[int] = field(default_factory=list)  # per point
-    lost: list[int] = field(default_factory=list)  # per point: the kernel's tp_drops
 
 
 # ---- BPF through libpcap ------------------------------------------------------------------
@@ -165,10 +129,12 @@ def quick_key(data: bytes):
 class Capture:
     """Open sockets on every point, then run one receive loop until a limit or a stop."""
 
-    def __init__(self, points: list[Point], bpf: str = ""):
+    def __init__(self, points: list[Point], bpf: str = "", use_ring: bool = True):
         self.points = points
+        self.use_ring = use_ring
         self.filter = bpf
         self.socks: list[socket.socket] = []
+        self.rings: list = []  # per socket: its ring.Ring, or None (recvmsg)
         self.records: list[Record] = []
         self._stop_r, self._stop_w = os.pipe()
         os.set_blocking(self._stop_w, False)
@@ -188,18 +154,27 @@ class Capture:
 
     def _open_one(self, point: Point, code: bytes | None) -> socket.socket:
         from netkit.kernel import nsutil
+        from netkit.trace import ring as ring_mod
 
         def make() -> socket.socket:
             # Protocol 0: the socket receives nothing until bind() hooks it to one interface,
             # so no other interface's traffic is queued in between.
             sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW | socket.SOCK_CLOEXEC, 0)
+            ring = None
             try:
                 sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RCVBUF)
                 sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+                if self.use_ring:
+                    try:
+                        ring = ring_mod.Ring(sock)
+                    except OSError:
+                        ring = None  # no PACKET_MMAP here: recvmsg it is
                 if code:
                     _attach(sock, code)
                 sock.bind((point.ifname, ETH_P_ALL))
             except OSError as err:
+                if ring is not None:
+                    ring.close()
                 sock.close()
                 if err.errno == errno.ENODEV:
                     raise EnvError(f"interface {point.ifname} not found in netns {point.netns}; "
@@ -210,6 +185,7 @@ class Capture:
             sock.setblocking(False)
             # docs/facts.md, "Packet capture": a socket bound after creation may hold packets queued before bind.
             _drain(sock)
+            self.rings.append(ring)
             return sock
 
         if point.path:
@@ -221,6 +197,10 @@ class Capture:
         return make()
 
     def close(self) -> None:
+        for ring in self.rings:
+            if ring is not None:
+                ring.close()
+        self.rings = []
         for sock in self.socks:
             sock.close()
         self.socks = []
@@ -265,6 +245,8 @@ class Capture:
         buf = bytearray(SNAPLEN)
         view = memoryview(buf)
         seen: dict = {}  # --count: distinct packets, in order of first sighting
+        blocks: list = []  # (point, ring block) copied during the capture, parsed after it
+        ring_frames = 0
         count_reached_at = None
         try:
             while True:
@@ -274,7 +256,7 @@ class Capture:
                     break
                 if count_reached_at is not None and now - count_reached_at > 0.05:
                     break  # a short grace so the last packet's later hops are caught too
-                if len(records) >= max_frames:
+                if len(records) + ring_frames >= max_frames:
                     self.stopped_by = "limit"
                     break
                 timeout = 0.2
@@ -289,6 +271,16 @@ class Capture:
                         stop = True
                         continue
                     idx = fd_index[fd]
+                    ring = self.rings[idx]
+                    if ring is not None:
+                        if count is None:  # whole blocks now, frames after the capture
+                            ring_frames += ring.take(lambda b, i=idx: blocks.append((i, b)))
+                            continue
+                        start = len(records)
+                        ring.drain(idx, append, Record)
+                        if count_reached_at is None:
+                            count_reached_at = self._count(records, start, seen, count, count_reached_at)
+                        continue
                     sock = self.socks[idx]
                     recv = sock.recvmsg_into
                     while True:
@@ -322,18 +314,37 @@ class Capture:
             ep.close()
             for sig, old in old_handlers.items():
                 signal.signal(sig, old)
+        if any(r is not None for r in self.rings):
+            # Frames in a ring block not yet handed over: the kernel retires it within RETIRE_MS.
+            from netkit.trace.ring import RETIRE_MS
+
+            time.sleep(2 * RETIRE_MS / 1000)
+            for idx, ring in enumerate(self.rings):
+                if ring is not None:
+                    ring.take(lambda b, i=idx: blocks.append((i, b)))
+            from netkit.trace.ring import parse
+
+            for idx, block in blocks:
+                parse(block, idx, append, Record)
         duration_s = time.monotonic() - started
         lost = [_kernel_drops(s) for s in self.socks]
         if count is not None:
             # Keep the first `count` packets on all their hops; drop what the grace period let in.
             records[:] = [r for r in records if quick_key(r.data) in seen]
-        records.sort(key=lambda r: r.ts_ns)
+        ranks = [(_tie_rank(p, False), _tie_rank(p, True)) for p in self.points]
+        records.sort(key=lambda r: (r.ts_ns, ranks[r.point][r.outgoing]))
         frames = [0] * len(self.points)
         for r in records:
             frames[r.point] += 1
         self.result = Result(self.points, records, started_wall, duration_s, self.stopped_by, self.filter,
                              frames, lost)
         return self.result
+
+    def _count(self, records, start, seen, count, reached_at):
+        if _count_new(records, start, seen, count):
+            self.stopped_by = "count"
+            return time.monotonic()
+        return reached_at
 
     # running in a background thread (demos, tests)
     def start(self, **kwargs) -> None:
@@ -349,6 +360,27 @@ class Capture:
         if self._thread is not None:
             self._thread.join()
         return self.result
+
+
+def _tie_rank(point: Point, outgoing: bool) -> int:
+    """Order of hops that carry the very same timestamp. Within one netns the kernel keeps a
+    frame's timestamp as it goes from a bridge port to the bridge, or is routed from one interface
+    to another; frames read from rings come in blocks per interface, so arrival order cannot
+    break such ties: causality does. A frame enters (0), the bridge device sees it (1), it leaves (2)."""
+    if point.role == "bridge":
+        return 1
+    return 2 if outgoing else 0
+
+
+def _count_new(records, start, seen, count):
+    """--count over frames from a ring: (reached, ...) by the distinct packets among records[start:]."""
+    for r in records[start:]:
+        key = quick_key(r.data)
+        if key not in seen:
+            seen[key] = len(seen)
+            if len(seen) >= count:
+                return True
+    return False
 
 
 def _drain(sock: socket.socket) -> int:

@@ -65,6 +65,7 @@ class Demo:
     uplinks = True  # trace the host's uplinks (and `outside`) too
     port: int | None = None
     bpf = ""
+    grace = 0.2  # in-flight hops arrive within microseconds; 0.2 s covers a slow CI box
 
     def __init__(self, say=print):
         self.say = say
@@ -264,8 +265,8 @@ def ensure_sandbox() -> None:
 
 def run(mode: str, outputs=None, say=None, before_traffic=None, after_traffic=None) -> dict:
     """Build, trace, report, clean up. Returns the report (with a "demo" section)."""
-    from netkit.engine.context import Context
     from netkit.trace import path, session
+    from netkit.trace.world import World
 
     check_mode(mode)
     outputs = outputs or session.Outputs()
@@ -274,16 +275,17 @@ def run(mode: str, outputs=None, say=None, before_traffic=None, after_traffic=No
             print(text, file=sys.stderr if outputs.json else sys.stdout, flush=True)
     demo = DEMOS[mode](say)
     say(f"# netkit trace demo {mode}: {demo.title}")
-    ctx = Context()
+    world = World()
     try:
         demo.setup()
-        topo = path.resolve(ctx.store, demo.containers, port=demo.port)
+        topo = path.resolve(world, demo.containers, port=demo.port)
         if not demo.uplinks:
             topo.points = [p for p in topo.points if p.role not in ("uplink", "outside")]
         from netkit.trace.capture import Capture
 
         cap = Capture(topo.points, demo.bpf)
         cap.open()
+        before = session.snapshot(topo)
         say(f"# tracing on {len(topo.points)} interfaces: {', '.join(p.label for p in topo.points)}")
         if before_traffic:
             before_traffic(demo, topo)
@@ -292,15 +294,15 @@ def run(mode: str, outputs=None, say=None, before_traffic=None, after_traffic=No
         try:
             demo.traffic()
         finally:
-            # In-flight hops arrive within microseconds; 0.2 s covers a slow CI box.
-            result = cap.finish(grace=0.2)
+            result = cap.finish(grace=demo.grace)
             cap.close()
+        after = session.snapshot(topo)
         say(f"# traffic done in {time.monotonic() - t0:.2f} s")
         if after_traffic:
             after_traffic(demo, topo)
-        report = session.conclude(result, topo, ctx.store, outputs)
+        report = session.conclude(session.Traced(result, topo, before, after), world, outputs)
         report["demo"] = demo.summary()
         return report
     finally:
         demo.teardown()
-        ctx.close()
+        world.close()

@@ -2,35 +2,19 @@
 eth0 in its netns, the host-side veth, the bridge, the host's uplinks (and, in a sandbox, the
 `outside` host); plus the facts the report needs afterwards (who owns which address and MAC).
 
-Reads only the state, /proc/net/route and /sys/class/net before the capture (no pyroute2:
-start-up time counts); pyroute2 is used after the capture, read-only.
+Reads only the state (through world.World), /proc/net/route and /sys/class/net before the
+capture (no pyroute2: start-up time counts); the kernel facts are read after the capture through
+netkit.kernel.tracefacts, read-only.
 """
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 
 from netkit.errors import NotFound
 from netkit.model import MODE_BRIDGE, MODE_CONTAINER, MODE_HOST, MODE_NONE
-from netkit.trace.capture import Point
+from netkit.trace.model import Point, Topology
 
 HOST = "host"
-
-
-@dataclass
-class Topology:
-    """The capture points plus what correlate.py needs to name things."""
-
-    points: list[Point]
-    ports: list[int] = field(default_factory=list)  # --port widened to the container ports it maps to
-    notes: list[str] = field(default_factory=list)
-    containers: dict = field(default_factory=dict)  # netns name -> container names living there
-    modes: dict = field(default_factory=dict)  # container name -> mode
-    # filled after the capture by enrich():
-    addresses: dict = field(default_factory=dict)  # netns name -> {ip: ifname}
-    macs: dict = field(default_factory=dict)  # mac -> "netns:ifname"
-    fdb: dict = field(default_factory=dict)  # bridge -> {mac: port ifname}
-    forwarding: dict = field(default_factory=dict)  # netns name -> net.ipv4.ip_forward is on
 
 
 def _netns_name(path: str | None) -> str:
@@ -59,10 +43,10 @@ def _is_bridge_or_port(ifname: str) -> bool:
     return os.path.exists(f"{base}/bridge") or os.path.exists(f"{base}/brport")
 
 
-def uplinks(store) -> list[str]:
+def uplinks(world) -> list[str]:
     """The host's ways out: routed interfaces that are not lo, nor a bridge or a bridge port."""
-    netkit_ifs = {n.bridge for n in store.networks()}
-    for c in store.containers():
+    netkit_ifs = {n.bridge for n in world.networks()}
+    for c in world.containers():
         netkit_ifs.update(e.host_ifname for e in c.endpoints)
     return [d for d in _route_devices()
             if d != "lo" and d not in netkit_ifs and not _is_bridge_or_port(d)]
@@ -78,9 +62,9 @@ def _outside_points() -> list[Point]:
     return []
 
 
-def resolve(store, names: list[str] | None = None, port: int | None = None, proto: str | None = None) -> Topology:
+def resolve(world, names: list[str] | None = None, port: int | None = None, proto: str | None = None) -> Topology:
     """Capture points for the named containers (all of them when none is named)."""
-    containers = store.containers()
+    containers = world.containers()
     by_name = {c.name: c for c in containers}
     if names:
         missing = [n for n in names if n not in by_name]
@@ -89,7 +73,8 @@ def resolve(store, names: list[str] | None = None, port: int | None = None, prot
         chosen = [by_name[n] for n in names]
     else:
         chosen = containers
-    topo = Topology(points=[])
+    topo = Topology(points=[], networks=world.network_facts(), published=world.published(),
+                    exposed=world.exposed())
     seen: set[tuple] = set()
     # Outside first, then the host's uplinks, then bridges and veths, then the containers:
     # the order a published-port packet takes, and the order of lanes in the SVG.
@@ -101,7 +86,7 @@ def resolve(store, names: list[str] | None = None, port: int | None = None, prot
             seen.add(key)
             bucket.append(point)
 
-    up = uplinks(store)
+    up = uplinks(world)
     outside = _outside_points()
     for p in outside:
         add(outer, p)
@@ -130,11 +115,12 @@ def resolve(store, names: list[str] | None = None, port: int | None = None, prot
             continue
         if owner.mode == MODE_BRIDGE:
             for ep in owner.endpoints:
-                net = store.network(ep.network)
+                net = world.network(ep.network)
                 bridge = net.bridge if net else None
                 if bridge:
                     add(bridges, Point(HOST, bridge, None, "bridge", bridge=bridge))
-                add(veths, Point(HOST, ep.host_ifname, None, "veth", bridge=bridge, peer=f"{ns}:{ep.ifname}"))
+                add(veths, Point(HOST, ep.host_ifname, None, "veth", bridge=bridge, peer=f"{ns}:{ep.ifname}",
+                                 owner=ns))
                 add(inner, Point(ns, ep.ifname, owner.netns, "container", peer=f"{HOST}:{ep.host_ifname}"))
         if port:
             for pm in owner.ports:
@@ -149,63 +135,37 @@ def resolve(store, names: list[str] | None = None, port: int | None = None, prot
     return topo
 
 
-def _ip_forward(path: str | None) -> bool | None:
-    from netkit.kernel import nsutil
-
-    def read() -> bool | None:
-        try:
-            # /proc/sys/net follows the calling thread's netns.
-            with open("/proc/sys/net/ipv4/ip_forward") as fh:
-                return fh.read().strip() == "1"
-        except OSError:
-            return None
-
-    if not path:
-        return read()
-    try:
-        with nsutil.entered_netns(path):
-            return read()
-    except OSError:
-        return None
-
-
-def enrich(topo: Topology, store) -> None:
-    """After the capture: addresses per netns, MAC owners, and the bridges' learnt MACs."""
-    from pyroute2 import IPRoute
-
-    from netkit.kernel import netns as netns_mod
+def enrich(topo: Topology, world) -> None:
+    """After the capture: addresses, MTUs, settings and neighbours per netns, MAC owners, and
+    the bridges' learnt MACs (all read through netkit.kernel.tracefacts)."""
+    from netkit.kernel import tracefacts
 
     paths = {}
     for p in topo.points:
         paths.setdefault(p.netns, p.path)
     for ns, path in paths.items():
         try:
-            ipr = IPRoute(fileno=netns_mod.open_socket(path).detach()) if path else IPRoute()
+            facts = tracefacts.links_and_addresses(path)
         except OSError:
             continue
-        topo.forwarding[ns] = _ip_forward(path)
-        with ipr:
-            names = {m["index"]: m.get_attr("IFLA_IFNAME") for m in ipr.get_links()}
-            for m in ipr.get_links():
-                mac = m.get_attr("IFLA_ADDRESS")
-                if mac and mac != "00:00:00:00:00:00":
-                    topo.macs.setdefault(mac, f"{ns}:{m.get_attr('IFLA_IFNAME')}")
-            addrs = topo.addresses.setdefault(ns, {})
-            for a in ipr.get_addr(family=2):
-                addrs[a.get_attr("IFA_ADDRESS")] = names.get(a["index"], "?")
+        settings = tracefacts.sysctls(path, [p.ifname for p in topo.points if p.netns == ns])
+        topo.settings[ns] = settings
+        fwd = settings.get("net.ipv4.ip_forward")
+        topo.forwarding[ns] = None if fwd is None else fwd == "1"
+        for name, link in facts["links"].items():
+            if link["mac"] and link["mac"] != "00:00:00:00:00:00":
+                topo.macs.setdefault(link["mac"], f"{ns}:{name}")
+            topo.mtu[f"{ns}:{name}"] = link["mtu"]
+        topo.addresses.setdefault(ns, {}).update(facts["addresses"])
+        topo.neighbours[ns] = facts["neighbours"]
     # Containers that are not traced still own their addresses: a packet heading to one of
     # them left the traced path, it was not dropped.
-    for c in store.containers():
+    for c in world.containers():
         ns = _netns_name(c.netns)
         for ep in c.endpoints:
             topo.addresses.setdefault(ns, {}).setdefault(ep.ip, ep.ifname)
         if c.name not in topo.containers.get(ns, []) and ns != HOST:
             topo.containers.setdefault(ns, []).append(c.name)
-    from netkit.kernel.links import bridge_macs
-
     for p in topo.points:
         if p.role == "bridge" and p.ifname not in topo.fdb:
-            try:
-                topo.fdb[p.ifname] = {r["mac"]: r["interface"] for r in bridge_macs(p.ifname) if not r["local"]}
-            except Exception:  # noqa: BLE001 - the FDB only decorates the report
-                topo.fdb[p.ifname] = {}
+            topo.fdb[p.ifname] = tracefacts.bridge_fdb(p.ifname)

@@ -1,6 +1,13 @@
 """Write what was captured as files Wireshark and tcpdump open: one pcap per interface
-(named NETNS-IFACE.pcap), one merged pcap in time order, and a merged pcapng whose interface
-blocks carry the "netns:iface" names, so Wireshark shows on which hop each packet was seen.
+(named NETNS-IFACE.pcap), one merged pcap in time order, and a merged pcapng with one interface
+block per hop (if_name "netns:iface", if_description the hop's role name) and a comment on every
+packet (flow, hop, direction, NAT, drop) that Wireshark shows as the packet comment.
+
+Wireshark's TCP analysis keys conversations by addresses and ports, so the same segment seen on
+five hops looks like four retransmissions unless conversations are told apart by interface:
+Preferences → Protocols → "Deinterlacing conversations key" set to the interface-based choice
+(`protocols.conversation_deinterlacing_key`, Wireshark 4.2 and later). The distinct interface
+blocks written here are what makes that work.
 
 Written by hand (the formats are a few fixed headers): nanosecond timestamps, nothing to import.
 """
@@ -10,7 +17,8 @@ import os
 import re
 import struct
 
-from netkit.trace.capture import SNAPLEN, Result
+from netkit.trace.capture import SNAPLEN
+from netkit.trace.model import Result
 
 PCAP_MAGIC_NS = 0xA1B23C4D
 LINKTYPE_ETHERNET = 1
@@ -43,16 +51,48 @@ def _option(code: int, value: bytes) -> bytes:
     return struct.pack("<HH", code, len(value)) + value + b"\0" * (-len(value) % 4)
 
 
-def _pcapng(result: Result) -> bytes:
+def comments(report: dict | None, n_records: int) -> list[str]:
+    """One comment per captured frame (index = frame number - 1), from the report's hops."""
+    out = [""] * n_records
+    if not report:
+        return out
+    for flow in report["flows"]:
+        for pkt in flow["packets"]:
+            hops = pkt["hops"]
+            for i, h in enumerate(hops):
+                k = h.get("frame")
+                if not k or k > n_records:
+                    continue
+                name = h["name"] + (f" ({h['detail']})" if h.get("detail") else "")
+                text = f"flow {flow['id']} #{pkt['n']} {pkt['info']} | hop {i + 1}/{len(hops)} {name} {h['direction']}"
+                if h["changes"]:
+                    text += " | " + "; ".join(h["changes"])
+                if i == len(hops) - 1 and pkt.get("drop"):
+                    text += f" | DROPPED: {pkt['drop']['text']}"
+                out[k - 1] = text
+    return out
+
+
+def _pcapng(result: Result, report: dict | None = None) -> bytes:
     shb = _block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1) + _option(0, b""))
     out = [shb]
+    names = {p["point"]: p for p in (report or {}).get("points", [])}
     for p in result.points:
-        opts = _option(2, p.label.encode()) + _option(9, bytes([9])) + _option(0, b"")  # if_name, if_tsresol=ns
+        opts = _option(2, p.label.encode())  # if_name
+        info = names.get(p.label)
+        if info and info.get("name"):
+            desc = info["name"] + (f" ({info['detail']})" if info.get("detail") else "") + f", role {p.role}"
+            opts += _option(3, desc.encode())  # if_description
+        opts += _option(9, bytes([9])) + _option(0, b"")  # if_tsresol = ns
         out.append(_block(1, struct.pack("<HHI", LINKTYPE_ETHERNET, 0, SNAPLEN) + opts))
-    for r in result.records:
-        flags = _option(2, struct.pack("<I", 2 if r.outgoing else 1)) + _option(0, b"")  # epb_flags: direction
+    notes = comments(report, len(result.records))
+    for r, note in zip(result.records, notes):
+        opts = _option(2, struct.pack("<I", 2 if r.outgoing else 1))  # epb_flags: direction
+        if note:
+            opts += _option(1, note.encode())  # opt_comment
+        opts += _option(0, b"")
         body = struct.pack("<IIIII", r.point, r.ts_ns >> 32, r.ts_ns & 0xFFFFFFFF, len(r.data), len(r.data))
-        body += r.data + b"\0" * (-len(r.data) % 4) + flags
+        body += r.data + b"\0" * (-len(r.data) % 4) + opts
         out.append(_block(6, body))
     return b"".join(out)
 
@@ -73,8 +113,13 @@ def write(result: Result, directory: str) -> list[str]:
     with open(merged, "wb") as fh:
         fh.write(_pcap_header() + b"".join(_pcap_record(r.ts_ns, r.data) for r in result.records))
     paths.append(merged)
-    merged_ng = os.path.join(directory, "merged.pcapng")
-    with open(merged_ng, "wb") as fh:
-        fh.write(_pcapng(result))
-    paths.append(merged_ng)
     return paths
+
+
+def write_pcapng(result: Result, directory: str, report: dict | None = None) -> str:
+    """merged.pcapng: every hop its own interface, every packet its comment."""
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, "merged.pcapng")
+    with open(path, "wb") as fh:
+        fh.write(_pcapng(result, report))
+    return path

@@ -66,7 +66,7 @@ def test_sigint_writes_pcaps_and_report_and_changes_nothing(sandbox, tmp_path):
     assert rep["capture"]["stopped_by"] == "interrupt"
     assert rep["capture"]["filter"] == "((port 80) or icmp[0] == 3 or icmp[0] == 11)"
     (flow,) = rep["flows"]
-    assert flow["path"].startswith("a:eth0 → host:veth") and flow["path"].endswith("→ b:eth0")
+    assert flow["path"] == "a:eth0 → host:veth[a] → veth[b] → b:eth0"
     files = set(os.listdir(tmp_path))
     assert {"a-eth0.pcap", "b-eth0.pcap", "host-netkit0.pcap", "merged.pcap", "merged.pcapng", "trace.svg"} <= files
     assert os.path.getsize(tmp_path / "merged.pcap") > 24
@@ -98,7 +98,8 @@ def test_drop_in_the_host_is_reported(sandbox):
     assert rep["drops"], rep
     drop = rep["drops"][0]
     assert drop["where"] == "host:netkit0"
-    assert drop["reason"].startswith("dropped in host after netkit0: never seen on its way to 198.18.0.2 (outside)")
+    assert drop["reason"] == "ip_forward" and drop["setting"] == "ip_forward off"
+    assert drop["text"].startswith("dropped in host after netkit0: IPv4 forwarding is off in host")
     assert rep["flows"][0]["packets"][0]["delivered"] is False
 
 

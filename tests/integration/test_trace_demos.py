@@ -36,16 +36,21 @@ def test_bridge_demo_arp_mac_learning_and_tcp(sandbox):
     points = hops(request)
     assert points[0] == "a:eth0" and "b:eth0" in points
     veth_a, veth_b = request["hops"][1]["interface"], request["hops"][points.index("b:eth0") - 1]["interface"]
-    assert f"bridge netkit0 learns src MAC 02:42:ac:11:00:02 on port {veth_a}" in request["hops"][1]["changes"]
-    assert f"bridge netkit0 flooded it (broadcast) to port {veth_b}" in all_changes(arp)
+    assert request["hops"][1]["name"] == "host:veth[a]" and request["hops"][1]["detail"] == veth_a
+    assert "bridge netkit0 learns src MAC 02:42:ac:11:00:02 on veth[a]" in request["hops"][1]["changes"]
+    assert "bridge netkit0 flooded it (broadcast) to veth[b]" in all_changes(arp)
+    # a's own broadcast, flooded back to it by hairpin mode, is shown as what it is
+    echoes = [h for h in request["hops"] if h["echo"]]
+    assert [h["point"] for h in echoes] == [f"host:{veth_a}", "a:eth0"]
+    assert "hairpin" in echoes[0]["changes"][0] and "ignores" in echoes[1]["changes"][0]
     assert arp["packets"][1]["info"] == "ARP 172.17.0.3 is-at 02:42:ac:11:00:03"
     assert tcp["title"].startswith("TCP 172.17.0.2:") and tcp["title"].endswith("→ 172.17.0.3:80")
-    assert tcp["path"] == f"a:eth0 → host:{veth_a} → {veth_b} → b:eth0"
-    assert tcp["reply_path"] == f"b:eth0 → host:{veth_b} → {veth_a} → a:eth0"
+    assert tcp["path"] == "a:eth0 → host:veth[a] → veth[b] → b:eth0"
+    assert tcp["reply_path"] == "b:eth0 → host:veth[b] → veth[a] → a:eth0"
     syn = tcp["packets"][0]
     assert syn["info"].startswith("TCP [S]") and hops(syn) == ["a:eth0", f"host:{veth_a}", f"host:{veth_b}", "b:eth0"]
     assert syn["hops"][2]["changes"] == [
-        f"bridge netkit0 forwarded to port {veth_b}: dst MAC 02:42:ac:11:00:03 learnt on {veth_b}"]
+        "bridge netkit0 forwarded it to veth[b]: dst MAC 02:42:ac:11:00:03 learnt there"]
     assert not tcp["nat"]
     times = [h["t_us"] for p in tcp["packets"] for h in p["hops"]]
     assert times == sorted(times)  # kernel timestamps: hop order is time order
@@ -89,9 +94,8 @@ def test_none_demo_connect_fails_and_nothing_leaves(sandbox):
 def test_outbound_demo(sandbox):
     rep = run_demo("outbound")
     (flow,) = rep["flows"]
-    veth = flow["packets"][0]["hops"][1]["interface"]
     assert rep["demo"]["client_ok"] and "you are 198.18.0.1" in rep["demo"]["client_output"], rep["demo"]
-    assert flow["path"] == f"app:eth0 → host:{veth} → netkit0 →[MASQUERADE]→ uplink → outside:eth0"
+    assert flow["path"] == "app:eth0 → host:veth[app] → netkit0 →[MASQUERADE]→ uplink → outside:eth0"
     assert flow["nat"][0] == "SNAT (MASQUERADE) 172.17.0.2 → 198.18.0.1"
     assert "[un-SNAT]" in flow["reply_path"] and not rep["drops"]
     assert any("SRC_NAT" in e["status"] for e in flow["conntrack"])
@@ -102,8 +106,7 @@ def test_publish_demo_dnat_and_reply(sandbox):
     assert rep["demo"]["client_ok"], rep["demo"]
     assert "you are 198.18.0.2" in rep["demo"]["client_output"]  # DNAT keeps the client's address
     (flow,) = rep["flows"]
-    veth = [h for h in flow["packets"][0]["hops"] if h["role"] == "veth"][0]["interface"]
-    assert flow["path"] == f"outside:eth0 → host:uplink →[DNAT]→ netkit0 → {veth} → web:eth0"
+    assert flow["path"] == "outside:eth0 → host:uplink →[DNAT]→ netkit0 → veth[web] → web:eth0"
     assert flow["nat"][0] == "DNAT 198.18.0.1:8088 → 172.17.0.2:80"
     assert "[un-DNAT]" in flow["reply_path"] and flow["reply_path"].endswith("uplink → outside:eth0")
     assert any(line.startswith("reverse DNAT 172.17.0.2:80 → 198.18.0.1:8088") for line in flow["nat"])
@@ -172,3 +175,23 @@ def test_netkit_demo_runs_the_publish_demo(sandbox):
     assert "→[DNAT]→" in out.stdout and "DNAT 198.18.0.1:8088 → 172.17.0.2:80" in out.stdout
     assert "Drops: none" in out.stdout
     assert [line.split()[0] for line in sandbox.sh("ip netns list").stdout.splitlines()] == ["outside"]  # cleaned up
+
+
+@pytest.mark.parametrize("mode", ["bridge", "publish", "outbound", "host", "container", "none"])
+def test_demo_pictures_render_to_png_with_no_text_outside_its_box(sandbox, tmp_path, mode):
+    from netkit.trace import svg
+
+    need("rsvg-convert")
+    rep = run_demo(mode)
+    for brief in (False, True):
+        lay = svg.layout(rep, brief)
+        assert lay.overflows() == [], (mode, brief, lay.overflows()[:3])
+        assert lay.texts and lay.width > 0 and lay.height > 0
+        path = tmp_path / f"{mode}{'-brief' if brief else ''}.svg"
+        path.write_text(svg.to_svg(rep, brief))
+        png = tmp_path / f"{mode}.png"
+        out = subprocess.run(["rsvg-convert", str(path), "-o", str(png)], capture_output=True, text=True)
+        assert out.returncode == 0 and not out.stderr, out.stderr
+        head = png.read_bytes()[:24]
+        assert head[:8] == b"\x89PNG\r\n\x1a\n"
+        assert int.from_bytes(head[16:20], "big") == int(lay.width + 0.5)  # the whole layout was drawn

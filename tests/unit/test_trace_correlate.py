@@ -5,9 +5,9 @@ import xml.dom.minidom
 
 import pytest
 
-from netkit.trace import correlate, pcap, report
-from netkit.trace.capture import Point, Record, Result, build_filter, compile_filter, quick_key
-from netkit.trace.path import Topology
+from netkit.trace import assemble, dissect, pcap, report, svg
+from netkit.trace.capture import build_filter, compile_filter, quick_key
+from netkit.trace.model import Point, Record, Result, Topology
 from required import need
 
 scapy_l2 = pytest.importorskip("scapy.layers.l2")
@@ -91,11 +91,11 @@ CONNTRACK = [{"proto": "tcp", "original": {"src": "198.18.0.2", "sport": 40000, 
 
 def test_publish_dnat_path_reply_and_conntrack():
     tr, topo = publish_trace()
-    rep = correlate.build_report(tr.result(), topo, CONNTRACK)
+    rep = assemble.build_report(tr.result(), topo, CONNTRACK)
     assert len(rep["flows"]) == 1
     flow = rep["flows"][0]
-    assert flow["path"] == "outside:eth0 → host:uplink →[DNAT]→ netkit0 → vethweb0 → web:eth0"
-    assert flow["reply_path"] == "web:eth0 → host:vethweb0 → netkit0 →[un-DNAT]→ uplink → outside:eth0"
+    assert flow["path"] == "outside:eth0 → host:uplink →[DNAT]→ netkit0 → veth[web] → web:eth0"
+    assert flow["reply_path"] == "web:eth0 → host:veth[web] → netkit0 →[un-DNAT]→ uplink → outside:eth0"
     assert flow["nat"][0] == "DNAT 198.18.0.1:8088 → 172.17.0.2:80"
     assert flow["nat"][1].startswith("reverse DNAT 172.17.0.2:80 → 198.18.0.1:8088")
     assert (flow["from"], flow["to"]) == ("outside", "web")
@@ -106,17 +106,18 @@ def test_publish_dnat_path_reply_and_conntrack():
     changes = syn["hops"][2]["changes"]
     assert "DNAT 198.18.0.1:8088 → 172.17.0.2:80" in changes
     assert "routed by host: uplink → netkit0, TTL 64→63" in changes
-    assert syn["hops"][3]["changes"] == ["bridge netkit0 forwarded to port vethweb0: dst MAC 02:42:ac:11:00:02 learnt on vethweb0"]
+    assert syn["hops"][3]["changes"] == ["bridge netkit0 forwarded it to veth[web]: dst MAC 02:42:ac:11:00:02 learnt there"]
+    assert (syn["hops"][3]["name"], syn["hops"][3]["detail"]) == ("host:veth[web]", "vethweb0")
     assert [e["proto"] for e in flow["conntrack"]] == ["tcp"]
     assert syn["hops"][1]["dt_us"] == 1.0
 
 
 def test_drop_is_reported_where_the_packet_stopped():
     tr, topo = publish_trace(drop_at_veth=True)
-    rep = correlate.build_report(tr.result(), topo)
+    rep = assemble.build_report(tr.result(), topo)
     (drop,) = rep["drops"]
     assert drop["where"] == "host:vethweb0"
-    assert drop["reason"] == "sent by host:vethweb0 but never seen on web:eth0"
+    assert drop["reason"] == "lost" and drop["text"] == "sent by host:vethweb0 but never seen on web:eth0"
     assert rep["flows"][0]["packets"][0]["delivered"] is False
 
 
@@ -138,16 +139,16 @@ def test_masquerade_outbound_and_forwarding_drop():
     for label, out in [("app:eth0", True), ("host:vethapp0", False), ("host:netkit0", False)]:
         tr.hop(label, out, lost)
     topo.forwarding = {"host": False}
-    rep = correlate.build_report(tr.result(), topo)
+    rep = assemble.build_report(tr.result(), topo)
     first, second = rep["flows"]
-    assert first["path"] == "app:eth0 → host:vethapp0 → netkit0 →[MASQUERADE]→ uplink → outside:eth0"
+    assert first["path"] == "app:eth0 → host:veth[app] → netkit0 →[MASQUERADE]→ uplink → outside:eth0"
     assert first["nat"][0] == "SNAT (MASQUERADE) 172.17.0.3 → 198.18.0.1"
     assert "un-SNAT" in first["reply_path"]
     assert not [d for d in rep["drops"] if d["flow"] == 1]
     (drop,) = rep["drops"]
     assert drop["flow"] == 2 and drop["where"] == "host:netkit0"
-    assert drop["reason"].startswith("dropped in host after netkit0: never seen on its way to 198.18.0.2 (outside)")
-    assert "ip_forward=0" in drop["reason"]
+    assert drop["reason"] == "ip_forward" and drop["setting"] == "ip_forward off"
+    assert drop["text"].startswith("dropped in host after netkit0: IPv4 forwarding is off in host (net.ipv4.ip_forward=0)")
 
 
 def test_arp_flood_and_learning_on_a_bridge():
@@ -160,17 +161,17 @@ def test_arp_flood_and_learning_on_a_bridge():
         tr.hop(label, out, req)
     for label, out in [("web:eth0", True), ("host:vethweb0", False), ("host:vethapp0", True), ("app:eth0", False)]:
         tr.hop(label, out, rep_)
-    rep = correlate.build_report(tr.result(), topo)
+    rep = assemble.build_report(tr.result(), topo)
     (flow,) = rep["flows"]
     request, reply = flow["packets"]
     assert request["info"] == "ARP who-has 172.17.0.2 tell 172.17.0.3"
     by_point = {h["point"]: h["changes"] for h in request["hops"]}
-    assert by_point["host:vethapp0"] == ["bridge netkit0 learns src MAC 02:42:ac:11:00:03 on port vethapp0"]
+    assert by_point["host:vethapp0"] == ["bridge netkit0 learns src MAC 02:42:ac:11:00:03 on veth[app]"]
     assert by_point["host:netkit0"] == ["bridge netkit0 passed a copy of the broadcast up to the host stack"]
-    assert by_point["host:vethweb0"] == ["bridge netkit0 flooded it (broadcast) to port vethweb0"]
+    assert by_point["host:vethweb0"] == ["bridge netkit0 flooded it (broadcast) to veth[web]"]
     assert request["hops"][3]["from_point"] == "host:vethapp0"  # the flood follows the ingress, not the copy
     assert reply["direction"] == "reply" and reply["delivered"]
-    assert flow["path"] == "app:eth0 → host:vethapp0 → netkit0 → vethweb0 → web:eth0"
+    assert flow["path"] == "app:eth0 → host:veth[app] → netkit0 → veth[web] → web:eth0"
     assert not rep["drops"]
 
 
@@ -181,14 +182,14 @@ def test_same_identity_later_or_on_the_same_hop_is_a_new_packet():
     tr.hop("app:eth0", True, syn)
     tr.hop("host:vethapp0", False, syn)
     tr.hop("app:eth0", True, syn, gap=2_000_000_000)  # a retransmission 2 s later
-    rep = correlate.build_report(tr.result(), topo)
+    rep = assemble.build_report(tr.result(), topo)
     assert [len(p["hops"]) for p in rep["flows"][0]["packets"]] == [2, 1]
 
 
 def test_udp_and_quick_key_ignore_nat_fields():
     a = Ether() / IP(src="172.17.0.2", dst="198.18.0.2", id=5, ttl=64) / UDP(sport=1, dport=2) / b"payload"
     b = Ether(src="aa:bb:cc:dd:ee:ff") / IP(src="198.18.0.1", dst="198.18.0.2", id=5, ttl=63) / UDP(sport=1, dport=2) / b"payload"
-    assert correlate.dissect(bytes(a)).key() == correlate.dissect(bytes(b)).key()
+    assert dissect.dissect(bytes(a)).key() == dissect.dissect(bytes(b)).key()
     assert quick_key(bytes(a)) == quick_key(bytes(b))
     c = Ether() / IP(src="172.17.0.2", dst="198.18.0.2", id=5) / UDP(sport=1, dport=2) / b"other"
     assert quick_key(bytes(a)) != quick_key(bytes(c))
@@ -215,18 +216,21 @@ def test_filters():
 def test_renderers_and_pcap_files(tmp_path):
     tr, topo = publish_trace()
     result = tr.result()
-    rep = correlate.build_report(result, topo, CONNTRACK)
+    rep = assemble.build_report(result, topo, CONNTRACK)
     text = report.to_text(rep)
     assert "DNAT 198.18.0.1:8088 → 172.17.0.2:80" in text
-    assert "outside:eth0 → host:uplink →[DNAT]→ netkit0 → vethweb0 → web:eth0" in text
+    assert "outside:eth0 → host:uplink →[DNAT]→ netkit0 → veth[web] → web:eth0" in text
     assert "\x1b[" not in text and "Drops: none" in text
+    assert max(len(line) for line in text.splitlines()) <= 100
     assert json.loads(report.to_json(rep))["flows"][0]["nat"] == rep["flows"][0]["nat"]
-    svg = report.to_svg(rep)
-    doc = xml.dom.minidom.parseString(svg)
-    lanes = [t.firstChild.data for t in doc.getElementsByTagName("text") if t.getAttribute("text-anchor") == "middle"]
-    assert lanes[:5] == ["outside:eth0", "host:uplink", "host:netkit0", "host:vethweb0", "web:eth0"]
-    assert 'marker-end="url(#nat)"' in svg  # the NAT hops are marked
-    files = pcap.write(result, str(tmp_path))
+    picture = svg.to_svg(rep)
+    doc = xml.dom.minidom.parseString(picture)
+    heads = [t.firstChild.data for t in doc.getElementsByTagName("text") if t.getAttribute("text-anchor") == "middle"]
+    assert heads[:3] == ["outside host", "eth0", "host"]  # namespace boxes with their lanes inside
+    assert "veth[web]" in heads and "container web" in heads
+    assert 'marker-end="url(#nat)"' in picture  # the NAT hops are marked
+    assert not svg.layout(rep).overflows() and not svg.layout(rep, brief=True).overflows()
+    files = pcap.write(result, str(tmp_path)) + [pcap.write_pcapng(result, str(tmp_path), rep)]
     names = sorted(p.split("/")[-1] for p in files)
     assert "outside-eth0.pcap" in names and "merged.pcap" in names and "merged.pcapng" in names
     from scapy.utils import rdpcap
@@ -235,7 +239,12 @@ def test_renderers_and_pcap_files(tmp_path):
     assert len(merged) == len(result.records)
     assert [bytes(p) for p in merged] == [r.data for r in result.records]
     assert len(rdpcap(str(tmp_path / "web-eth0.pcap"))) == 2
-    assert len(rdpcap(str(tmp_path / "merged.pcapng"))) == len(result.records)
+    ng = rdpcap(str(tmp_path / "merged.pcapng"))
+    assert len(ng) == len(result.records)
+    # one interface block per hop, and each packet's hop, direction and NAT as its comment
+    assert [p.sniffed_on for p in ng[:5]] == ["outside:eth0", "host:uplink", "host:netkit0", "host:vethweb0", "web:eth0"]
+    assert ng[2].comment.decode().startswith("flow 1 #1 TCP [S] seq=100 | hop 3/5 host:netkit0 out | DNAT 198.18.0.1:8088")
+    assert "hop 4/5 host:veth[web] (vethweb0) out" in ng[3].comment.decode()
     need("tcpdump")
     out = subprocess.run(["tcpdump", "-n", "-r", str(tmp_path / "merged.pcapng")], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.count("\n") == len(result.records)
@@ -259,14 +268,57 @@ def test_fast_dissector_agrees_with_scapy():
     ]
     for pkt in packets:
         raw = bytes(pkt)
-        fast = correlate.fast_dissect(raw)
+        fast = dissect.fast_dissect(raw)
         assert fast is not None, pkt.summary()
-        assert fast == correlate.scapy_dissect(raw), pkt.summary()
+        assert fast == dissect.scapy_dissect(raw), pkt.summary()
     # What the fast path leaves to Scapy: ICMP errors, fragments, IPv6.
     from scapy.layers.inet6 import IPv6
 
     error = Ether() / IP(src="5.6.7.8", dst="1.2.3.4") / ICMP(type=3, code=3) / IP(src="1.2.3.4", dst="5.6.7.8") / UDP(sport=1, dport=2)
     for pkt in [error, Ether() / IP(flags="MF") / UDP(), Ether() / IPv6() / UDP()]:
-        assert correlate.fast_dissect(bytes(pkt)) is None
-    inner = correlate.dissect(bytes(error)).inner
+        assert dissect.fast_dissect(bytes(pkt)) is None
+    inner = dissect.dissect(bytes(error)).inner
     assert inner == ("udp", "1.2.3.4", 1, "5.6.7.8", 2)
+
+
+def test_rule_counters_from_every_backend_and_the_rule_matcher():
+    from netkit.kernel import rulecounters
+    from netkit.trace import drops
+
+    legacy = """*filter
+:INPUT ACCEPT [10:600]
+:FORWARD DROP [3:180]
+:NETKIT-FORWARD - [0:0]
+[5:300] -A FORWARD -j NETKIT-FORWARD
+[2:120] -A NETKIT-FORWARD -i br-q -o br-q -j DROP
+COMMIT
+"""
+    before = rulecounters.parse_save_counters(legacy, "iptables-legacy")
+    after = rulecounters.parse_save_counters(legacy.replace("[2:120] -A NETKIT", "[4:240] -A NETKIT")
+                                             .replace("[3:180]", "[4:240]"), "iptables-legacy")
+    moved = {(c.chain, c.rule): d for c, d in rulecounters.moved(before, after)}
+    assert moved == {("NETKIT-FORWARD", "-A NETKIT-FORWARD -i br-q -o br-q -j DROP"): 2, ("FORWARD", "policy DROP"): 1}
+    assert [c.verdict for c in after] == ["ACCEPT", "DROP", "JUMP", "DROP"]
+    nft = """table ip netkit {
+	chain forward {
+		type filter hook forward priority filter; policy accept;
+		iifname "br-q" oifname "br-q" counter packets 7 bytes 420 drop # handle 4
+		ct state established counter packets 1 bytes 60 accept # handle 5
+	}
+}
+table ip filter {
+	chain FORWARD {
+		counter packets 9 bytes 1 drop # handle 2
+	}
+}
+"""
+    rules = rulecounters.parse_nft(nft, {"ip filter"})
+    assert [(r.table, r.chain, r.rule, r.verdict, r.packets) for r in rules] == [
+        ("ip netkit", "forward", 'iifname "br-q" oifname "br-q" drop', "DROP", 7),
+        ("ip netkit", "forward", "ct state established accept", "ACCEPT", 1)]
+    match = drops.xt_may_match
+    assert match("-A X -i br-q -o br-q -j DROP", "1.1.1.1", "2.2.2.2", "tcp", 1, 2, {"veth1", "br-q"}, None)
+    assert not match("-A X -i br-z -o br-z -j DROP", "1.1.1.1", "2.2.2.2", "tcp", 1, 2, {"veth1", "br-q"}, None)
+    assert not match("-d 172.17.0.2/32 ! -i netkit0 -j DROP", "1.1.1.1", "172.17.0.3", "tcp", 1, 2, {"uplink"}, None)
+    assert match("-d 172.17.0.2/32 ! -i netkit0 -j DROP", "1.1.1.1", "172.17.0.2", "tcp", 1, 2, {"uplink"}, None)
+    assert not match("-p tcp -m tcp --dport 80 -j DROP", "1.1.1.1", "2.2.2.2", "tcp", 1, 81, None, None)
