@@ -35,8 +35,12 @@ PROGRAMS: dict[str, str] = {
     "iptables-nft-restore": "iptables",
     "nft": "nftables",
     "conntrack": "conntrack",
-    # watching packets
+    # watching packets, and the traffic the labs make
     "tcpdump": "tcpdump",
+    "ping": "iputils-ping",
+    "curl": "curl",
+    # `netkit topology --svg` pictures, rendered to PNG for a look
+    "rsvg-convert": "librsvg2-bin",
     # shell plumbing used by tests and lab checks
     "bash": "bash",
     "cat": "coreutils",
@@ -46,6 +50,9 @@ PROGRAMS: dict[str, str] = {
     "sleep": "coreutils",
     "sort": "coreutils",
     "touch": "coreutils",
+    "timeout": "coreutils",
+    "head": "coreutils",
+    "wc": "coreutils",
     "tr": "coreutils",
     "grep": "grep",
     "sed": "sed",
