@@ -57,3 +57,18 @@ def down(file: Optional[str] = FILE_OPT, project: Optional[str] = PROJECT_OPT, d
         render.emit(("# " if dry_run else "") + line)
     if dry_run:
         render.emit_plan(printed)
+
+
+@app.command("topology")
+def topology_cmd(svg: Optional[str] = typer.Option(None, "--svg", help="Also write the picture to this SVG file.")):
+    """What exists: bridges, veth pairs (both ends, ifindex/iflink), namespaces, addresses, NAT, DNS."""
+    from netkit import topology_view
+    from netkit.cli.app import context
+    from netkit.engine import topology
+
+    ctx = context()
+    scene = topology.scene(ctx)
+    render.emit(topology_view.render_text(scene))
+    if svg:
+        with open(svg, "w") as fh:
+            fh.write(topology_view.render_svg(scene))

@@ -232,3 +232,15 @@ def projects(ctx) -> dict[str, dict]:
         rec = _record(ctx, key[len(META_PREFIX):])
         out[rec.project] = {"networks": sorted(rec.networks), "containers": sorted(rec.containers)}
     return out
+
+
+def scene(ctx):
+    """What exists now, for `netkit topology`: kernel objects read back, joined with the state."""
+    from netkit import topology_view
+    from netkit.kernel import inventory
+    from netkit.kernel.nsexec import ETC_NETNS
+    import os
+
+    inv = inventory.read_all()
+    dns = {ns: inventory.nameservers(os.path.join(ETC_NETNS, ns)) for ns in inv["netns"]}
+    return topology_view.build(inv, ctx.store.networks(), ctx.store.containers(), dns)

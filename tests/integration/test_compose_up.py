@@ -167,3 +167,19 @@ def test_traffic_follows_the_file(shop):
     sandbox.ns("outside", "curl -s -o /dev/null -w '%{http_code}' http://198.18.0.1:8080/")
     r = sandbox.sh("python3 -m netkit exec shop-db-1 -- curl -s -m 2 http://198.18.0.2:9/", check=False)
     assert r.returncode != 0
+
+
+def test_topology_shows_what_the_kernel_has(shop, tmp_path):
+    need("rsvg-convert")
+    sandbox, path = shop
+    sandbox.netkit("up", "-f", path)
+    out = sandbox.netkit("topology", "--svg", str(tmp_path / "t.svg")).stdout
+    # the pair as the kernel has it: the host end's iflink is eth0's ifindex and back
+    web = sandbox.inspect("container", "shop-web-1")["endpoints"][0]["host_interface"]
+    host_idx = sandbox.sh(f"cat /sys/class/net/{web}/ifindex").stdout.strip()
+    host_iflink = sandbox.sh(f"cat /sys/class/net/{web}/iflink").stdout.strip()
+    assert (f"port {web} (ifindex {host_idx}, iflink {host_iflink}) <=veth=> eth0 (ifindex {host_iflink}, "
+            f"iflink {host_idx}) in netns shop-web-1 172.30.0.10/24") in out, out
+    assert "DNAT tcp 0.0.0.0:8080 → 172.30.0.10:80 (container shop-web-1)" in out
+    sandbox.sh(f"rsvg-convert {tmp_path / 't.svg'} -o {tmp_path / 't.png'}")
+    assert (tmp_path / "t.png").stat().st_size > 10000
