@@ -52,6 +52,7 @@ PROGRAMS: dict[str, str] = {
     "touch": "coreutils",
     "timeout": "coreutils",
     "head": "coreutils",
+    "tail": "coreutils",
     "wc": "coreutils",
     "tr": "coreutils",
     "grep": "grep",
