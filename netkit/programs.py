@@ -35,9 +35,12 @@ PROGRAMS: dict[str, str] = {
     "iptables-nft-restore": "iptables",
     "nft": "nftables",
     "conntrack": "conntrack",
-    # watching packets
+    # watching packets, and the traffic the labs make
     "tcpdump": "tcpdump",
-    "rsvg-convert": "librsvg2-bin",  # the tracer's pictures rendered to PNG (tests, docs)
+    "ping": "iputils-ping",
+    "curl": "curl",
+    # pictures (tracer, `netkit topology --svg`) rendered to PNG: tests and a look
+    "rsvg-convert": "librsvg2-bin",
     # shell plumbing used by tests and lab checks
     "bash": "bash",
     "cat": "coreutils",
@@ -47,6 +50,10 @@ PROGRAMS: dict[str, str] = {
     "sleep": "coreutils",
     "sort": "coreutils",
     "touch": "coreutils",
+    "timeout": "coreutils",
+    "head": "coreutils",
+    "tail": "coreutils",
+    "wc": "coreutils",
     "tr": "coreutils",
     "grep": "grep",
     "sed": "sed",

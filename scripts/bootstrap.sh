@@ -45,7 +45,7 @@ if [ ! -x .venv/bin/python ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "bootstrap: preparing .venv" >&2
   python3 -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v '^WARNING: Location' >&2 || true
-  .venv/bin/python -c 'import pyroute2, iptc, scapy, typer, rich, dnslib, pytest, hypothesis, importlinter' 
+  .venv/bin/python -c 'import pyroute2, iptc, scapy, typer, rich, dnslib, yaml, pytest, hypothesis, importlinter'
   touch "$stamp"
 fi
 

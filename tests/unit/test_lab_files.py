@@ -1,0 +1,74 @@
+"""Lab files load, every program their commands run is on netkit/programs.py's list, and the
+commands that show netkit's rules come from the runner's one place ($IPTABLES, $IPTABLES_SAVE)."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from netkit import programs
+from netkit.labs import model, runner
+
+from test_programs import programs_in_shell  # the same scan as for scripts and Python sources
+
+LABS = model.all_labs()
+
+
+def _commands(lab: model.Lab):
+    yield "setup", "\n".join(lab.setup)
+    for step in lab.steps:
+        yield f"step {step.number} do", "\n".join(step.do)
+        yield f"step {step.number} check", step.check
+
+
+def test_the_course_is_covered():
+    slugs = {lab.slug for lab in LABS}
+    assert len(LABS) >= 14
+    assert [lab.number for lab in LABS] == list(range(1, len(LABS) + 1))
+    for needed in ("netkit0-veth", "bridge-arp", "network-modes", "none-by-hand", "publish-ports", "nat-table",
+                   "outbound-nat", "bridge-nf-call", "icc-link", "user-networks", "names-dns", "custom-bridge0",
+                   "tcpdump-dnat", "trouble-ip-forward", "trouble-br-netfilter", "trouble-masquerade",
+                   "trouble-mtu", "trouble-dns"):
+        assert needed in slugs, needed
+    assert [slug for slug, _ in model.PLANNED] == ["overlay"]
+
+
+@pytest.mark.parametrize("lab", LABS, ids=[l.slug for l in LABS])
+def test_lab_commands_run_only_listed_programs(lab):
+    for where, text in _commands(lab):
+        for prog in programs_in_shell(text) - {"netkit", "python3"}:
+            assert prog in programs.PROGRAMS, f"lab {lab.number} {where} runs '{prog}', not on netkit/programs.py"
+
+
+@pytest.mark.parametrize("lab", LABS, ids=[l.slug for l in LABS])
+def test_rule_listings_go_through_the_runner(lab):
+    """Switching the firewall backend is one edit of runner.FIREWALL_COMMANDS, not of every lab."""
+    for where, text in _commands(lab):
+        for word in ("iptables-legacy", "iptables-save", "iptables -", "iptables-nft"):
+            assert word not in text, f"lab {lab.number} {where}: use $IPTABLES / $IPTABLES_SAVE, not {word}"
+    with open(lab.readme) as fh:
+        commands = [l.strip() for l in fh if l.startswith("    ")]  # the README's command blocks
+    assert not [c for c in commands if c.startswith("iptables")], f"lab {lab.number} README: use $IPTABLES"
+
+
+def test_runner_names_both_listing_commands():
+    assert set(runner.FIREWALL_COMMANDS) == {"IPTABLES", "IPTABLES_SAVE"}
+    for prog in runner.FIREWALL_COMMANDS.values():
+        assert prog in programs.PROGRAMS
+
+
+def test_a_broken_lab_file_is_one_located_line(tmp_path):
+    lab = tmp_path / "99-broken"
+    lab.mkdir()
+    (lab / "lab.yaml").write_text("title: x\nsteps:\n  - title: a\n    text: b\n    do: c\n    chek: d\n")
+    with pytest.raises(Exception) as err:
+        model.load(str(lab))
+    assert "lab.yaml:6: steps[0].chek: unknown key" in str(err.value)
+
+
+def test_grading_outside_a_lab_sandbox_is_refused(monkeypatch):
+    from netkit.errors import EnvError
+
+    monkeypatch.delenv("NETKIT_SANDBOX", raising=False)
+    with pytest.raises(EnvError, match="netkit lab start 3"):
+        runner.require_sandbox(model.find("3"), "check")
