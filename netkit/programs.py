@@ -35,6 +35,7 @@ PROGRAMS: dict[str, str] = {
     "iptables-nft-restore": "iptables",
     "nft": "nftables",
     "conntrack": "conntrack",
+    "ping": "iputils-ping",
     # watching packets
     "tcpdump": "tcpdump",
     # shell plumbing used by tests and lab checks

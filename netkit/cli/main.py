@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from netkit.cli import bridge, container, misc, network, ports, trace  # noqa: F401 - they register commands
+from netkit.cli import bridge, container, daemon, misc, network, ports, trace  # noqa: F401 - they register commands
 from netkit.cli.app import app
 from netkit.errors import NetkitError
 
