@@ -18,6 +18,7 @@ missing_packages() {
   while read -r kind name package; do
     case $kind in
       program) command -v "$name" >/dev/null 2>&1 || echo "$package" ;;
+      file) [ -x "$name" ] || echo "$package" ;;
       library) grep -q "${name//./\\.}" <<<"$libs" || echo "$package" ;;
     esac
   done <<<"$list" | sort -u
@@ -56,6 +57,8 @@ if [ $report = 1 ]; then
   while read -r kind name package; do
     if [ "$kind" = program ]; then
       printf '  %-24s %-14s %s\n' "$name" "$package" "$(command -v "$name")"
+    elif [ "$kind" = file ]; then
+      printf '  %-24s %-14s %s\n' "$name" "$package" "$([ -x "$name" ] && echo "$name")"
     else
       printf '  %-24s %-14s %s\n' "$name" "$package" "$(ldconfig -p | grep -m1 "${name//./\\.}" | sed 's/.*=> //')"
     fi

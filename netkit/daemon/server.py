@@ -46,6 +46,7 @@ def warm_up() -> None:
     from netkit.kernel import conntrack, firewall, iptc_loader, links, netns, nsexec, uts  # noqa: F401
 
     iptc_loader.load()  # the module only: no table is opened here
+    from netkit.cni import plugin  # noqa: F401
 
     _prebuild_click_command()
     # Everything imported so far lives as long as the daemon: out of the collector's sight, a
