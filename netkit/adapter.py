@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from netkit.errors import Conflict, NotFound, UserError
 
-RUNTIME_PREFIX = "cni-"  # netkit container names of attachments made for a runtime
+RUNTIME_PREFIX = "rt-"  # netkit container names of attachments made for a runtime (CNI, Docker)
 
 
 @dataclass
@@ -136,18 +136,48 @@ def attach(network: str, netns_path: str, container_id: str, ifname: str, ip: st
 
 def publish(name: str, mapping: dict) -> None:
     """A CNI `portMappings` entry ({hostPort, containerPort, protocol, hostIP}) as a netkit publish."""
-    from netkit.engine import publish as pub
-
     try:
         host_port, port = int(mapping["hostPort"]), int(mapping["containerPort"])
     except (KeyError, TypeError, ValueError):
         raise UserError(f"port mapping {json.dumps(mapping)} needs integer hostPort and containerPort") from None
     proto = str(mapping.get("protocol") or "tcp").lower()
     host_ip = mapping.get("hostIP") or ""
-    spec = f"{host_ip + ':' if host_ip else ''}{host_port}:{port}/{proto}"
+    publish_spec(name, f"{host_ip + ':' if host_ip else ''}{host_port}:{port}/{proto}")
+
+
+def publish_spec(name: str, spec: str) -> None:
+    """Publish a Docker-syntax port spec (`8088:80/tcp`) on attachment `name`."""
+    from netkit.engine import publish as pub
+
     ctx = _context()
     try:
         pub.publish(ctx, spec, name)
+    finally:
+        ctx.close()
+
+
+def unpublish_spec(name: str, spec: str) -> None:
+    from netkit.engine import publish as pub
+
+    ctx = _context()
+    try:
+        pub.unpublish(ctx, spec, name)
+    except NotFound:
+        pass  # the attachment is gone already: so are its ports
+    finally:
+        ctx.close()
+
+
+def remove_network(name: str) -> bool:
+    """Remove a network a runtime made; False if it did not exist."""
+    from netkit.engine import networks
+
+    ctx = _context()
+    try:
+        networks.remove(ctx, name)
+        return True
+    except NotFound:
+        return False
     finally:
         ctx.close()
 

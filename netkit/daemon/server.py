@@ -46,13 +46,40 @@ def warm_up() -> None:
     from netkit.kernel import conntrack, firewall, iptc_loader, links, netns, nsexec, uts  # noqa: F401
 
     iptc_loader.load()  # the module only: no table is opened here
+    _compile_netlink_messages()
     from netkit.cni import plugin  # noqa: F401
+    from netkit.dockerplugin import handlers, http  # noqa: F401
 
     _prebuild_click_command()
     # Everything imported so far lives as long as the daemon: out of the collector's sight, a
     # child's garbage collections no longer touch (and so copy) every page of the parent's heap.
     gc.collect()
     gc.freeze()
+
+
+def _compile_netlink_messages() -> None:
+    """pyroute2 compiles each message class's attribute table on first use (~10 ms for an
+    attach's links, addresses and routes); do it once here, in pure Python, touching no socket."""
+    from pyroute2.netlink import nla_base
+    from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
+    from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+    from pyroute2.netlink.rtnl.rtmsg import rtmsg
+
+    seen: set = set()
+
+    def compile_tree(cls) -> None:
+        seen.add(cls)
+        try:
+            cls()
+        except Exception:  # noqa: BLE001 - a class that needs arguments stays lazy
+            return
+        for name in dir(cls):
+            attr = getattr(cls, name, None)
+            if isinstance(attr, type) and issubclass(attr, nla_base) and attr not in seen:
+                compile_tree(attr)
+
+    for message in (ifinfmsg, ifaddrmsg, rtmsg):
+        compile_tree(message)
 
 
 def _prebuild_click_command() -> None:
