@@ -45,7 +45,10 @@ stamp=.venv/.netkit-installed
 if [ ! -x .venv/bin/python ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "bootstrap: preparing .venv" >&2
   python3 -m venv .venv
-  .venv/bin/pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v '^WARNING: Location' >&2 || true
+  # compat mode: a plain path in a .pth file. The default editable finder imports pathlib and
+  # friends at every interpreter start, ~20 ms of each netkit command (docs/facts.md, "CLI start-up").
+  .venv/bin/pip install -q --disable-pip-version-check -e '.[test]' --config-settings editable_mode=compat 2>&1 \
+    | grep -v '^WARNING: Location' >&2 || true
   .venv/bin/python -c 'import pyroute2, iptc, scapy, typer, rich, dnslib, pytest, hypothesis' 
   touch "$stamp"
 fi
