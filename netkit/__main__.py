@@ -1,4 +1,4 @@
 """`python -m netkit` is the same as the `netkit` command."""
-from netkit.cli.main import run
+from netkit.client import main
 
-run()
+main()

@@ -6,6 +6,7 @@ before the venv exists). A unit test checks that every program the code and the 
 """
 from __future__ import annotations
 
+import os
 import shutil
 
 BOOTSTRAP = "scripts/bootstrap.sh"
@@ -61,6 +62,14 @@ PROGRAMS: dict[str, str] = {
     "getent": "libc-bin",
 }
 
+# programs run by absolute path, off the PATH -> Debian package: the reference CNI plugins, which
+# netkit-cni's tests and scripts/bench.py run beside it.
+FILES: dict[str, str] = {
+    "/usr/lib/cni/bridge": "containernetworking-plugins",
+    "/usr/lib/cni/host-local": "containernetworking-plugins",
+    "/usr/lib/cni/tuning": "containernetworking-plugins",
+}
+
 # shared library (as ldconfig names it) -> Debian package: loaded through ctypes, not run.
 LIBRARIES: dict[str, str] = {
     "libpcap.so": "libpcap0.8",  # Scapy and the tracer compile BPF filters with it
@@ -70,7 +79,7 @@ LIBRARIES: dict[str, str] = {
 
 
 def missing_message(program: str) -> str:
-    package = PROGRAMS.get(program)
+    package = PROGRAMS.get(program) or FILES.get(program)
     if package is None:
         return f"{program} is not on netkit's list of programs (netkit/programs.py); add it with its Debian package"
     return f"{program} not found: install the Debian package '{package}' (`{BOOTSTRAP}` installs everything netkit uses)"
@@ -78,6 +87,8 @@ def missing_message(program: str) -> str:
 
 def find(program: str) -> str | None:
     """Path of an optional program, or None. Unlisted names are a programming error."""
+    if program in FILES:
+        return program if os.access(program, os.X_OK) else None
     if program not in PROGRAMS:
         raise KeyError(missing_message(program))
     return shutil.which(program)
@@ -96,6 +107,8 @@ def require(program: str) -> str:
 def _main() -> None:
     for program, package in PROGRAMS.items():
         print(f"program {program} {package}")
+    for path, package in FILES.items():
+        print(f"file {path} {package}")
     for lib, package in LIBRARIES.items():
         print(f"library {lib} {package}")
 

@@ -18,6 +18,7 @@ missing_packages() {
   while read -r kind name package; do
     case $kind in
       program) command -v "$name" >/dev/null 2>&1 || echo "$package" ;;
+      file) [ -x "$name" ] || echo "$package" ;;
       library) grep -q "${name//./\\.}" <<<"$libs" || echo "$package" ;;
     esac
   done <<<"$list" | sort -u
@@ -44,7 +45,10 @@ stamp=.venv/.netkit-installed
 if [ ! -x .venv/bin/python ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "bootstrap: preparing .venv" >&2
   python3 -m venv .venv
-  .venv/bin/pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v '^WARNING: Location' >&2 || true
+  # compat mode: a plain path in a .pth file. The default editable finder imports pathlib and
+  # friends at every interpreter start, ~20 ms of each netkit command (docs/facts.md, "CLI start-up").
+  .venv/bin/pip install -q --disable-pip-version-check -e '.[test]' --config-settings editable_mode=compat 2>&1 \
+    | grep -v '^WARNING: Location' >&2 || true
   .venv/bin/python -c 'import pyroute2, iptc, scapy, typer, rich, dnslib, yaml, pytest, hypothesis, importlinter'
   touch "$stamp"
 fi
@@ -56,6 +60,8 @@ if [ $report = 1 ]; then
   while read -r kind name package; do
     if [ "$kind" = program ]; then
       printf '  %-24s %-14s %s\n' "$name" "$package" "$(command -v "$name")"
+    elif [ "$kind" = file ]; then
+      printf '  %-24s %-14s %s\n' "$name" "$package" "$([ -x "$name" ] && echo "$name")"
     else
       printf '  %-24s %-14s %s\n' "$name" "$package" "$(ldconfig -p | grep -m1 "${name//./\\.}" | sed 's/.*=> //')"
     fi

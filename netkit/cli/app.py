@@ -9,6 +9,23 @@ app = typer.Typer(
 )
 
 
+def run_app() -> None:
+    """Run the command line; a NetkitError becomes one line on stderr and its exit code (2 bad
+    input, 1 environment), Ctrl-C exit 130. Usage errors are Typer's (exit 2)."""
+    import sys
+
+    from netkit.errors import NetkitError
+
+    try:
+        app()
+    except NetkitError as err:
+        print(f"netkit: {err}", file=sys.stderr)
+        sys.exit(err.exit_code)
+    except KeyboardInterrupt:
+        print("netkit: interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
 def group(name: str, help_text: str) -> typer.Typer:
     sub = typer.Typer(help=help_text, no_args_is_help=True, rich_markup_mode=None, pretty_exceptions_enable=False)
     app.add_typer(sub, name=name)

@@ -1,20 +1,10 @@
-"""Entry point of the `netkit` command: assembles the command groups and turns errors into one
-line on stderr and an exit code (2 bad input, 1 environment). Usage errors are Typer's (exit 2)."""
+"""Entry point of the `netkit` command: assembles the command groups and runs the application
+(errors become one line on stderr and an exit code: see netkit.cli.app.run_app)."""
 from __future__ import annotations
 
-import sys
-
-from netkit.cli import bridge, container, lab, misc, network, ports, topology, trace  # noqa: F401 - they register commands
-from netkit.cli.app import app
-from netkit.errors import NetkitError
+from netkit.cli import bridge, container, daemon, lab, misc, network, ports, topology, trace  # noqa: F401 - they register commands
+from netkit.cli.app import run_app
 
 
 def run() -> None:
-    try:
-        app()
-    except NetkitError as err:
-        print(f"netkit: {err}", file=sys.stderr)
-        sys.exit(err.exit_code)
-    except KeyboardInterrupt:
-        print("netkit: interrupted", file=sys.stderr)
-        sys.exit(130)
+    run_app()

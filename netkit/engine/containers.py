@@ -51,7 +51,7 @@ def _netns_name(c: Container) -> str | None:
 
 
 def plan_endpoint(ctx: Context, c: Container, net: Network, ip: str | None, mac: str | None,
-                  aliases: list[str] | None = None) -> tuple[Endpoint, list]:
+                  aliases: list[str] | None = None, ifname: str | None = None) -> tuple[Endpoint, list]:
     if c.endpoint(net.name):
         raise Conflict(f"container '{c.name}' is already connected to network '{net.name}'")
     for alias in aliases or []:
@@ -64,8 +64,10 @@ def plan_endpoint(ctx: Context, c: Container, net: Network, ip: str | None, mac:
     else:
         addr = ipam.allocate(layout, {ipam.as_int(a) for a in used})
     used_if = {e.ifname for e in c.endpoints}
-    ifname = next(naming.container_ifname(i) for i in range(len(used_if) + 1)
-                  if naming.container_ifname(i) not in used_if)
+    if ifname:  # a runtime names it (CNI_IFNAME)
+        naming.validate_ifname(ifname, "container interface")
+    ifname = ifname or next(naming.container_ifname(i) for i in range(len(used_if) + 1)
+                            if naming.container_ifname(i) not in used_if)
     ep = Endpoint(
         container=c.name, network=net.name, ifname=ifname, host_ifname=naming.veth_name(c.id, net.id),
         ip=str(addr), prefixlen=net.prefixlen, gateway=net.gateway,
@@ -295,11 +297,13 @@ def disconnect(ctx: Context, network: str, name: str) -> Endpoint:
 
 
 def attach(ctx: Context, network: str, pid: int | None = None, netns_path: str | None = None,
-           name: str | None = None, ip: str | None = None, names: ContainerRequest | None = None) -> Container:
+           name: str | None = None, ip: str | None = None, names: ContainerRequest | None = None,
+           ifname: str | None = None) -> Container:
     """Wire a netns made by someone else (a runtime's --net=none container) onto a network.
 
     `names` carries --dns, --dns-search, --dns-option, --add-host and --network-alias; the
-    hostname stays the runtime's (its process has a UTS namespace of its own)."""
+    hostname stays the runtime's (its process has a UTS namespace of its own). `ifname` is the
+    interface's name inside (default eth0), as CNI runtimes choose it."""
     ctx.require_root()
     probe = ctx.probe
     if (pid is None) == (netns_path is None):
@@ -334,7 +338,7 @@ def attach(ctx: Context, network: str, pid: int | None = None, netns_path: str |
         _apply_name_options(ctx, c, names)
         plan: list = [ops.NetnsAttach(name, source, pid)]
         net = networks.get(ctx, network)
-        ep, steps = plan_endpoint(ctx, c, net, ip, None, names.network_alias)
+        ep, steps = plan_endpoint(ctx, c, net, ip, None, names.network_alias, ifname)
         c.endpoints.append(ep)
         ctx.apply(plan + steps)
         ctx.store.put_container(c)

@@ -1,0 +1,418 @@
+"""netkitd: a fork server that keeps netkit's imports warm and runs each request in a child.
+
+The parent imports the Typer application, the engine, pyroute2 and python-iptables once, then
+only accepts connections, checks who is asking and forks. It never opens the state, a netlink
+socket or an iptables table itself (an iptc.Table is a per-process singleton that must not be
+shared across a fork: docs/facts.md "python-iptables"), so every child starts as clean as a
+fresh `netkit` process, minus the imports. Children run concurrently; the state's file lock
+stays the one thing that serialises changes, exactly as between separate processes.
+
+Listeners: the netkit socket ($NETKIT_RUN_DIR/netkit.sock, mode 0600, root peers only) and
+optionally Docker's remote network driver socket (HTTP; see netkit.dockerplugin). Sockets can
+also be inherited from systemd (LISTEN_FDS) or from the previous image after a re-exec.
+"""
+from __future__ import annotations
+
+import gc
+import os
+import selectors
+import signal
+import socket
+import struct
+import sys
+import time
+
+from netkit.daemon import protocol
+
+KIND_NETKIT = "netkit"
+KIND_DOCKER = "docker"
+REQUEST_TIMEOUT = 2.0  # a client sends its request right after connecting
+STOP_GRACE = 30.0  # how long a stop waits for commands in flight
+FORWARDED_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT}
+INHERITED_ENV = "NETKIT_DAEMON_FDS"  # "fd:kind:owned,..." handed to our own re-exec
+
+
+def log(message: str) -> None:
+    print(f"netkitd[{os.getpid()}]: {message}", file=sys.stderr, flush=True)
+
+
+def warm_up(app) -> None:
+    """Import what commands would import, so that a forked child finds it loaded (the caller
+    has imported the CLI with every command: `app` is its Typer application)."""
+    import pyroute2  # noqa: F401
+    from pyroute2 import IPRoute  # noqa: F401 - pyroute2 resolves its names lazily
+
+    from netkit.engine import bridges, containers, context, doctor, networks, publish  # noqa: F401
+    from netkit.kernel import conntrack, firewall, iptc_loader, links, netns, nsexec, uts  # noqa: F401
+
+    iptc_loader.load()  # the module only: no table is opened here
+    _compile_netlink_messages()
+    from netkit.cni import plugin  # noqa: F401
+    from netkit.dockerplugin import handlers, http  # noqa: F401
+
+    _prebuild_click_command(app)
+    # Everything imported so far lives as long as the daemon: out of the collector's sight, a
+    # child's garbage collections no longer touch (and so copy) every page of the parent's heap.
+    gc.collect()
+    gc.freeze()
+
+
+def _compile_netlink_messages() -> None:
+    """pyroute2 compiles each message class's attribute table on first use (~10 ms for an
+    attach's links, addresses and routes); do it once here, in pure Python, touching no socket."""
+    from pyroute2.netlink import nla_base
+    from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
+    from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+    from pyroute2.netlink.rtnl.rtmsg import rtmsg
+
+    seen: set = set()
+
+    def compile_tree(cls) -> None:
+        seen.add(cls)
+        try:
+            cls()
+        except Exception:  # noqa: BLE001 - a class that needs arguments stays lazy
+            return
+        for name in dir(cls):
+            attr = getattr(cls, name, None)
+            if isinstance(attr, type) and issubclass(attr, nla_base) and attr not in seen:
+                compile_tree(attr)
+
+    for message in (ifinfmsg, ifaddrmsg, rtmsg):
+        compile_tree(message)
+
+
+def _prebuild_click_command(app) -> None:
+    """Typer turns the app into click objects on every call (~7 ms for all commands); the
+    result depends only on the imported command modules, so build it once here."""
+    import typer.main
+
+    built = typer.main.get_command(app)
+    original = typer.main.get_command
+
+    def get_command(typer_instance):
+        return built if typer_instance is app else original(typer_instance)
+
+    typer.main.get_command = get_command
+
+
+def _capabilities(pid: int | str) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("CapEff:"):
+                    return int(line.split()[1], 16)
+    except OSError:
+        pass
+    return 0
+
+
+def peer(conn: socket.socket) -> tuple[int, int, int]:
+    """(pid, uid, gid) of the connected process, from the kernel (SO_PEERCRED)."""
+    raw = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", raw)
+
+
+def bind_unix(path: str, mode: int) -> socket.socket:
+    """A listening socket at path, refusing to steal it from a live daemon."""
+    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+    if os.path.exists(path):
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(path)
+        except OSError:
+            os.unlink(path)  # left by a daemon that died: nobody listens
+        else:
+            raise OSError(f"{path} is served by a running daemon (see `netkit daemon status`)")
+        finally:
+            probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o777 & ~mode)  # created with the right mode: no window where it is wider
+    try:
+        sock.bind(path)
+    finally:
+        os.umask(old)
+    os.chmod(path, mode)
+    sock.listen(128)
+    return sock
+
+
+def _kind_of(sock: socket.socket) -> str:
+    name = sock.getsockname()
+    name = name.decode() if isinstance(name, bytes) else name
+    return KIND_DOCKER if "/docker/plugins/" in (name or "") else KIND_NETKIT
+
+
+def inherited_sockets() -> tuple[list[tuple[socket.socket, str]], list[str]]:
+    """Listening sockets from our own previous image, or from systemd's socket activation, and
+    the paths of those we bound ourselves (to remove when we stop)."""
+    found, owned = [], []
+    spec = os.environ.pop(INHERITED_ENV, "")
+    for item in filter(None, spec.split(",")):
+        fd, kind, mine = item.split(":")
+        sock = socket.socket(fileno=int(fd))
+        found.append((sock, kind))
+        if mine == "1":
+            owned.append(_name(sock))
+    if not found and os.environ.get("LISTEN_PID") == str(os.getpid()):
+        for fd in range(3, 3 + int(os.environ.get("LISTEN_FDS", "0"))):
+            sock = socket.socket(fileno=fd)
+            found.append((sock, _kind_of(sock)))
+        for key in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+            os.environ.pop(key, None)  # not for our children
+    for sock, _ in found:
+        sock.set_inheritable(False)
+    return found, owned
+
+
+class Daemon:
+    def __init__(self, listeners: list[tuple[socket.socket, str]], pidfile: str | None, argv: list[str],
+                 owned_paths: list[str]):
+        self.listeners = listeners
+        self.pidfile = pidfile
+        self.argv = argv  # to re-exec ourselves with
+        self.owned_paths = owned_paths  # sockets we bound (systemd's stay)
+        self.fingerprint = protocol.fingerprint()
+        self.namespaces = protocol.namespaces()
+        self.capabilities = _capabilities("self")
+        self.children: dict[int, socket.socket | None] = {}
+        self.started = time.time()
+        self.served = 0
+        self.stopping = False
+        self.reexec = False
+        self.selector = selectors.DefaultSelector()
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def run(self) -> int:
+        signal.set_wakeup_fd(self.wake_w)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, self._on_stop)
+        signal.signal(signal.SIGCHLD, lambda *_: None)  # its wake-up byte is what matters
+        self.selector.register(self.wake_r, selectors.EVENT_READ, "wake")
+        for sock, kind in self.listeners:
+            self.selector.register(sock, selectors.EVENT_READ, kind)
+        if self.pidfile:
+            _write_pidfile(self.pidfile)
+        log(f"serving {', '.join(_name(s) for s, _ in self.listeners)} (version {self.fingerprint})")
+        deadline = None
+        while True:
+            if (self.stopping or self.reexec) and deadline is None:
+                for sock, _ in self.listeners:
+                    self.selector.unregister(sock)
+                deadline = time.monotonic() + STOP_GRACE
+            if deadline is not None and (not self.children or time.monotonic() > deadline):
+                break
+            for key, _ in self.selector.select(timeout=1.0 if deadline else None):
+                if key.data == "wake":
+                    _drain(self.wake_r)
+                else:
+                    self._accept(key.fileobj, key.data)
+            self._reap()
+        if self.reexec:
+            self._reexec()
+        self._cleanup()
+        return 0
+
+    def _on_stop(self, signum, _frame) -> None:
+        self.stopping = True
+
+    def _cleanup(self) -> None:
+        for path in self.owned_paths:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        if self.pidfile:
+            try:
+                with open(self.pidfile) as fh:
+                    if fh.read().strip() == str(os.getpid()):
+                        os.unlink(self.pidfile)
+            except OSError:
+                pass
+        log("stopped")
+
+    def _reexec(self) -> None:
+        """Become the netkit now on disk, keeping the listening sockets (and, under systemd,
+        the PID): clients meanwhile ran in-process, none waited."""
+        spec = []
+        for sock, kind in self.listeners:
+            sock.set_inheritable(True)
+            spec.append(f"{sock.fileno()}:{kind}:{int(_name(sock) in self.owned_paths)}")
+        os.environ[INHERITED_ENV] = ",".join(spec)
+        log("netkit changed on disk: re-executing")
+        os.execv(sys.executable, [sys.executable, "-m", "netkit", "daemon", "run"] + self.argv)
+
+    # -- requests -------------------------------------------------------------------------
+
+    def _accept(self, listener: socket.socket, kind: str) -> None:
+        try:
+            conn, _ = listener.accept()
+        except OSError:
+            return
+        try:
+            if kind == KIND_DOCKER:
+                self._fork(conn, None, kind)
+            else:
+                self._netkit_request(conn)
+        except Exception as err:  # noqa: BLE001 - one bad client must not stop the daemon
+            log(f"request failed before it started: {err}")
+            conn.close()
+
+    def _refusal(self, conn: socket.socket, request: dict, fds: list[int]) -> str | None:
+        pid, uid, _gid = peer(conn)
+        if uid != 0:
+            return "root only"
+        if self.capabilities & ~_capabilities(pid):
+            return "the client holds fewer capabilities than the daemon"
+        if request.get("program") not in ("netkit", "cni"):
+            return f"unknown program {request.get('program')!r}"
+        if request.get("fingerprint") != self.fingerprint:
+            if protocol.fingerprint() != self.fingerprint:
+                self.reexec = True  # we are the stale one
+            return "another netkit version"
+        if request.get("ns") != self.namespaces:
+            return "the client runs in other namespaces"
+        if len(fds) != 3:
+            return "stdin, stdout and stderr were not passed"
+        return None
+
+    def _netkit_request(self, conn: socket.socket) -> None:
+        conn.settimeout(REQUEST_TIMEOUT)
+        request, fds = protocol.recv(conn, want_fds=3)
+        if request is None:
+            conn.close()
+            return
+        if request.get("program") == "status":
+            protocol.send(conn, {"status": self.status()})
+            conn.close()
+            return
+        reason = self._refusal(conn, request, fds)
+        if reason:
+            for fd in fds:
+                os.close(fd)
+            protocol.send(conn, {"refused": reason})
+            conn.close()
+            return
+        conn.settimeout(None)
+        pid = self._fork(conn, (request, fds), KIND_NETKIT)
+        for fd in fds:
+            os.close(fd)
+        try:
+            protocol.send(conn, {"started": pid})
+        except OSError:
+            pass  # the client left; the command still runs to its end, as with nohup
+
+    def _fork(self, conn: socket.socket, request, kind: str) -> int:
+        # Signals the client forwards stay pending in the child until it can handle them as
+        # the command would (see worker.serve).
+        signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
+        pid = -1
+        try:
+            pid = os.fork()
+            if pid == 0:
+                self._in_child(conn, request, kind)  # never returns
+        finally:
+            if pid != 0:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
+        self.served += 1
+        if kind == KIND_NETKIT:
+            self.children[pid] = conn  # the exit status goes back on it once reaped
+        else:
+            conn.close()  # the child answers the HTTP request itself
+            self.children[pid] = None
+        return pid
+
+    def _in_child(self, conn: socket.socket, request, kind: str) -> None:
+        try:
+            # Nothing of the parent's may stay open here: a copy of another client's
+            # connection would keep that client waiting until this child exits.
+            for sock, _ in self.listeners:
+                sock.close()
+            for other in self.children.values():
+                if other is not None:
+                    other.close()
+            self.selector.close()
+            signal.set_wakeup_fd(-1)
+            os.close(self.wake_r)
+            os.close(self.wake_w)
+            if kind == KIND_DOCKER:
+                from netkit.dockerplugin import http
+
+                for sig in FORWARDED_SIGNALS | {signal.SIGCHLD}:
+                    signal.signal(sig, signal.SIG_DFL)
+                signal.pthread_sigmask(signal.SIG_SETMASK, set())
+                http.serve_connection(conn)
+                os._exit(0)
+            conn.close()
+            from netkit.daemon import worker
+
+            worker.serve(*request)
+        finally:
+            os._exit(1)
+
+    def _reap(self) -> None:
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                self.children.clear()
+                return
+            if pid == 0:
+                return
+            conn = self.children.pop(pid, None)
+            code = os.waitstatus_to_exitcode(status)
+            if code < 0:
+                code = 128 - code  # killed by a signal: the shell's convention
+            if conn is not None:
+                try:
+                    protocol.send(conn, {"exit": code})
+                except OSError:
+                    pass
+                conn.close()
+
+    def status(self) -> dict:
+        return {"pid": os.getpid(), "uptime": round(time.time() - self.started, 1), "served": self.served,
+                "running": len(self.children), "version": self.fingerprint,
+                "sockets": {_name(s): kind for s, kind in self.listeners}}
+
+
+def _name(sock: socket.socket) -> str:
+    name = sock.getsockname()
+    return name.decode() if isinstance(name, bytes) else str(name)
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 512):
+            pass
+    except BlockingIOError:
+        pass
+
+
+def _write_pidfile(path: str) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as fh:
+        fh.write(f"{os.getpid()}\n")
+    os.replace(tmp, path)
+
+
+def serve(docker_socket: str | None, pidfile: str | None, argv: list[str], programs: dict, app) -> int:
+    """`netkit daemon run`: bind (or inherit) the sockets, warm up, serve until SIGTERM.
+    `programs` maps a request's program name to its entry point; `app` is the CLI's Typer app."""
+    from netkit.daemon import worker
+
+    worker.PROGRAMS.update(programs)
+    listeners, owned = inherited_sockets()
+    if not listeners:
+        path = protocol.socket_path()
+        listeners.append((bind_unix(path, 0o600), KIND_NETKIT))
+        owned.append(path)
+        if docker_socket:
+            # dockerd connects as root; 0600 keeps everyone else out here too.
+            listeners.append((bind_unix(docker_socket, 0o600), KIND_DOCKER))
+            owned.append(docker_socket)
+    warm_up(app)
+    return Daemon(listeners, pidfile, argv, owned).run()

@@ -1,0 +1,1 @@
+"""Docker's remote network driver protocol, served by netkitd (see handlers.py)."""

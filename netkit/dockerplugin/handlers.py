@@ -1,0 +1,208 @@
+"""Docker's remote network driver protocol (libnetwork's "remote" driver), answered with
+netkit's engine: `docker network create -d netkit` gets a netkit network on a netkit bridge,
+and each container joining it a netkit attachment with its published ports.
+
+Docker's IPAM picks the subnet, gateway and each endpoint's address; netkit plumbs them. At
+Join netkit wires the sandbox's netns itself (the container end is created inside, as netkit
+always does) and answers without an InterfaceName, so Docker moves nothing; it gets
+DisableGatewayService because netkit already set the default route. What Docker tells us
+between calls (an endpoint's address, its port map) is kept in small JSON files, because
+each request is served by a fresh child of netkitd.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+from netkit import adapter
+from netkit.errors import NetkitError
+
+CONTENT_TYPE = "application/vnd.docker.plugins.v1.2+json"
+PROTO_NAMES = {6: "tcp", 17: "udp", 132: "sctp"}
+OPT_GENERIC = "com.docker.network.generic"
+OPT_PORTMAP = "com.docker.network.portmap"
+
+
+class PluginError(Exception):
+    """Answered as {"Err": message} with HTTP 500: Docker shows the message to the user."""
+
+
+def network_name(network_id: str) -> str:
+    return "dk-" + network_id[:12]
+
+
+def bridge_name(network_id: str) -> str:
+    return "nk-" + network_id[:12]  # 15 bytes: Linux's limit
+
+
+def _state_dir() -> str:
+    from netkit.state import run_dir
+
+    path = os.path.join(run_dir(), "docker-plugin")
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    return path
+
+
+def _endpoint_file(endpoint_id: str) -> str:
+    if not endpoint_id or not all(c in "0123456789abcdefABCDEF" for c in endpoint_id):
+        raise PluginError(f"invalid EndpointID {endpoint_id!r}")
+    return os.path.join(_state_dir(), f"{endpoint_id}.json")
+
+
+def _load(endpoint_id: str) -> dict:
+    try:
+        with open(_endpoint_file(endpoint_id)) as fh:
+            return json.load(fh)
+    except FileNotFoundError:
+        raise PluginError(f"endpoint {endpoint_id[:12]} is unknown to netkit") from None
+
+
+def _save(endpoint_id: str, data: dict) -> None:
+    path = _endpoint_file(endpoint_id)
+    with open(path + ".tmp", "w") as fh:
+        json.dump(data, fh)
+    os.replace(path + ".tmp", path)
+
+
+def activate(_body: dict) -> dict:
+    return {"Implements": ["NetworkDriver"]}
+
+
+def capabilities(_body: dict) -> dict:
+    return {"Scope": "local", "ConnectivityScope": "local"}
+
+
+def create_network(body: dict) -> dict:
+    ipv4 = body.get("IPv4Data") or []
+    if not ipv4 or not ipv4[0].get("Pool"):
+        raise PluginError("netkit needs an IPv4 pool from Docker's IPAM")
+    if body.get("IPv6Data"):
+        raise PluginError("netkit networks are IPv4 only: create the network without --ipv6")
+    generic = (body.get("Options") or {}).get(OPT_GENERIC) or {}
+    mtu = generic.get("com.docker.network.driver.mtu")
+    gateway = (ipv4[0].get("Gateway") or "").split("/")[0] or None
+    spec = adapter.NetworkSpec(name=network_name(body["NetworkID"]), subnet=ipv4[0]["Pool"], gateway=gateway,
+                               bridge=generic.get("com.docker.network.bridge.name") or bridge_name(body["NetworkID"]),
+                               mtu=int(mtu) if mtu else None,
+                               internal=str(generic.get("com.docker.network.internal", "")).lower() == "true")
+    adapter.ensure_network(spec)
+    return {}
+
+
+def delete_network(body: dict) -> dict:
+    adapter.remove_network(network_name(body["NetworkID"]))
+    return {}
+
+
+def create_endpoint(body: dict) -> dict:
+    iface = body.get("Interface") or {}
+    address = iface.get("Address") or ""
+    if not address:
+        raise PluginError("netkit needs the endpoint's IPv4 address from Docker's IPAM")
+    if iface.get("AddressIPv6"):
+        raise PluginError("netkit networks are IPv4 only")
+    _save(body["EndpointID"], {"network": network_name(body["NetworkID"]), "address": address,
+                               "mac": iface.get("MacAddress") or "", "published": []})
+    return {"Interface": {}}  # Docker gave the address: it must get nothing back
+
+
+def endpoint_info(body: dict) -> dict:
+    ep = _load(body["EndpointID"])
+    att = adapter.find(ep["network"], body["EndpointID"], "eth0")
+    value = {"address": ep["address"], "published": ep["published"]}
+    if att:
+        value.update({"netkit_container": att.container, "host_interface": att.host_ifname, "mac": att.mac})
+    return {"Value": value}
+
+
+def delete_endpoint(body: dict) -> dict:
+    try:
+        os.unlink(_endpoint_file(body["EndpointID"]))
+    except FileNotFoundError:
+        pass
+    return {}
+
+
+def join(body: dict) -> dict:
+    ep = _load(body["EndpointID"])
+    sandbox = body.get("SandboxKey") or ""
+    if not sandbox or not os.path.exists(sandbox):
+        raise PluginError(f"sandbox {sandbox!r} does not exist")
+    adapter.attach(ep["network"], sandbox, body["EndpointID"], "eth0", ep["address"].split("/")[0])
+    # No InterfaceName: the interface is already inside. No Gateway: the route is already set.
+    return {"DisableGatewayService": True}
+
+
+def leave(body: dict) -> dict:
+    ep = _load(body["EndpointID"])
+    adapter.detach(ep["network"], body["EndpointID"], "eth0")
+    return {}
+
+
+def _spec(pm: dict) -> str:
+    proto = PROTO_NAMES.get(int(pm.get("Proto", 6)))
+    if proto is None:
+        raise PluginError(f"unknown protocol number {pm.get('Proto')} in the port map")
+    host_ip = pm.get("HostIP") or ""
+    host_port, end = int(pm.get("HostPort") or 0), int(pm.get("HostPortEnd") or 0)
+    port = int(pm["Port"])
+    hp = "" if not host_port else f"{host_port}" if not end or end == host_port else f"{host_port}-{end}"
+    return f"{host_ip + ':' if host_ip else ''}{hp}:{port}/{proto}" if hp or host_ip else f"{port}/{proto}"
+
+
+def program_external(body: dict) -> dict:
+    ep = _load(body["EndpointID"])
+    name = adapter.attachment_name(ep["network"], body["EndpointID"], "eth0")
+    for pm in (body.get("Options") or {}).get(OPT_PORTMAP) or []:
+        spec = _spec(pm)
+        adapter.publish_spec(name, spec)
+        ep["published"].append(spec)
+        _save(body["EndpointID"], ep)
+    return {}
+
+
+def revoke_external(body: dict) -> dict:
+    ep = _load(body["EndpointID"])
+    name = adapter.attachment_name(ep["network"], body["EndpointID"], "eth0")
+    for spec in reversed(ep["published"]):
+        adapter.unpublish_spec(name, spec)
+    ep["published"] = []
+    _save(body["EndpointID"], ep)
+    return {}
+
+
+def _nothing(_body: dict) -> dict:
+    return {}
+
+
+HANDLERS = {
+    "/Plugin.Activate": activate,
+    "/NetworkDriver.GetCapabilities": capabilities,
+    "/NetworkDriver.CreateNetwork": create_network,
+    "/NetworkDriver.DeleteNetwork": delete_network,
+    "/NetworkDriver.CreateEndpoint": create_endpoint,
+    "/NetworkDriver.EndpointOperInfo": endpoint_info,
+    "/NetworkDriver.DeleteEndpoint": delete_endpoint,
+    "/NetworkDriver.Join": join,
+    "/NetworkDriver.Leave": leave,
+    "/NetworkDriver.ProgramExternalConnectivity": program_external,
+    "/NetworkDriver.RevokeExternalConnectivity": revoke_external,
+    "/NetworkDriver.DiscoverNew": _nothing,
+    "/NetworkDriver.DiscoverDelete": _nothing,
+}
+
+
+def handle(path: str, body: bytes) -> tuple[int, dict]:
+    """(HTTP status, JSON answer) for one POST."""
+    handler = HANDLERS.get(path)
+    if handler is None:
+        return 404, {"Err": f"netkit does not implement {path}"}
+    try:
+        data = json.loads(body) if body.strip() else {}
+        if not isinstance(data, dict):
+            raise PluginError("the request body must be a JSON object")
+        return 200, handler(data)
+    except (PluginError, NetkitError) as err:
+        return 500, {"Err": str(err)}
+    except (KeyError, ValueError, TypeError) as err:
+        return 400, {"Err": f"malformed {path} request: {err!r}"}

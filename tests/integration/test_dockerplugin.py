@@ -1,0 +1,69 @@
+"""Issue 14: netkitd serving Docker's remote network driver protocol on its plugin socket, driven
+here the way dockerd drives it (recorded request bodies), on a real netns, with real traffic
+through the published port. (A test with a real dockerd is not part of the suite: see README.)"""
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+
+from nettools import send_echo, start_echo
+
+pytestmark = pytest.mark.root
+
+PLUGIN_SOCKET = "/run/netkit/docker/plugins/netkit.sock"
+NET_ID = "5a3b1c9e8d7f60112233445566778899aabbccddeeff00112233445566778899"
+EP_ID = "e1f2a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f70"
+
+
+def post(path: str, body: dict | None = None) -> tuple[int, dict]:
+    data = json.dumps(body or {}).encode()
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(PLUGIN_SOCKET)
+        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: plugin\r\nContent-Length: {len(data)}\r\n\r\n".encode() + data)
+        reader = sock.makefile("rb")
+        status = int(reader.readline().split()[1])
+        length = 0
+        while (line := reader.readline()) not in (b"\r\n", b""):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        return status, json.loads(reader.read(length))
+
+
+def test_docker_driver_protocol_end_to_end(sandbox):
+    sandbox.netkit("daemon", "start", "--docker-socket", PLUGIN_SOCKET)
+    assert post("/Plugin.Activate") == (200, {"Implements": ["NetworkDriver"]})
+    assert post("/NetworkDriver.GetCapabilities")[1]["Scope"] == "local"
+    net = {"NetworkID": NET_ID, "Options": {"com.docker.network.generic": {}}, "IPv6Data": [],
+           "IPv4Data": [{"AddressSpace": "LocalDefault", "Pool": "172.30.0.0/16", "Gateway": "172.30.0.1/16"}]}
+    assert post("/NetworkDriver.CreateNetwork", net) == (200, {})
+    assert sandbox.inspect("network", "dk-5a3b1c9e8d7f")["bridge"] == "nk-5a3b1c9e8d7f"
+    ep = {"NetworkID": NET_ID, "EndpointID": EP_ID,
+          "Interface": {"Address": "172.30.0.5/16", "AddressIPv6": "", "MacAddress": ""}, "Options": {}}
+    assert post("/NetworkDriver.CreateEndpoint", ep) == (200, {"Interface": {}})
+    sandbox.sh("ip netns add dockerbox")  # stands in for /var/run/docker/netns/<sandbox>
+    join = {"NetworkID": NET_ID, "EndpointID": EP_ID, "SandboxKey": "/run/netns/dockerbox", "Options": {}}
+    assert post("/NetworkDriver.Join", join) == (200, {"DisableGatewayService": True})
+    assert "172.30.0.5/16" in sandbox.ns("dockerbox", "ip -br addr show eth0").stdout
+    assert "default via 172.30.0.1" in sandbox.ns("dockerbox", "ip route").stdout
+    portmap = [{"Proto": 6, "IP": "", "Port": 80, "HostIP": "", "HostPort": 8088, "HostPortEnd": 8088}]
+    ids = {"NetworkID": NET_ID, "EndpointID": EP_ID}
+    assert post("/NetworkDriver.ProgramExternalConnectivity",
+                {**ids, "Options": {"com.docker.network.portmap": portmap}}) == (200, {})
+    start_echo(sandbox, None, "tcp", "0.0.0.0", 80, netns="dockerbox")
+    out = send_echo(sandbox, "ns:outside", "tcp", sandbox.uplink, 8088, "dk").stdout.strip()
+    assert out == f"echo:dk from:{sandbox.outside}"
+    status, info = post("/NetworkDriver.EndpointOperInfo", ids)
+    assert status == 200 and info["Value"]["published"] == ["8088:80/tcp"]
+    assert post("/NetworkDriver.RevokeExternalConnectivity", ids) == (200, {})
+    assert "--dport 8088" not in sandbox.netkit("rules").stdout
+    # A refusal from the engine reaches Docker as {"Err": ...}.
+    status, err = post("/NetworkDriver.CreateNetwork", {**net, "NetworkID": "ab" * 32})
+    assert status == 500 and "overlaps" in err["Err"]
+    assert post("/NetworkDriver.Leave", ids) == (200, {})
+    assert "eth0" not in sandbox.ns("dockerbox", "ip -br link").stdout
+    assert post("/NetworkDriver.DeleteEndpoint", ids) == (200, {})
+    assert post("/NetworkDriver.DeleteNetwork", {"NetworkID": NET_ID}) == (200, {})
+    assert "nk-5a3b1c9e8d7f" not in sandbox.sh("ip -br link").stdout
+    assert json.loads(sandbox.netkit("network", "ls", "--json").stdout) == []

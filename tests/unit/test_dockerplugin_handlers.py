@@ -1,0 +1,135 @@
+"""Docker's remote network driver protocol: netkit's handlers answer recorded request bodies
+(shapes from libnetwork's docs/remote.md) and call the engine adapter with the right values;
+the HTTP framing works with keep-alive as Docker's plugin client uses it."""
+from __future__ import annotations
+
+import json
+import socket
+import threading
+
+import pytest
+
+from netkit import adapter
+from netkit.dockerplugin import handlers, http
+
+NET_ID = "5a3b1c9e8d7f60112233445566778899aabbccddeeff00112233445566778899"
+EP_ID = "e1f2a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f70"
+
+# Recorded bodies, as dockerd sends them.
+CREATE_NETWORK = {
+    "NetworkID": NET_ID,
+    "Options": {"com.docker.network.enable_ipv6": False,
+                "com.docker.network.generic": {"com.docker.network.driver.mtu": "1450"}},
+    "IPv4Data": [{"AddressSpace": "LocalDefault", "Pool": "172.30.0.0/16", "Gateway": "172.30.0.1/16",
+                  "AuxAddresses": {}}],
+    "IPv6Data": [],
+}
+CREATE_ENDPOINT = {"NetworkID": NET_ID, "EndpointID": EP_ID, "Options": {},
+                   "Interface": {"Address": "172.30.0.2/16", "AddressIPv6": "", "MacAddress": ""}}
+JOIN = {"NetworkID": NET_ID, "EndpointID": EP_ID, "SandboxKey": "/var/run/docker/netns/0123abcd", "Options": {}}
+PROGRAM = {"NetworkID": NET_ID, "EndpointID": EP_ID, "Options": {
+    "com.docker.network.endpoint.exposedports": [{"Proto": 6, "Port": 80}, {"Proto": 17, "Port": 53}],
+    "com.docker.network.portmap": [
+        {"Proto": 6, "IP": "", "Port": 80, "HostIP": "", "HostPort": 8088, "HostPortEnd": 8088},
+        {"Proto": 17, "IP": "", "Port": 53, "HostIP": "127.0.0.1", "HostPort": 5353, "HostPortEnd": 5353},
+        {"Proto": 6, "IP": "", "Port": 443, "HostIP": "", "HostPort": 0, "HostPortEnd": 0},
+    ]}}
+EP_ONLY = {"NetworkID": NET_ID, "EndpointID": EP_ID}
+
+
+@pytest.fixture
+def calls(monkeypatch, tmp_path):
+    monkeypatch.setenv("NETKIT_RUN_DIR", str(tmp_path))
+    log: list = []
+    monkeypatch.setattr(adapter, "ensure_network", lambda spec: log.append(("ensure_network", spec)))
+    monkeypatch.setattr(adapter, "remove_network", lambda name: log.append(("remove_network", name)))
+    monkeypatch.setattr(adapter, "attach", lambda *a, **k: log.append(("attach",) + a))
+    monkeypatch.setattr(adapter, "detach", lambda *a: log.append(("detach",) + a))
+    monkeypatch.setattr(adapter, "publish_spec", lambda *a: log.append(("publish",) + a))
+    monkeypatch.setattr(adapter, "unpublish_spec", lambda *a: log.append(("unpublish",) + a))
+    monkeypatch.setattr(adapter, "find", lambda *a: None)
+    monkeypatch.setattr(handlers.os.path, "exists", lambda p: True if p == JOIN["SandboxKey"] else _exists(p))
+    return log
+
+
+_exists = handlers.os.path.exists
+
+
+def post(path: str, body) -> tuple[int, dict]:
+    return handlers.handle(path, json.dumps(body).encode() if body is not None else b"")
+
+
+def test_handshake():
+    assert post("/Plugin.Activate", None) == (200, {"Implements": ["NetworkDriver"]})
+    assert post("/NetworkDriver.GetCapabilities", None) == (200, {"Scope": "local", "ConnectivityScope": "local"})
+
+
+def test_a_container_lifecycle(calls):
+    assert post("/NetworkDriver.CreateNetwork", CREATE_NETWORK) == (200, {})
+    (_, spec), = calls
+    assert (spec.name, spec.subnet, spec.gateway, spec.bridge, spec.mtu) == \
+        ("dk-5a3b1c9e8d7f", "172.30.0.0/16", "172.30.0.1", "nk-5a3b1c9e8d7f", 1450)
+    # Docker gave the address: the answer must carry no Interface values.
+    assert post("/NetworkDriver.CreateEndpoint", CREATE_ENDPOINT) == (200, {"Interface": {}})
+    assert post("/NetworkDriver.Join", JOIN) == (200, {"DisableGatewayService": True})
+    assert calls[-1] == ("attach", "dk-5a3b1c9e8d7f", JOIN["SandboxKey"], EP_ID, "eth0", "172.30.0.2")
+    assert post("/NetworkDriver.ProgramExternalConnectivity", PROGRAM) == (200, {})
+    name = adapter.attachment_name("dk-5a3b1c9e8d7f", EP_ID, "eth0")
+    assert calls[-3:] == [("publish", name, "8088:80/tcp"), ("publish", name, "127.0.0.1:5353:53/udp"),
+                          ("publish", name, "443/tcp")]
+    status, info = post("/NetworkDriver.EndpointOperInfo", EP_ONLY)
+    assert status == 200 and info["Value"]["published"] == ["8088:80/tcp", "127.0.0.1:5353:53/udp", "443/tcp"]
+    assert post("/NetworkDriver.RevokeExternalConnectivity", EP_ONLY) == (200, {})
+    assert [c[2] for c in calls[-3:]] == ["443/tcp", "127.0.0.1:5353:53/udp", "8088:80/tcp"]
+    assert all(c[0] == "unpublish" for c in calls[-3:])
+    assert post("/NetworkDriver.Leave", EP_ONLY) == (200, {})
+    assert calls[-1] == ("detach", "dk-5a3b1c9e8d7f", EP_ID, "eth0")
+    assert post("/NetworkDriver.DeleteEndpoint", EP_ONLY) == (200, {})
+    assert post("/NetworkDriver.DeleteNetwork", {"NetworkID": NET_ID}) == (200, {})
+    assert calls[-1] == ("remove_network", "dk-5a3b1c9e8d7f")
+    # After DeleteEndpoint the endpoint is unknown: an error Docker can show.
+    status, answer = post("/NetworkDriver.Join", JOIN)
+    assert status == 500 and "unknown to netkit" in answer["Err"]
+
+
+def test_refusals_are_err_answers(calls):
+    status, answer = post("/NetworkDriver.CreateNetwork", {**CREATE_NETWORK, "IPv6Data": [{"Pool": "fd00::/64"}]})
+    assert status == 500 and "IPv4 only" in answer["Err"] and not calls
+    status, answer = post("/NetworkDriver.CreateEndpoint", {**CREATE_ENDPOINT, "Interface": {}})
+    assert status == 500 and "address" in answer["Err"]
+    assert post("/NetworkDriver.Frobnicate", {})[0] == 404
+    assert handlers.handle("/NetworkDriver.CreateNetwork", b"{nope")[0] == 400
+    assert post("/NetworkDriver.Join", {**JOIN, "EndpointID": "../../etc/passwd"})[0] == 500
+    # An engine refusal (NetkitError) reaches Docker as its one-line message.
+    from netkit.errors import Conflict
+
+    def clash(spec):
+        raise Conflict("subnet 172.30.0.0/16 overlaps network 'app'")
+    handlers.adapter.ensure_network = clash
+    assert post("/NetworkDriver.CreateNetwork", CREATE_NETWORK) == \
+        (500, {"Err": "subnet 172.30.0.0/16 overlaps network 'app'"})
+
+
+def test_http_keep_alive_over_a_unix_socket():
+    server, client = socket.socketpair()
+    thread = threading.Thread(target=http.serve_connection, args=(server,))
+    thread.start()
+    reader = client.makefile("rb")
+
+    def request(path: str, body: bytes) -> tuple[int, dict]:
+        client.sendall(f"POST {path} HTTP/1.1\r\nHost: plugin\r\nContent-Type: application/json\r\n"
+                       f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        status = int(reader.readline().split()[1])
+        length = 0
+        while (line := reader.readline()) not in (b"\r\n", b""):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        return status, json.loads(reader.read(length))
+
+    assert request("/Plugin.Activate", b"") == (200, {"Implements": ["NetworkDriver"]})
+    assert request("/NetworkDriver.GetCapabilities", b"{}")[1]["Scope"] == "local"
+    assert request("/Nope", b"{}")[0] == 404
+    reader.close()
+    client.close()  # EOF: the server's loop ends
+    thread.join(timeout=5)
+    assert not thread.is_alive()
