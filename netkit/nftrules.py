@@ -135,7 +135,17 @@ def element(chain: str, spec: Spec) -> tuple[str, str, str] | None:
     return None
 
 
-def _elem_lines(verb: str, chain: str, spec: Spec) -> list[str] | None:
+FOREIGN = "?nft: "  # how normalize() reports a rule netkit cannot express
+
+
+def structured(text: str) -> Spec | None:
+    """parse(), or None for a foreign rule as normalize() reports it."""
+    return None if text.startswith(FOREIGN) else parse(text)
+
+
+def _elem_lines(verb: str, chain: str, spec: Spec | None) -> list[str] | None:
+    if spec is None:
+        return None
     shape = element(chain, spec)
     if shape is None:
         return None
@@ -182,7 +192,7 @@ def needs_current(ops: list[rules.Op]) -> set[tuple[str, str]]:
     at a position, the chain is rewritten whole (one transaction, so nobody sees it half-made)."""
     out = set()
     for op in ops:
-        if op.action in ("D", "I") and _elem_lines("add", op.chain, parse(op.spec)) is None:
+        if op.action in ("D", "I") and _elem_lines("add", op.chain, structured(op.spec)) is None:
             if not (op.action == "I" and op.pos == 1 and (op.table, op.chain) in BASE_CHAINS):
                 out.add((op.table, op.chain))
     return out
@@ -221,7 +231,9 @@ def ops_script(ops: list[rules.Op], current: dict[tuple[str, str], list[str]] | 
                 lines += [f"add rule {QUALIFIED} {op.chain} {body}" for body in LOOKUPS[op.chain]]
             rebuilt[key] = []
         else:
-            spec = parse(op.spec)
+            spec = structured(op.spec)
+            if spec is None and op.action != "D":
+                raise ValueError(f"cannot write a foreign rule: {op.spec}")
             elem = _elem_lines("add" if op.action in ("A", "I") else "delete", op.chain, spec)
             if elem is not None:
                 lines += elem
@@ -245,7 +257,11 @@ def ops_script(ops: list[rules.Op], current: dict[tuple[str, str], list[str]] | 
         name = nft_chain(table, chain)
         lines.append(f"flush chain {QUALIFIED} {name}")
         lines += [f"add rule {QUALIFIED} {name} {body}" for body in LOOKUPS.get(chain, ())]
-        lines += [f"add rule {QUALIFIED} {name} {statement(parse(s))}" for s in specs]
+        for text in specs:
+            spec = structured(text)
+            if spec is None:
+                raise ValueError(f"chain {name} holds a rule netkit cannot write back: {text}")
+            lines.append(f"add rule {QUALIFIED} {name} {statement(spec)}")
     return lines
 
 
@@ -420,7 +436,7 @@ def normalize(listing: dict) -> dict:
             try:
                 specs.append(spec_of(e).text())
             except Unknown:
-                specs.append("?nft: " + json.dumps(e, sort_keys=True))
+                specs.append(FOREIGN + json.dumps(e, sort_keys=True))
         out[table][chain] = specs
     return out
 

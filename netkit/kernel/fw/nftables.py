@@ -60,7 +60,8 @@ class NftablesBackend:
                 # Element-backed chains: only their ordinary rules are rewritten, never the elements.
                 for key in needed:
                     if key[1] in nftrules.LOOKUPS:
-                        current[key] = [s for s in current[key] if nftrules.element(key[1], _parse(s)) is None]
+                        current[key] = [s for s in current[key]
+                                        if (p := nftrules.structured(s)) is None or nftrules.element(key[1], p) is None]
             try:
                 script = nftrules.ops_script(ops, current)
             except ValueError as err:
@@ -85,14 +86,14 @@ class NftablesBackend:
     def render(self, ops: list[rules.Op]) -> list[str]:
         """The delta as nft commands. Chains that lose or reorder rules are rewritten whole at
         apply time (from what the kernel holds then); here that shows as a comment per rule."""
-        plain = [o for o in ops if not ((o.action == "D" or (o.action == "I" and o.pos > 1))
-                                        and nftrules.element(o.chain, _parse(o.spec)) is None)]
+        plain = [o for o in ops if not (o.action in ("D", "I") and (o.table, o.chain) in nftrules.needs_current([o]))]
         lines = nftrules.ops_script(plain)[1:] if plain else []
         for o in ops:
             if o not in plain:
                 verb = "delete" if o.action == "D" else f"insert at {o.pos}"
-                lines.append(f"# rewrite chain {nftrules.nft_chain(o.table, o.chain)}: {verb} "
-                             f"`{nftrules.statement(_parse(o.spec))}`")
+                spec = nftrules.structured(o.spec)
+                body = o.spec if spec is None else nftrules.statement(spec)
+                lines.append(f"# rewrite chain {nftrules.nft_chain(o.table, o.chain)}: {verb} `{body}`")
         return lines
 
     def render_ruleset(self, desired: rules.RuleSet) -> list[str]:
@@ -141,9 +142,3 @@ class NftablesBackend:
 
     def policy(self, snapshot: dict, table: str, chain: str) -> str | None:
         return snapshot.get(table, {}).get(":policy", {}).get(chain)
-
-
-def _parse(spec: str):
-    from netkit.rulespec import parse
-
-    return parse(spec)
