@@ -2,7 +2,7 @@
 golden files of every backend's rendering, backend selection.
 
 Golden files live in tests/golden/fw/; after an intended change, regenerate them with
-NETKIT_REGEN_GOLDEN=1 .venv/bin/python -m pytest -q tests/unit/test_fw_backends.py and review the diff.
+NETKIT_REGEN_GOLDEN=1 .venv/bin/python -m pytest -q tests/unit/test_fw_render.py and review the diff.
 nft-listing-everything.json is what nft 1.0.6 listed (`nft -j list table ip netkit`) after
 the nftables backend wrote fwsamples.everything() in a sandbox: the read-back parser is checked
 against the kernel's real answer."""
