@@ -24,6 +24,7 @@ class Config:
     mtu: int = 1500
     icc: bool = True
     iptables: bool = True  # false: netkit writes no firewall rules at all
+    firewall_backend: str = "auto"  # auto | iptables-legacy | iptables-nft | nftables | none (kernel/fw)
     ip_forward: bool = True
     ip_masq: bool = True
     dns: list[str] = field(default_factory=list)
@@ -87,6 +88,11 @@ def _validate(path: str, raw: dict) -> Config:
             if not isinstance(value, bool):
                 raise _bad(path, key, "true or false", value)
             setattr(cfg, key, value)
+        elif key == "firewall_backend":
+            choices = ("auto", "iptables-legacy", "iptables-nft", "nftables", "none")
+            if value not in choices:
+                raise _bad(path, key, " or ".join(f'"{c}"' for c in choices), value)
+            cfg.firewall_backend = value
         elif key == "dns":
             if not isinstance(value, list):
                 raise _bad(path, key, "a list of IPv4 addresses", value)

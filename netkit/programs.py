@@ -75,6 +75,7 @@ LIBRARIES: dict[str, str] = {
     "libpcap.so": "libpcap0.8",  # Scapy and the tracer compile BPF filters with it
     "libxtables.so": "libxtables12",  # python-iptables
     "libip4tc.so": "libip4tc2",
+    "libnftables.so": "libnftables1",  # the nftables firewall backend (kernel/fw/libnft.py)
 }
 
 

@@ -67,10 +67,16 @@ def config_show(json: bool = JSON_OPT):
     """Print the effective settings and the file they came from."""
     from netkit import config
 
+    from netkit.kernel import fw
+
     cfg = config.load()
     data = cfg.as_dict()
+    choice = fw.choose(cfg.firewall_backend, cfg.iptables, cfg.source)
+    data["firewall_backend_effective"] = {"name": choice.name, "why": choice.reason}
     if json:
         render.emit_json(data)
     else:
+        data.pop("firewall_backend_effective")
         for key, value in data.items():
             render.emit(f"{key}: {value}")
+        render.emit(f"firewall backend in use: {choice.name} ({choice.reason})")
