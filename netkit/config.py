@@ -29,6 +29,10 @@ class Config:
     dns: list[str] = field(default_factory=list)
     dns_search: list[str] = field(default_factory=list)
     default_address_pools: list[dict] = field(default_factory=lambda: [dict(p) for p in DEFAULT_POOLS])
+    # Several hosts (docs/multihost.md): the shared store of overlay networks, and this host's
+    # address on the underlay that the others send VXLAN to. Unset: netkit is single-host.
+    cluster_store: str | None = None  # etcd://ADDRESS:PORT
+    cluster_advertise: str | None = None  # an IPv4 address of this host
     source: str = "(defaults)"  # which file the values came from
 
     def as_dict(self) -> dict:
@@ -95,6 +99,18 @@ def _validate(path: str, raw: dict) -> Config:
             cfg.dns_search = list(value)
         elif key == "default_address_pools":
             cfg.default_address_pools = _pools(path, value)
+        elif key == "cluster_store":
+            from netkit.cluster.etcd import parse_url
+
+            if not isinstance(value, str):
+                raise _bad(path, key, "etcd://ADDRESS:PORT", value)
+            try:
+                parse_url(value)
+            except UserError:
+                raise _bad(path, key, "etcd://ADDRESS:PORT", value) from None
+            cfg.cluster_store = value
+        elif key == "cluster_advertise":
+            cfg.cluster_advertise = _ipv4(path, key, value)
         else:
             known = ", ".join(f.name for f in Config.__dataclass_fields__.values() if f.name != "source")
             raise UserError(f"{path}: unknown key '{key}'; known keys: {known}")
@@ -135,4 +151,8 @@ def load(path: str | None = None) -> Config:
         raise UserError(f"{path}: not valid JSON: {err.msg} at line {err.lineno} column {err.colno}") from None
     if not isinstance(raw, dict):
         raise UserError(f"{path}: the config must be a JSON object like {{\"mtu\": 1450}}")
-    return _validate(path, raw)
+    cfg = _validate(path, raw)
+    if cfg.cluster_store and not cfg.cluster_advertise:
+        raise UserError(f"{path}: 'cluster_store' needs 'cluster_advertise' too: this host's underlay "
+                        "address, which the other hosts send VXLAN packets to")
+    return cfg

@@ -37,6 +37,9 @@ PROGRAMS: dict[str, str] = {
     "conntrack": "conntrack",
     # watching packets
     "tcpdump": "tcpdump",
+    # the shared store of several hosts (overlay networks; docs/multihost.md)
+    "etcd": "etcd-server",
+    "etcdctl": "etcd-client",
     # shell plumbing used by tests and lab checks
     "bash": "bash",
     "cat": "coreutils",
