@@ -37,6 +37,7 @@ PROGRAMS: dict[str, str] = {
     "conntrack": "conntrack",
     # watching packets
     "tcpdump": "tcpdump",
+    "ping": "iputils-ping",
     # the shared store of several hosts (overlay networks; docs/multihost.md)
     "etcd": "etcd-server",
     "etcdctl": "etcd-client",

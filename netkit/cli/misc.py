@@ -53,7 +53,7 @@ def attach(
 def sandbox(
     cmd: List[str] = typer.Argument(None, help="Command to run inside (default: a shell); `on HOST CMD` "
                                                "runs CMD on another host of a multi-host sandbox."),
-    hosts: int = typer.Option(0, "--hosts", help="Several hosts h1..hN on an underlay, with an etcd store; "
+    hosts: Optional[int] = typer.Option(None, "--hosts", help="Several hosts h1..hN on an underlay, with an etcd store; "
                                                  "CMD runs on h1."),
 ):
     """Run a command in a throwaway network world with an `outside` host; all gone when it exits."""
@@ -64,7 +64,7 @@ def sandbox(
         from netkit import multihost
 
         multihost.run_on(args[1:])
-    elif hosts:
+    elif hosts is not None:
         from netkit import multihost
 
         sys.exit(multihost.run(hosts, args))

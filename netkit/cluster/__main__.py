@@ -16,12 +16,13 @@ USAGE = """python -m netkit.cluster COMMAND
   container create NAME --net NET [--ip IP]            a container on this host, on an overlay network
   container rm NAME
   agent start | stop | status                          this host's agent
-  status                                               the store as this host sees it (JSON)"""
+  status                                               the store as this host sees it (JSON)
+  check                                                this host's kernel against the store (exit 1 if they differ)"""
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m netkit.cluster", usage=USAGE)
-    p.add_argument("kind", choices=["network", "container", "agent", "status"])
+    p.add_argument("kind", choices=["network", "container", "agent", "status", "check"])
     p.add_argument("verb", nargs="?")
     p.add_argument("name", nargs="?")
     p.add_argument("--subnet")
@@ -71,6 +72,13 @@ def run(argv: list[str]) -> None:
             sys.exit(3)
     elif key == ("status", None):
         print(json.dumps(overlay.status(member), indent=2, sort_keys=True))
+    elif key == ("check", None):
+        problems = overlay.check(member)
+        for line in problems:
+            print(line)
+        print(f"{member.host}: {'kernel and store agree' if not problems else f'{len(problems)} problem(s)'}")
+        if problems:
+            sys.exit(1)
     else:
         raise SystemExit(f"unknown command: {' '.join(a for a in key if a)}\n{USAGE}")
 

@@ -40,9 +40,13 @@ def run_dir() -> str:
 
 
 def ensure_agent(member: Membership) -> int:
+    import os
+
     from netkit.cluster import agentctl
 
-    return agentctl.ensure_running(member.url, member.host, member.advertise, run_dir())
+    # NETKIT_CLUSTER_TTL: a shorter lease for tests and labs that watch a host die.
+    ttl = int(os.environ["NETKIT_CLUSTER_TTL"]) if os.environ.get("NETKIT_CLUSTER_TTL", "").isdigit() else None
+    return agentctl.ensure_running(member.url, member.host, member.advertise, run_dir(), ttl)
 
 
 def create_network(member: Membership, name: str, subnet: str | None = None, gateway: str | None = None) -> Network:
@@ -139,3 +143,40 @@ def status(member: Membership) -> dict:
             "hosts": view.hosts, "networks": [n.__dict__ for n in view.networks.values()],
             "endpoints": [e.__dict__ | {"aliases": list(e.aliases)} for e in view.endpoints.values()]}
 
+
+
+def check(member: Membership) -> list[str]:
+    """What this host's kernel lacks or has too much of, against the store: one line each.
+    Empty when they agree (the basis of `doctor`'s overlay checks)."""
+    from netkit.cluster import plane
+    from netkit.kernel import netns, vxlan
+
+    store = ClusterStore(member.url)
+    try:
+        view = store.snapshot()
+    finally:
+        store.close()
+    problems = []
+    local = vxlan.local_vnis()
+    for (network, container), ep in sorted(view.endpoints.items()):
+        net = view.networks.get(network)
+        if ep.host != member.host or net is None:
+            continue
+        if not netns.exists(container):
+            problems.append(f"container {container} ({ep.ip} on {network}) is in the store but has no netns here")
+        if net.vni not in local:
+            problems.append(f"network {network} has container {container} here but no VXLAN device vxlan{net.vni}")
+    for name, net in sorted(view.networks.items()):
+        have = vxlan.read(net.vni) if net.vni in local else None
+        if have is None:
+            continue
+        want = plane.desired(view, name, member.host)
+        for mac, dst in sorted(want.fdb - have[0]):
+            problems.append(f"network {name}: FDB entry {mac} -> {dst} missing on vxlan{net.vni}")
+        for mac, dst in sorted(have[0] - want.fdb):
+            problems.append(f"network {name}: stray FDB entry {mac} -> {dst} on vxlan{net.vni}")
+        for ip, mac in sorted(want.neigh - have[1]):
+            problems.append(f"network {name}: neighbour entry {ip} -> {mac} missing on vxlan{net.vni}")
+        for ip, mac in sorted(have[1] - want.neigh):
+            problems.append(f"network {name}: stray neighbour entry {ip} -> {mac} on vxlan{net.vni}")
+    return problems
