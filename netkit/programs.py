@@ -51,6 +51,7 @@ PROGRAMS: dict[str, str] = {
     "sort": "coreutils",
     "touch": "coreutils",
     "tr": "coreutils",
+    "wc": "coreutils",
     "grep": "grep",
     "sed": "sed",
     "awk": "mawk",

@@ -3,6 +3,7 @@ switch between the hosts) and a veth pair from it into each host's netns (`uplin
 """
 from __future__ import annotations
 
+import errno
 import os
 
 from pyroute2 import IPRoute
@@ -42,7 +43,13 @@ def plug(bridge: str, port: str, netns_path: str, inner: str, address: str, pref
 
 def unplug(port: str) -> None:
     """Pull a host's cable: its veth pair goes, the host is cut off the underlay."""
+    from pyroute2.netlink.exceptions import NetlinkError
+
     with IPRoute() as ipr:
         found = ipr.link_lookup(ifname=port)
-        if found:
-            ipr.link("del", index=found[0])
+        try:
+            if found:
+                ipr.link("del", index=found[0])
+        except NetlinkError as err:
+            if err.code not in (errno.ENODEV, errno.ENOENT):
+                raise  # ENODEV: the host's netns died just now and took the pair with it

@@ -43,7 +43,7 @@ class World:
     def kit(self, host: str, *args, check=True) -> subprocess.CompletedProcess:
         return self.on(host, CLUSTER + list(args), check=check)
 
-    def sh(self, host: str, cmd: str, check=True, timeout=60) -> subprocess.CompletedProcess:
+    def host_sh(self, host: str, cmd: str, check=True, timeout=60) -> subprocess.CompletedProcess:
         return self.on(host, ["bash", "-c", cmd], check=check, timeout=timeout)
 
     def create(self, host: str, name: str, net: str = "ov") -> str:
@@ -53,7 +53,7 @@ class World:
     def pings(self, host: str, container: str, targets: list[str]) -> list[str]:
         """The targets that did NOT answer one ping from `container` on `host`."""
         loop = "; ".join(f"ping -c1 -W2 -q {ip} >/dev/null || echo {ip}" for ip in targets)
-        return self.sh(host, f"ip netns exec {container} bash -c '{loop}'").stdout.split()
+        return self.host_sh(host, f"ip netns exec {container} bash -c '{loop}'").stdout.split()
 
     def status(self, host: str = "h1") -> dict:
         return json.loads(self.kit(host, "status").stdout)
@@ -87,8 +87,8 @@ def test_hosts_have_own_namespaces_state_and_config(world):
     seen = {}
     for k in (1, 2, 3):
         host = f"h{k}"
-        out = world.sh(host, "hostname; ip -4 -o addr show uplink | awk '{print $4}'; "
-                             "netkit config show | grep ^cluster_; echo $NETKIT_STATE_DIR").stdout.split("\n")
+        out = world.host_sh(host, "hostname; ip -4 -o addr show uplink | awk '{print $4}'; "
+                             f"{sys.executable} -m netkit config show | grep ^cluster_; echo $NETKIT_STATE_DIR").stdout.split("\n")
         assert out[0] == host
         assert out[1] == f"198.18.1.{10 + k}/24"
         assert out[2] == "cluster_store: etcd://198.18.1.1:2379"
@@ -96,12 +96,12 @@ def test_hosts_have_own_namespaces_state_and_config(world):
         seen[host] = out[4]
     assert len(set(seen.values())) == 3  # a state folder each
     # Every host reaches the others and the store over the underlay.
-    assert world.sh("h1", "ping -c1 -W2 198.18.1.13 >/dev/null && ping -c1 -W2 198.18.1.1 >/dev/null && "
+    assert world.host_sh("h1", "ping -c1 -W2 198.18.1.13 >/dev/null && ping -c1 -W2 198.18.1.1 >/dev/null && "
                           "ping -c1 -W2 198.18.1.2 >/dev/null").returncode == 0
     # A netns made on one host is not seen on another.
-    world.sh("h2", "ip netns add only-on-h2")
-    assert "only-on-h2" not in world.sh("h1", "ip netns list").stdout
-    assert "only-on-h2" in world.sh("h2", "ip netns list").stdout
+    world.host_sh("h2", "ip netns add only-on-h2")
+    assert "only-on-h2" not in world.host_sh("h1", "ip netns list").stdout
+    assert "only-on-h2" in world.host_sh("h2", "ip netns list").stdout
     bad = world.on("h1", ["true"], check=False)
     assert bad.returncode == 0
     missing = subprocess.run(NETKIT + ["sandbox", "on", "h7", "--", "true"], capture_output=True, text=True)
@@ -162,9 +162,9 @@ def test_containers_on_three_hosts_reach_each_other_over_vxlan_only(world):
     # 8 remote peers per container: 2 with a host key per other host... every host agrees.
     for k in (1, 2, 3):
         assert world.kit(f"h{k}", "check").stdout.strip().endswith("kernel and store agree")
-    fdb = world.sh("h1", "bridge fdb show dev vxlan4096 | grep ' dst ' | wc -l").stdout.strip()
+    fdb = world.host_sh("h1", "bridge fdb show dev vxlan4096 | grep ' dst ' | wc -l").stdout.strip()
     assert fdb == "6"  # the six containers of h2 and h3, nothing for h1's own, no all-zeros flood entry
-    mtu = world.sh("h2", "ip netns exec c1 cat /sys/class/net/eth0/mtu").stdout.strip()
+    mtu = world.host_sh("h2", "ip netns exec c1 cat /sys/class/net/eth0/mtu").stdout.strip()
     assert mtu == "1450"
 
 
@@ -192,12 +192,12 @@ def test_concurrent_creates_on_three_hosts_get_distinct_addresses(world):
         mine = {ep["container"]: ep["ip"] for ep in endpoints if ep["host"] == host}
         assert len(mine) == 20
         # The kernel holds what the store says: each container's address, and the 40 remote entries.
-        listing = world.sh(host, "for n in $(ip netns list | cut -d' ' -f1); do "
+        listing = world.host_sh(host, "for n in $(ip netns list | cut -d' ' -f1); do "
                                  "echo $n $(ip -n $n -4 -o addr show eth0 | awk '{print $4}'); done").stdout
         kernel = dict(line.split() for line in listing.strip().split("\n"))
         assert {n: ip.split("/")[0] for n, ip in kernel.items()} == mine
         assert world.kit(host, "check").stdout.strip() == f"{host}: kernel and store agree"
-        assert world.sh(host, "ip neigh show dev vxlan4096 | wc -l").stdout.strip() == "40"
+        assert world.host_sh(host, "ip neigh show dev vxlan4096 | wc -l").stdout.strip() == "40"
 
 
 def test_store_down_then_back(world):
@@ -213,7 +213,7 @@ def test_store_down_then_back(world):
         assert proc.returncode == 1, proc.stderr
         lines = proc.stderr.strip().split("\n")
         assert len(lines) == 1 and "cluster store etcd://198.18.1.1:2379 is unreachable" in lines[0], proc.stderr
-    assert "c3" not in world.sh("h1", "ip netns list").stdout
+    assert "c3" not in world.host_sh("h1", "ip netns list").stdout
     # Existing containers keep forwarding, both ways.
     assert world.pings("h1", "c1", [ip2]) == []
     assert world.pings("h2", "c2", [ip1]) == []
@@ -223,13 +223,13 @@ def test_store_down_then_back(world):
     world.on("h3", NETKIT + ["network", "create", "local", "--subnet", "172.30.0.0/24"])
     world.on("h3", NETKIT + ["container", "create", "l1", "--net", "local"])
     world.on("h3", NETKIT + ["container", "create", "l2", "--net", "local"])
-    assert world.sh("h3", "ip netns exec l1 ping -c1 -W2 172.30.0.3 >/dev/null").returncode == 0
+    assert world.host_sh("h3", "ip netns exec l1 ping -c1 -W2 172.30.0.3 >/dev/null").returncode == 0
 
     world.cluster.start_store()
     # Each agent notices and re-syncs; then a change made anywhere reaches everyone.
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
-        logs = [world.sh(f"h{k}", "cat /run/netkit/cluster/agent.log", check=False).stdout for k in (1, 2)]
+        logs = [world.host_sh(f"h{k}", "cat /run/netkit/cluster/agent.log", check=False).stdout for k in (1, 2)]
         if all("re-synced" in log for log in logs):
             break
         time.sleep(0.2)
@@ -246,10 +246,10 @@ def test_dead_host_disappears_from_the_others_within_a_lease(world):
     world.kit("h1", "network", "create", "ov", "--subnet", "10.40.0.0/24")
     world.create("h1", "c1")
     ip3 = world.create("h3", "c3")
-    assert ip3 in world.sh("h1", "ip neigh show dev vxlan4096").stdout
+    assert ip3 in world.host_sh("h1", "ip neigh show dev vxlan4096").stdout
     world.cluster.kill_host("h3")
     start = time.monotonic()
-    while ip3 in world.sh("h1", "ip neigh show dev vxlan4096").stdout:
+    while ip3 in world.host_sh("h1", "ip neigh show dev vxlan4096").stdout:
         assert time.monotonic() - start < 3 * 3, "h3's container still programmed on h1 after 3 lease TTLs"
         time.sleep(0.2)
     assert "h3" not in world.status()["hosts"]
