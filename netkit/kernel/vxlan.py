@@ -68,9 +68,9 @@ def ensure(vni: int, local_ip: str, gateway: str, prefixlen: int, mtu: int = OVE
             made.append(dev.vxlan)
             _disable_ipv6(dev.vxlan)
             vx = _index(ipr, dev.vxlan)
+            # A frame the bridge floods reaches the VXLAN device, which sends it only to a MAC it
+            # has an FDB entry for: without an all-zeros entry, nothing is flooded to the underlay.
             ipr.link("set", index=vx, master=br)
-            # No flooding of unknown unicast out of the VXLAN port: every remote MAC is known.
-            ipr.brport("set", index=vx, unicast_flood=0)
             ipr.link("set", index=vx, state="up")
         except NetlinkError as err:
             for name in reversed(made):
