@@ -9,6 +9,7 @@ import ipaddress
 import json
 import os
 from dataclasses import asdict, dataclass, field
+from urllib.parse import urlsplit
 
 from netkit.errors import UserError
 from netkit.ipam import DEFAULT_POOLS
@@ -30,6 +31,10 @@ class Config:
     dns: list[str] = field(default_factory=list)
     dns_search: list[str] = field(default_factory=list)
     default_address_pools: list[dict] = field(default_factory=lambda: [dict(p) for p in DEFAULT_POOLS])
+    # Several hosts (docs/multihost.md): the shared store of overlay networks, and this host's
+    # address on the underlay that the others send VXLAN to. Unset: netkit is single-host.
+    cluster_store: str | None = None  # etcd://ADDRESS:PORT
+    cluster_advertise: str | None = None  # an IPv4 address of this host
     source: str = "(defaults)"  # which file the values came from
 
     def as_dict(self) -> dict:
@@ -53,6 +58,18 @@ def _ipv4(path: str, key: str, value) -> str:
         except ValueError:
             pass
     raise _bad(path, key, "an IPv4 address as a string", value)
+
+
+def parse_store_url(url: str) -> tuple[str, int]:
+    """etcd://HOST:PORT (or http://HOST:PORT) -> (host, port); UserError for anything else."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port or 2379
+    except ValueError:
+        port = None
+    if parts.scheme not in ("etcd", "http") or not parts.hostname or port is None or parts.path not in ("", "/"):
+        raise UserError(f"bad cluster store '{url}': expected etcd://ADDRESS:PORT, e.g. etcd://198.18.1.1:2379")
+    return parts.hostname, port
 
 
 def _validate(path: str, raw: dict) -> Config:
@@ -110,6 +127,17 @@ def _validate(path: str, raw: dict) -> Config:
             cfg.dns_search = list(value)
         elif key == "default_address_pools":
             cfg.default_address_pools = _pools(path, value)
+        elif key == "cluster_store":
+
+            if not isinstance(value, str):
+                raise _bad(path, key, "etcd://ADDRESS:PORT", value)
+            try:
+                parse_store_url(value)
+            except UserError:
+                raise _bad(path, key, "etcd://ADDRESS:PORT", value) from None
+            cfg.cluster_store = value
+        elif key == "cluster_advertise":
+            cfg.cluster_advertise = _ipv4(path, key, value)
         else:
             known = ", ".join(f.name for f in Config.__dataclass_fields__.values() if f.name != "source")
             raise UserError(f"{path}: unknown key '{key}'; known keys: {known}")
@@ -154,4 +182,8 @@ def load(path: str | None = None) -> Config:
         raise UserError(f"{path}: the JSON is nested too deeply; the config is one flat object") from None
     if not isinstance(raw, dict):
         raise UserError(f"{path}: the config must be a JSON object like {{\"mtu\": 1450}}")
-    return _validate(path, raw)
+    cfg = _validate(path, raw)
+    if cfg.cluster_store and not cfg.cluster_advertise:
+        raise UserError(f"{path}: 'cluster_store' needs 'cluster_advertise' too: this host's underlay "
+                        "address, which the other hosts send VXLAN packets to")
+    return cfg

@@ -42,6 +42,9 @@ PROGRAMS: dict[str, str] = {
     "curl": "curl",
     # pictures (tracer, `netkit topology --svg`) rendered to PNG: tests and a look
     "rsvg-convert": "librsvg2-bin",
+    # the shared store of several hosts (overlay networks; docs/multihost.md)
+    "etcd": "etcd-server",
+    "etcdctl": "etcd-client",
     # shell plumbing used by tests and lab checks
     "bash": "bash",
     "cat": "coreutils",
@@ -56,6 +59,7 @@ PROGRAMS: dict[str, str] = {
     "tail": "coreutils",
     "wc": "coreutils",
     "tr": "coreutils",
+    "wc": "coreutils",
     "grep": "grep",
     "sed": "sed",
     "awk": "mawk",

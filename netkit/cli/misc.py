@@ -50,13 +50,27 @@ def attach(
 
 
 @app.command("sandbox", context_settings=_PASSTHROUGH)
-def sandbox(cmd: List[str] = typer.Argument(None, help="Command to run inside (default: a shell).")):
+def sandbox(
+    cmd: List[str] = typer.Argument(None, help="Command to run inside (default: a shell); `on HOST CMD` "
+                                               "runs CMD on another host of a multi-host sandbox."),
+    hosts: Optional[int] = typer.Option(None, "--hosts", help="Several hosts h1..hN on an underlay, with an etcd store; "
+                                                 "CMD runs on h1."),
+):
     """Run a command in a throwaway network world with an `outside` host; all gone when it exits."""
     import sys
 
+    args = list(cmd or [])
+    if args[:1] == ["on"]:
+        from netkit import multihost
+
+        multihost.run_on(args[1:])
+    elif hosts is not None:
+        from netkit import multihost
+
+        sys.exit(multihost.run(hosts, args))
     from netkit import sandbox as sb
 
-    sys.exit(sb.run(list(cmd or [])))
+    sys.exit(sb.run(args))
 
 
 cfg_app = group("config", "netkit's config file (like dockerd's daemon.json).")

@@ -20,7 +20,7 @@ from netkit import programs
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SOURCES = ("netkit", "tests", "scripts", "labs")
 RUNNERS = {"run", "Popen", "check_output", "check_call", "call", "execvp", "execv", "spawn"}
-SHELL_HELPERS = {"sh": 0, "ns": 1}  # Sandbox.sh(cmd), Sandbox.ns(netns, cmd): index of the command
+SHELL_HELPERS = {"sh": 0, "ns": 1, "host_sh": 1}  # Sandbox.sh(cmd), Sandbox.ns(netns, cmd), World.host_sh(host, cmd): index of the command
 ASKERS = {"need", "require", "find"}
 # Shell keywords (the command follows them) and builtins (the whole command runs no program).
 SHELL_KEYWORDS = {"if", "then", "else", "elif", "do", "while", "until", "exec", "time", "!", "{", "}"}

@@ -1,0 +1,1 @@
+"""Several hosts sharing overlay networks through an etcd store (docs/multihost.md)."""

@@ -1,0 +1,121 @@
+"""Overlay figures (issue 15). Runs itself in `netkit sandbox --hosts 2` (two hosts, an etcd store).
+
+1. Create-to-reachable: for 20 containers b0..b19 created one by one on h1 with
+   `python -m netkit.cluster container create bN --net ov --ip IP` (a whole CLI process), the time
+   from the start of that command until a prober in container `probe` on h2, which starts sending
+   one ICMP echo to IP every 2 ms when the command returns, gets an answer: median and p90, and
+   the bare CLI time beside it.
+2. Memory: resident size (VmRSS) of what netkit keeps running per host (the host agent), and of
+   the etcd server the sandbox runs for all hosts.
+Bounded (timeouts on every wait) and self-cleaning (the sandbox goes with it).
+
+    .venv/bin/python scripts/bench_overlay.py
+"""
+import json
+import os
+import select
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+N = 20
+REACH_TIMEOUT = 10.0
+CLUSTER = [sys.executable, "-m", "netkit.cluster"]
+
+# Runs in container `probe` on h2: per stdin line "IP", ICMP echo every 2 ms until a reply;
+# prints "IP MONOTONIC" (CLOCK_MONOTONIC is one clock for every namespace of the machine).
+PROBER = r"""
+import os, socket, struct, sys, time, select
+def csum(b):
+    s = sum(struct.unpack('!%dH' % (len(b) // 2), b)); s = (s >> 16) + (s & 0xffff); s += s >> 16
+    return ~s & 0xffff
+sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+ident = os.getpid() & 0xffff
+print('ready', flush=True)
+for line in sys.stdin:
+    ip = line.strip(); seq = 0; deadline = time.monotonic() + float(sys.argv[1]); got = None
+    while got is None and time.monotonic() < deadline:
+        seq = (seq + 1) & 0xffff
+        hdr = struct.pack('!BBHHH', 8, 0, 0, ident, seq) + b'netkit-bench'
+        pkt = struct.pack('!BBHHH', 8, 0, csum(hdr), ident, seq) + b'netkit-bench'
+        sock.sendto(pkt, (ip, 0))
+        end = time.monotonic() + 0.002
+        while time.monotonic() < end:
+            r, _, _ = select.select([sock], [], [], max(0, end - time.monotonic()))
+            if not r: break
+            data, addr = sock.recvfrom(2048)
+            ihl = (data[0] & 0xf) * 4
+            t, _, _, rid, _ = struct.unpack('!BBHHH', data[ihl:ihl + 8])
+            if t == 0 and rid == ident and addr[0] == ip:
+                got = time.monotonic(); break
+    print(ip, got if got is not None else 'timeout', flush=True)
+"""
+
+
+def rss_kb(pid) -> int:
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def on(host, argv, **kw):
+    return subprocess.run([sys.executable, "-m", "netkit", "sandbox", "on", host, "--"] + argv,
+                          capture_output=True, text=True, timeout=60, check=True, **kw)
+
+
+def inside() -> None:
+    from netkit import multihost
+
+    subprocess.run(CLUSTER + ["network", "create", "ov", "--subnet", "10.50.0.0/24"], check=True,
+                   capture_output=True, timeout=60)
+    on("h2", CLUSTER + ["container", "create", "probe", "--net", "ov", "--ip", "10.50.0.250"])
+    prober = subprocess.Popen([sys.executable, "-m", "netkit", "sandbox", "on", "h2", "--", "ip", "netns", "exec",
+                               "probe", sys.executable, "-c", PROBER, str(REACH_TIMEOUT)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert prober.stdout.readline().strip() == "ready"
+    reach, cli = [], []
+    try:
+        for i in range(N):
+            ip = f"10.50.0.{10 + i}"
+            t0 = time.monotonic()
+            subprocess.run(CLUSTER + ["container", "create", f"b{i}", "--net", "ov", "--ip", ip], check=True,
+                           capture_output=True, timeout=60)
+            cli.append(time.monotonic() - t0)
+            # Probing starts when the command returns, as a user's next command would. (Probing
+            # before the container exists costs the prober's ARP retransmit, 1 s: docs/multihost.md.)
+            prober.stdin.write(ip + "\n")
+            prober.stdin.flush()
+            r, _, _ = select.select([prober.stdout], [], [], REACH_TIMEOUT + 5)
+            line = prober.stdout.readline().split() if r else ["?", "timeout"]
+            if line[1] == "timeout":
+                print(f"b{i} {ip}: not reachable from h2 within {REACH_TIMEOUT:g} s")
+                continue
+            reach.append(float(line[1]) - t0)
+    finally:
+        prober.stdin.close()
+        prober.wait(timeout=15)
+
+    def ms(values, q):
+        return statistics.quantiles(values, n=10)[8] * 1000 if q == 90 else statistics.median(values) * 1000
+
+    print(f"create on h1 -> reachable from h2 ({len(reach)}/{N} containers): "
+          f"median {ms(reach, 50):.0f} ms, p90 {ms(reach, 90):.0f} ms")
+    print(f"  the create command alone (whole CLI process): median {ms(cli, 50):.0f} ms, p90 {ms(cli, 90):.0f} ms")
+    reg = multihost.registry()
+    for host in ("h1", "h2"):
+        agent = on(host, ["cat", "/run/netkit/cluster/agent.pid"]).stdout.strip()
+        print(f"  {host}: host agent (pid {agent}) VmRSS {rss_kb(int(agent)) / 1024:.1f} MiB")
+    print(f"  store: etcd (pid {reg['store']['pid']}, one for all hosts) VmRSS {rss_kb(reg['store']['pid']) / 1024:.1f} MiB")
+
+
+if __name__ == "__main__":
+    if os.environ.get("NETKIT_HOST") == "h1":
+        inside()
+    else:
+        sys.exit(subprocess.call([sys.executable, "-m", "netkit", "sandbox", "--hosts", "2", "--",
+                                  sys.executable, os.path.abspath(__file__)], cwd=ROOT))
