@@ -14,7 +14,7 @@ import socket
 from dataclasses import dataclass
 
 from netkit.config import parse_store_url
-from netkit.errors import EnvError, UserError
+from netkit.errors import EnvError
 
 DEFAULT_TIMEOUT = 2.0  # a store that does not answer within this is treated as down
 
