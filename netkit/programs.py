@@ -20,7 +20,6 @@ PROGRAMS: dict[str, str] = {
     "brctl": "bridge-utils",
     "unshare": "util-linux",
     "nsenter": "util-linux",
-    "setpriv": "util-linux",
     "mount": "mount",
     "sysctl": "procps",
     "hostname": "hostname",
