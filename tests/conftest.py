@@ -16,9 +16,15 @@ import sys
 import tempfile
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from netkit import sandbox as sb
 from waiting import wait_for
+
+# Property tests judge results, never speed: a loaded CI machine must not turn a slow example
+# (hypothesis's 200 ms default deadline) or slow data generation into a failure.
+settings.register_profile("netkit", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("netkit")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NETKIT = [sys.executable, "-m", "netkit"]
