@@ -106,8 +106,9 @@ def test_bad_config_file_is_reported_with_its_path(sandbox):
 
 # The real CLI as an unprivileged user, wherever the checkout lives: a checkout (and its .venv)
 # under a folder only root may enter cannot be read by uid 65534, so the launcher imports every
-# netkit module (and what the CLI imports late) while still root, then drops to nobody/nogroup
-# for good and calls the same entry point as `python -m netkit`. The root check is then the only
+# netkit module while still root (the modules the CLI loads late are then in memory already;
+# Typer and Click come with netkit.cli), then drops to nobody/nogroup for good and calls the
+# same entry point as `python -m netkit`. The root check is then the only
 # thing between the command and a permission error further on.
 NOT_ROOT_LAUNCHER = """
 import os, pkgutil, sys, importlib
@@ -115,7 +116,6 @@ import netkit
 for mod in pkgutil.walk_packages(netkit.__path__, "netkit."):
     if mod.name != "netkit.__main__":
         importlib.import_module(mod.name)
-import click.exceptions, click.utils, typer.core, typer.main  # noqa: E401 - loaded as the CLI runs
 from netkit.cli.main import run
 os.setgroups([])
 os.setresgid(65534, 65534, 65534)
