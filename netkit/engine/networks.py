@@ -150,7 +150,7 @@ def create(ctx: Context, req: NetworkRequest) -> Network:
     if req.driver == overlay.OVERLAY:
         overlay.require(ctx)
         return _create_overlay(ctx, req)
-    if overlay.enabled(ctx) and not ctx.dry_run and overlay.find_network(ctx, req.name):
+    if overlay.enabled(ctx) and not ctx.dry_run and overlay.global_name_taken(ctx, req.name):
         raise Conflict(f"network '{req.name}' already exists (an overlay network in the cluster store)")
     with ctx.change():
         net, plan = plan_network(ctx, req)

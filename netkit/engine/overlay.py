@@ -94,6 +94,17 @@ def find_network(ctx: Context, name: str) -> StoreNetwork | None:
     return StoreNetwork(**json.loads(kv.value))
 
 
+def global_name_taken(ctx: Context, name: str) -> bool:
+    """Whether a local network's name is an overlay network's; a store that is down does not
+    stop single-host networks (the clash, if any, shows when the store is back)."""
+    from netkit.cluster import etcd
+
+    try:
+        return find_network(ctx, name) is not None
+    except etcd.StoreUnavailable:
+        return False
+
+
 def remove_network(ctx: Context, name: str) -> StoreNetwork:
     store = _store(ctx)
     try:
