@@ -105,7 +105,9 @@ def _plan_overlay_endpoint(ctx: Context, c: Container, net: Network, ip: str | N
     host_ifname = naming.veth_name(c.id, net.id)
     if ctx.probe.link_exists(host_ifname):
         raise Conflict(f"interface '{host_ifname}' already exists on the host; run `netkit doctor`")
-    sep = overlay.allocate(ctx, net, c.name, ip, aliases)
+    # The store's names for it: its name, a --hostname of its own, its aliases (what the local DNS serves).
+    dns_names = list(aliases) + ([c.hostname] if c.hostname and c.hostname != c.name else [])
+    sep = overlay.allocate(ctx, net, c.name, ip, dns_names)
     ep = Endpoint(container=c.name, network=net.name, ifname=ifname, host_ifname=host_ifname, ip=sep.ip,
                   prefixlen=net.prefixlen, gateway=net.gateway, mac=sep.mac, aliases=list(aliases))
     plan: list = []
@@ -401,24 +403,29 @@ def attach(ctx: Context, network: str, pid: int | None = None, netns_path: str |
             f"{'process ' + str(pid) if pid else netns_path} is in the host's network namespace; "
             "start it in its own (e.g. `unshare -n`, or a runtime's --net=none)"
         )
-    with ctx.change():
-        naming.validate_object_name("container", name)
-        if ctx.store.container(name):
-            raise Conflict(f"container '{name}' already exists; pass --name")
-        if probe.netns_exists(name):
-            raise Conflict(f"a network namespace named '{name}' already exists (see `ip netns list`); pass --name")
-        c = Container(name=name, id=naming.new_id(name), mode=MODE_BRIDGE, netns=named_netns(name),
-                      external=True, pid=pid, created=time.time())
-        names = names or ContainerRequest(name)
-        _apply_name_options(ctx, c, names)
-        plan: list = [ops.NetnsAttach(name, source, pid)]
-        net = networks.get(ctx, network)
-        ep, steps = plan_endpoint(ctx, c, net, ip, None, names.network_alias, ifname)
-        c.endpoints.append(ep)
-        ctx.apply(plan + steps)
-        ctx.store.put_container(c)
-        ctx.container_changed(None, c)
-        _sync_names(ctx, c)
+    return _with_store_release(ctx, _attach_change, network, name, source, pid, ip, names, ifname)
+
+
+def _attach_change(ctx: Context, network: str, name: str, source: str, pid: int | None, ip: str | None,
+                   names: ContainerRequest | None, ifname: str | None) -> Container:
+    probe = ctx.probe
+    naming.validate_object_name("container", name)
+    if ctx.store.container(name):
+        raise Conflict(f"container '{name}' already exists; pass --name")
+    if probe.netns_exists(name):
+        raise Conflict(f"a network namespace named '{name}' already exists (see `ip netns list`); pass --name")
+    c = Container(name=name, id=naming.new_id(name), mode=MODE_BRIDGE, netns=named_netns(name),
+                  external=True, pid=pid, created=time.time())
+    names = names or ContainerRequest(name)
+    _apply_name_options(ctx, c, names)
+    plan: list = [ops.NetnsAttach(name, source, pid)]
+    net = networks.get(ctx, network)
+    ep, steps = plan_endpoint(ctx, c, net, ip, None, names.network_alias, ifname)
+    c.endpoints.append(ep)
+    ctx.apply(plan + steps)
+    ctx.store.put_container(c)
+    ctx.container_changed(None, c)
+    _sync_names(ctx, c)
     return c
 
 

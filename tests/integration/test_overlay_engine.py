@@ -127,8 +127,9 @@ def test_remove_releases_and_the_last_container_takes_the_devices(world):
     assert "vxlan4096" not in world.host_sh("h2", "ip -o link").stdout  # h2's last one: devices gone
     assert "b1" not in netkit(world, "h1", "network", "inspect", "ov").stdout
     # The address is free again: the next container anywhere may get it.
-    netkit(world, "h3", "container", "create", "c1", "--net", "ov", "--ip", ip)
-    world.host_sh("h1", "ip netns exec a1 ping -c1 -W2 c1 >/dev/null")
+    netkit(world, "h3", "container", "create", "c1", "--net", "ov", "--ip", ip, "--hostname", "cache")
+    # By name and by its own hostname, from another host (h1's DNS, rewritten by h1's agent).
+    world.host_sh("h1", "ip netns exec a1 ping -c1 -W2 c1 >/dev/null && ip netns exec a1 ping -c1 -W2 cache >/dev/null")
     netkit(world, "h1", "container", "rm", "a1")
     netkit(world, "h3", "container", "rm", "c1")
     netkit(world, "h2", "network", "rm", "ov")
