@@ -31,6 +31,13 @@ class Network:
     default: bool = False  # the "bridge" network made on first use
     iptables: bool = True  # false: netkit writes no firewall rules for this network
     created: float = 0.0
+    # Drivers other than bridge (issue 15). overlay: the network lives in the cluster store and
+    # this row is the host's reference to it, kept while the host has a container on it (bridge
+    # ovbrVNI). macvlan/ipvlan: containers hang off `parent`; no bridge, no firewall rules.
+    driver: str = "bridge"
+    vni: int | None = None
+    parent: str | None = None
+    driver_mode: str | None = None
 
     @property
     def prefixlen(self) -> int:

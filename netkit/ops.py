@@ -159,6 +159,41 @@ class EndpointAdd:
 
 
 @dataclass(frozen=True)
+class OverlayAdd:
+    """An overlay network's devices on this host (issue 15): bridge ovbrVNI with the gateway
+    address, and VXLAN device vxlanVNI on it (UDP 4789, no learning, ARP proxy)."""
+
+    vni: int
+    local_ip: str
+    gateway: str
+    prefixlen: int
+    mtu: int
+
+    def render(self) -> list[str]:
+        br, vx = f"ovbr{self.vni}", f"vxlan{self.vni}"
+        return [f"ip link add {br} mtu {self.mtu} type bridge",
+                f"ip addr add {self.gateway}/{self.prefixlen} dev {br}",
+                f"ip link set {br} up",
+                f"ip link add {vx} mtu {self.mtu} type vxlan id {self.vni} local {self.local_ip} "
+                f"dstport 4789 nolearning proxy",
+                f"ip link set {vx} master {br} up"]
+
+    def undo(self):
+        return OverlayDel(self.vni)
+
+
+@dataclass(frozen=True)
+class OverlayDel:
+    vni: int
+
+    def render(self) -> list[str]:
+        return [f"ip link del vxlan{self.vni}", f"ip link del ovbr{self.vni}"]
+
+    def undo(self):
+        return None
+
+
+@dataclass(frozen=True)
 class RouteReplace:
     """The container's default route, moved to another network's gateway."""
 

@@ -69,7 +69,7 @@ def inspect(name: str, json: bool = typer.Option(True, "--json/--text", help="JS
     """Show a container's mode, netns and endpoints."""
     from netkit.engine import containers
 
-    render.emit_inspect(containers.inspect_view(containers.get(context(), name)), json)
+    render.emit_inspect(containers.inspect(context(), name), json)
 
 
 @ct_app.command("rm")

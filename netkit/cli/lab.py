@@ -14,10 +14,17 @@ from netkit.cli.app import group
 lab_app = group("lab", "Classroom labs that check themselves, each in a sandbox of its own.")
 
 
-def _in_sandbox_or_reexec(argv: list[str]) -> None:
-    """Labs change network state: outside a sandbox, run this same command inside a fresh one."""
+def _in_sandbox_or_reexec(argv: list[str], hosts: int = 1) -> None:
+    """Labs change network state: outside a sandbox, run this same command inside a fresh one
+    (with its hosts, for a multi-host lab: `netkit sandbox --hosts N`, the command on h1)."""
+    import os
+
     from netkit import sandbox
 
+    if hosts > 1 and not os.environ.get("NETKIT_HOST"):
+        from netkit import multihost
+
+        sys.exit(multihost.run(hosts, [sys.executable, "-m", "netkit", "lab"] + argv))
     if not sandbox.in_sandbox():
         code = sandbox.run([sys.executable, "-m", "netkit", "lab"] + argv)
         sys.exit(code)
@@ -56,7 +63,7 @@ def start(number: str, no_shell: bool = typer.Option(False, "--no-shell",
 
     lab = model.find(number)
     if not no_shell:
-        _in_sandbox_or_reexec(["start", number])
+        _in_sandbox_or_reexec(["start", number], lab.hosts)
     runner.require_sandbox(lab, "start")
     runner.prepare(lab)
     if no_shell:
@@ -91,7 +98,7 @@ def run(number: str,
 
     lab = model.find(number)
     argv = ["run", number] + (["--step"] if step else []) + (["--skip", str(skip)] if skip else [])
-    _in_sandbox_or_reexec(argv)
+    _in_sandbox_or_reexec(argv, lab.hosts)
     if not runner.started(lab):
         runner.prepare(lab)
     runner.play(lab, pause=step, skip=skip)

@@ -22,7 +22,9 @@ def create(
     internal: bool = typer.Option(False, "--internal", help="No way out of the network, no publishing."),
     no_icc: bool = typer.Option(False, "--no-icc", help="Containers on this network cannot talk to each other."),
     no_masquerade: bool = typer.Option(False, "--no-masquerade", help="Do not SNAT traffic leaving the host."),
-    driver: str = typer.Option("bridge", "--driver", "-d", help="Only 'bridge' is supported."),
+    driver: str = typer.Option("bridge", "--driver", "-d",
+                               help="bridge, overlay (needs cluster_store), macvlan or ipvlan (-o parent=IF)."),
+    opt: list[str] = typer.Option([], "--opt", "-o", help="Driver option KEY=VALUE, e.g. -o parent=eth0 (repeatable)."),
     dry_run: bool = DRY_OPT,
     json: bool = JSON_OPT,
 ):
@@ -31,7 +33,7 @@ def create(
 
     ctx = context(dry_run)
     req = networks.NetworkRequest(name, subnet, gateway, ip_range, bridge, mtu, internal, not no_icc,
-                                  not no_masquerade, driver)
+                                  not no_masquerade, driver, opt)
     net = networks.create(ctx, req)
     if dry_run:
         render.emit_plan(ctx.printed)
@@ -51,7 +53,13 @@ def ls(json: bool = JSON_OPT):
         render.emit_json(views)
         return
     rows = [[v["id"][:12], v["name"], v["bridge"], v["subnet"], v["gateway"], len(v["containers"])] for v in views]
-    render.emit(render.table(["NETWORK ID", "NAME", "BRIDGE", "SUBNET", "GATEWAY", "CONTAINERS"], rows))
+    header = ["NETWORK ID", "NAME", "BRIDGE", "SUBNET", "GATEWAY", "CONTAINERS"]
+    if any(v.get("driver", "bridge") != "bridge" for v in views):
+        # Other drivers (issue 15): say which, and overlay networks' scope `global` (cluster-wide).
+        header[2:2] = ["DRIVER", "SCOPE"]
+        for row, v in zip(rows, views):
+            row[2:2] = [v.get("driver", "bridge"), v.get("scope", "local")]
+    render.emit(render.table(header, rows))
 
 
 @net_app.command("inspect")

@@ -96,7 +96,7 @@ def kernel_objects(ctx: Context, fix: bool = False) -> Findings:
             problems += 1
             lines.append(f"problem: stray {what} is not in netkit's state (fix: netkit doctor --fix)")
     for net in ctx.store.networks():
-        if not probe.link_exists(net.bridge):
+        if net.bridge and not probe.link_exists(net.bridge):
             problems += 1
             lines.append(f"problem: bridge '{net.bridge}' of network '{net.name}' is missing "
                          f"(remove the network's containers and the network, then create them again)")
@@ -107,6 +107,12 @@ def kernel_objects(ctx: Context, fix: bool = False) -> Findings:
             continue
         holder, via = _route_via(ctx, c)
         for ep in c.endpoints:
+            if not ep.host_ifname:  # macvlan/ipvlan: the sub-interface lives inside only
+                if probe.link_info(ep.ifname, os.path.basename(c.netns)) is None:
+                    problems += 1
+                    lines.append(f"problem: '{ep.ifname}' of container '{c.name}' on network '{ep.network}' is "
+                                 f"missing inside its netns (netkit container rm {c.name}, then create it again)")
+                continue
             if not probe.link_exists(ep.host_ifname):
                 problems += 1
                 lines.append(f"problem: veth '{ep.host_ifname}' of container '{c.name}' on network "
@@ -191,7 +197,7 @@ def names(ctx: Context, fix: bool) -> Findings:
         with ctx.store.transaction():
             lines += [f"fix: {done}" for done in names_sync.repair(ctx)]
     for net in ctx.store.networks():
-        if net.default or not ctx.store.has_members(net.name):
+        if not names_sync.serves_dns(net) or not ctx.store.has_members(net.name):
             continue
         if supervisor.is_running(net.name, ctx.run_dir):
             lines.append(f"ok: DNS server of network '{net.name}' answers on {net.gateway}:53")
@@ -205,9 +211,32 @@ def names(ctx: Context, fix: bool) -> Findings:
     return lines, problems
 
 
+def cluster(ctx: Context) -> Findings:
+    """This host's share of the overlay networks against the cluster store (issue 15): its
+    containers' netns and VXLAN devices, and each device's FDB and neighbour entries."""
+    from netkit.cluster import agentctl, etcd
+    from netkit.engine import overlay
+
+    if not overlay.enabled(ctx):
+        return [], 0
+    try:
+        found = overlay.check(ctx)
+    except etcd.StoreUnavailable as err:
+        return [f"problem: {err}"], 1
+    lines = [f"problem: {line} (the host agent repairs entries on the next change; "
+             f"`netkit container rm` a container whose netns is gone)" for line in found]
+    if agentctl.running_pid(ctx.run_dir) is None and any(n.driver == overlay.OVERLAY for n in ctx.store.networks()):
+        lines.append("problem: the host agent is not running: remote containers' entries are not kept "
+                     "(`python -m netkit.cluster agent start`)")
+    if not lines:
+        lines.append(f"ok: this host's overlay data plane agrees with the cluster store {ctx.config.cluster_store}")
+    return lines, sum(line.startswith("problem") for line in lines)
+
+
 def run(ctx: Context, fix: bool = False) -> Findings:
     lines, problems = [], 0
-    for part in (lambda: kernel_objects(ctx, fix), lambda: firewall(ctx, fix), lambda: names(ctx, fix)):
+    for part in (lambda: kernel_objects(ctx, fix), lambda: firewall(ctx, fix), lambda: names(ctx, fix),
+                 lambda: cluster(ctx)):
         more, count = part()
         lines += more
         problems += count

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from netkit import ipam, naming, ops
-from netkit.engine import lookup
+from netkit.engine import lookup, overlay
 from netkit.errors import Conflict, NotFound, UserError
 from netkit.model import Network
 
@@ -30,8 +30,9 @@ class NetworkRequest:
     icc: bool = True
     masquerade: bool = True
     driver: str = "bridge"
+    options: list[str] = field(default_factory=list)  # -o KEY=VALUE (macvlan/ipvlan: parent=IF)
 
-
+DRIVERS = ("bridge", "overlay", "macvlan", "ipvlan")
 def _bridge_addresses(ctx: Context, name: str) -> list[str]:
     info = ctx.probe.link_info(name)
     if info is None:
@@ -50,11 +51,15 @@ def plan_network(ctx: Context, req: NetworkRequest, default: bool = False) -> tu
     naming.validate_object_name("network", req.name)
     if req.name in RESERVED and not default:
         raise UserError(f"network name '{req.name}' is reserved: `--net {req.name}` means {RESERVED[req.name]}")
-    if req.driver != "bridge":
-        raise UserError(f"unknown network driver '{req.driver}': only 'bridge' is supported")
+    if req.driver not in DRIVERS:
+        raise UserError(f"unknown network driver '{req.driver}': use one of {', '.join(DRIVERS)}")
     if ctx.store.network(req.name):
         raise Conflict(f"network '{req.name}' already exists")
     naming.validate_mtu(req.mtu)
+    if req.driver in ("macvlan", "ipvlan"):
+        return _plan_lower(ctx, req)
+    if req.options:
+        raise UserError(f"driver {req.driver} takes no -o options (they are for macvlan and ipvlan)")
 
     if req.bridge:
         bridge = naming.validate_ifname(req.bridge, "bridge")
@@ -98,8 +103,55 @@ def plan_network(ctx: Context, req: NetworkRequest, default: bool = False) -> tu
     return net, plan
 
 
+def _plan_lower(ctx: Context, req: NetworkRequest) -> tuple[Network, list]:
+    """macvlan/ipvlan: containers hang off the parent interface; no bridge and, as with Docker,
+    no firewall rules (iptables=False keeps the network out of the rule set)."""
+    from netkit import lowerdev
+
+    opts = lowerdev.parse_options(req.driver, req.options)
+    if req.bridge or req.internal:
+        raise UserError(f"--bridge and --internal do not apply to driver {req.driver}")
+    if not ctx.probe.link_exists(opts.parent):
+        raise UserError(f"parent interface '{opts.parent}' does not exist on this host (-o parent=IF)")
+    others = _taken_subnets(ctx)
+    if req.subnet:
+        subnet = ipam.parse_subnet(req.subnet)
+        ipam.check_overlap(subnet, others)
+    else:
+        subnet = ipam.pick_free_subnet(ctx.config.default_address_pools, list(others.values()) + ctx.probe.host_routes())
+    layout = ipam.plan_layout(subnet, req.gateway, req.ip_range)
+    net = Network(name=req.name, id=naming.new_id(req.name), bridge="", subnet=str(layout.subnet),
+                  gateway=str(layout.gateway), ip_range=str(layout.ip_range) if layout.ip_range else None,
+                  mtu=req.mtu or ctx.config.mtu, iptables=False, masquerade=False, created=time.time(),
+                  driver=req.driver, parent=opts.parent, driver_mode=opts.mode)
+    return net, []
+
+
+def _create_overlay(ctx: Context, req: NetworkRequest) -> Network:
+    """The network, its VNI and IPAM go to the cluster store; no local row or device until a
+    container of this host joins it (see get())."""
+    if req.bridge or req.ip_range or req.internal or req.options or req.mtu:
+        raise UserError("--bridge, --ip-range, --internal, --mtu and -o do not apply to overlay networks "
+                        "(bridge ovbrVNI and MTU 1450 on every host)")
+    naming.validate_object_name("network", req.name)
+    if req.name in RESERVED:
+        raise UserError(f"network name '{req.name}' is reserved: `--net {req.name}` means {RESERVED[req.name]}")
+    if ctx.store.network(req.name):
+        raise Conflict(f"network '{req.name}' already exists on this host")
+    snet = overlay.create_network(ctx, req.name, req.subnet, req.gateway)
+    if snet is None:  # dry run
+        return Network(name=req.name, id="", bridge="", subnet=req.subnet or "", gateway=req.gateway or "",
+                       driver=overlay.OVERLAY)
+    return overlay.reference(ctx, snet)
+
+
 def create(ctx: Context, req: NetworkRequest) -> Network:
     ctx.require_root()
+    if req.driver == overlay.OVERLAY:
+        overlay.require(ctx)
+        return _create_overlay(ctx, req)
+    if overlay.enabled(ctx) and not ctx.dry_run and overlay.global_name_taken(ctx, req.name):
+        raise Conflict(f"network '{req.name}' already exists (an overlay network in the cluster store)")
     with ctx.change():
         net, plan = plan_network(ctx, req)
         ctx.apply(plan)
@@ -122,6 +174,13 @@ def get(ctx: Context, name: str) -> Network:
     net = ctx.store.network(name)
     if net:
         return net
+    if name not in RESERVED and (snet := overlay.find_network(ctx, name)) is not None:
+        # This host's first container on an overlay network: its local reference row, so that
+        # the rules, DNS and doctor see the host's bridge for it; removed with the last one.
+        net = overlay.reference(ctx, snet)
+        ctx.store.put_network(net)
+        ctx.network_changed()
+        return net
     if name != DEFAULT_NETWORK:
         raise NotFound(f"network '{name}' not found; see `netkit network ls`")
     req, must_exist = default_request(ctx)
@@ -137,8 +196,29 @@ def get(ctx: Context, name: str) -> Network:
     return net
 
 
+def _remove_overlay(ctx: Context, name: str):
+    local = ctx.store.network(name)
+    if local is not None and ctx.store.members(name):
+        raise Conflict(f"network '{name}' still has containers: {', '.join(ctx.store.members(name))}; "
+                       "remove them first")
+    if ctx.dry_run:
+        ctx.printed.append(f"# etcd {ctx.config.cluster_store}: delete /netkit/networks/{name}")
+        return local
+    snet = overlay.remove_network(ctx, name)  # refused while any host has a container on it
+    with ctx.change():
+        if ctx.store.network(name) is not None:
+            ctx.store.delete_network(name)
+            ctx.network_changed()
+        ctx.remove([ops.OverlayDel(snet.vni)])
+    return overlay.reference(ctx, snet)
+
+
 def remove(ctx: Context, name: str) -> Network:
     ctx.require_root()
+    local = ctx.store.network(name)
+    if (local is not None and local.driver == overlay.OVERLAY) or \
+            (local is None and overlay.find_network(ctx, name) is not None):
+        return _remove_overlay(ctx, name)
     with ctx.change():
         net = lookup.network(ctx, name)
         members = ctx.store.members(name)
@@ -147,7 +227,9 @@ def remove(ctx: Context, name: str) -> Network:
                 f"network '{name}' still has containers: {', '.join(members)}; "
                 "remove them or `netkit network disconnect` them first"
             )
-        if net.adopted:
+        if not net.bridge:
+            pass  # macvlan/ipvlan: nothing on the host
+        elif net.adopted:
             # Like dockerd -b: the bridge stays; only an address netkit added goes.
             ctx.remove([ops.AddrDel(net.bridge, f"{net.gateway}/{net.prefixlen}")] if net.address_added else [])
         else:
@@ -160,10 +242,28 @@ def remove(ctx: Context, name: str) -> Network:
 
 
 def list_views(ctx: Context) -> list[dict]:
-    return [inspect(ctx, n.name) for n in ctx.store.networks()]
+    """Local networks, then (with a cluster store) every overlay network of the cluster, scope
+    `global`. A store that cannot be read leaves the overlays out, with one line on stderr."""
+    views = [inspect(ctx, n.name) for n in ctx.store.networks() if n.driver != overlay.OVERLAY]
+    if overlay.enabled(ctx):
+        from netkit.cluster import etcd
+
+        try:
+            views += overlay.global_views(ctx)
+        except etcd.StoreUnavailable as err:
+            import sys
+
+            print(f"warning: {err}", file=sys.stderr)
+            views += [inspect(ctx, n.name) for n in ctx.store.networks() if n.driver == overlay.OVERLAY]
+    return views
 
 
 def inspect(ctx: Context, name: str) -> dict:
+    net = ctx.store.network(name)
+    if (net is None or net.driver == overlay.OVERLAY) and overlay.enabled(ctx):
+        found = [v for v in overlay.global_views(ctx) if v["name"] == name]
+        if found:
+            return found[0]
     net = lookup.network(ctx, name)
     containers = {}
     for cname in ctx.store.members(name):
@@ -172,8 +272,12 @@ def inspect(ctx: Context, name: str) -> dict:
         if ep:
             containers[cname] = {"ip": ep.ip, "prefix_length": ep.prefixlen, "mac": ep.mac,
                                  "interface": ep.ifname, "host_interface": ep.host_ifname}
-    return {
-        "name": net.name, "id": net.id, "driver": "bridge", "bridge": net.bridge, "subnet": net.subnet,
+    extra = {"parent": net.parent, "mode": net.driver_mode} if net.parent else {}
+    if net.driver == overlay.OVERLAY:
+        extra = {"vni": net.vni}
+    return extra | {
+        "name": net.name, "id": net.id, "driver": net.driver, "scope": "global" if net.vni else "local",
+        "bridge": net.bridge, "subnet": net.subnet,
         "gateway": net.gateway, "ip_range": net.ip_range, "mtu": net.mtu, "internal": net.internal,
         "icc": net.icc, "masquerade": net.masquerade, "adopted_bridge": net.adopted, "default": net.default,
         "iptables": net.iptables, "containers": containers,

@@ -80,6 +80,7 @@ def kernel_executor(firewall=None) -> Executor:
     (default: kernel.firewall.backend()). pyroute2 is imported by the first step that needs it:
     a publish (rule changes only) never pays for it."""
     from netkit.kernel import firewall as fw_mod
+    from netkit.lowerdev import SubInterfaceAdd
 
     handles = None
 
@@ -115,6 +116,21 @@ def kernel_executor(firewall=None) -> Executor:
         except Exception:  # noqa: BLE001 - best effort: the rules are what matters
             pass
 
+    def overlay_add(op: ops.OverlayAdd) -> None:
+        from netkit.kernel import vxlan
+
+        vxlan.ensure(op.vni, op.local_ip, op.gateway, op.prefixlen, op.mtu)
+
+    def overlay_del(op: ops.OverlayDel) -> None:
+        from netkit.kernel import vxlan
+
+        vxlan.remove(op.vni)
+
+    def subinterface_add(op) -> None:
+        from netkit.kernel import lowerdev
+
+        lowerdev.add(op)
+
     def close() -> None:
         if handles is not None:
             handles.close()
@@ -139,5 +155,8 @@ def kernel_executor(firewall=None) -> Executor:
         ops.SysctlSet: sysctl_set,
         ops.FirewallChange: firewall_change,
         ops.ConntrackForget: conntrack_forget,
+        ops.OverlayAdd: overlay_add,
+        ops.OverlayDel: overlay_del,
+        SubInterfaceAdd: subinterface_add,
     }
     return Executor(table, close=close, describe=describe)

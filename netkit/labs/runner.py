@@ -37,10 +37,15 @@ def environment() -> dict[str, str]:
     return env
 
 
-def require_sandbox(lab: Lab, what: str) -> None:
+def on_hosts(lab: Lab) -> bool:
+    """Whether this process runs where the lab needs: a sandbox, with its hosts if it has several."""
     from netkit import sandbox
 
-    if not sandbox.in_sandbox():
+    return sandbox.in_sandbox() and (lab.hosts == 1 or bool(os.environ.get("NETKIT_HOST")))
+
+
+def require_sandbox(lab: Lab, what: str) -> None:
+    if not on_hosts(lab):
         raise EnvError(f"`netkit lab {what}` works inside a lab's sandbox: run `netkit lab start {lab.number}`, "
                        f"then `netkit lab {what} {lab.number}` in its shell")
 
@@ -73,8 +78,13 @@ def prepare(lab: Lab, echo=print) -> None:
         raise UserError(f"this sandbox already holds a lab; start lab {lab.number} in a fresh one "
                         f"(exit this shell, then `netkit lab start {lab.number}`)")
     env = environment()
+    settings = dict(lab.config or {})
+    if lab.hosts > 1:
+        # On a host of a multi-host sandbox: keep the host's cluster settings under the lab's.
+        with open(os.environ["NETKIT_CONFIG"]) as fh:
+            settings = json.load(fh) | settings
     with open(env["NETKIT_CONFIG"], "w") as fh:
-        json.dump(lab.config or {}, fh, indent=2)
+        json.dump(settings, fh, indent=2)
     if lab.compose:
         shutil.copy(lab.compose, os.path.join(LAB_DIR, "compose.yaml"))
         rc, out = run_shell("netkit up -f compose.yaml")
