@@ -77,7 +77,7 @@ class Executor:
 
 def kernel_executor(firewall=None) -> Executor:
     """The executor that changes this host's kernel. `firewall`: the backend for rule changes
-    (default: kernel.firewall.backend()). pyroute2 is imported by the first step that needs it:
+    (kernel/fw; default: the legacy one). pyroute2 is imported by the first step that needs it:
     a publish (rule changes only) never pays for it."""
     from netkit.kernel import firewall as fw_mod
 
@@ -98,7 +98,13 @@ def kernel_executor(firewall=None) -> Executor:
         return lambda op: getattr(links(), name)(shared(), op)
 
     def firewall_change(op: ops.FirewallChange) -> None:
-        (firewall or fw_mod.backend()).apply(list(op.changes), thorough=op.thorough)
+        if firewall is None:
+            from netkit.kernel import fw
+
+            backend = fw.get("iptables-legacy")
+        else:
+            backend = firewall
+        backend.apply(list(op.changes), thorough=op.thorough)
 
     def sysctl_set(op: ops.SysctlSet) -> None:
         fw_mod.write_sysctl(op.path, op.value)

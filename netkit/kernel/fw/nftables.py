@@ -14,7 +14,7 @@ from netkit import nftrules, rules
 from netkit.errors import EnvError, KernelError
 from netkit.kernel.fw import Availability, ResetReport
 from netkit.kernel.fw import libnft
-from netkit.kernel.fw.xtlock import XtablesLock
+from netkit.kernel import xtlock
 
 TABLE = f"table {nftrules.QUALIFIED}"
 
@@ -26,7 +26,7 @@ class NftablesBackend:
     manages_rules = True
 
     def __init__(self):
-        self._lock = XtablesLock()
+        self._lock = xtlock.shared()
 
     def available(self) -> Availability:
         try:
