@@ -82,3 +82,12 @@ def dnat_count(sandbox, name: str) -> int:
         listing = json.loads(sandbox.sh(f"nft -j list map ip netkit {map_name}").stdout)
         total += sum(len(i["map"].get("elem", [])) for i in listing["nftables"] if "map" in i)
     return total
+
+
+def every_rule(sandbox) -> str:
+    """Every firewall rule of every backend (legacy x_tables and all of nf_tables), without
+    counters: what "nothing changed" compares, whichever backend netkit writes."""
+    legacy = sandbox.sh("iptables-legacy-save 2>/dev/null | grep -v '^#'", check=False).stdout
+    nft = sandbox.sh("nft list ruleset 2>/dev/null", check=False).stdout
+    text = re.sub(r"\[\d+:\d+\]", "", legacy) + nft
+    return re.sub(r"counter packets \d+ bytes \d+ ?", "", text)

@@ -5,6 +5,8 @@ import json
 import os
 import sys
 
+from fwbackend import every_rule
+
 ECHO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "echo.py")
 
 
@@ -33,7 +35,7 @@ def send_echo(sandbox, where: str | None, proto: str, ip: str, port: int, msg: s
 
 def snapshot(sandbox) -> dict:
     """What 'nothing changed' compares: links, addresses, routes, netns names, UTS pins, /etc/netns,
-    DNS servers, legacy iptables rules (without counters), ip_forward and netkit's state."""
+    DNS servers, the firewall rules of every backend (without counters), ip_forward and netkit's state."""
     return {
         "links": sandbox.sh("ip -o link show | sed -E 's/^[0-9]+: //; s/ qlen.*//' | cut -d' ' -f1-3 | sort").stdout,
         "addrs": sandbox.sh("ip -o -4 addr show | awk '{print $2, $4}' | sort").stdout,
@@ -43,7 +45,7 @@ def snapshot(sandbox) -> dict:
         "etc": sorted(os.listdir("/etc/netns")),
         "dns": sorted(f for f in os.listdir("/run/netkit/dns") if f.endswith(".pid"))
         if os.path.isdir("/run/netkit/dns") else [],
-        "iptables": sandbox.sh("iptables-legacy-save 2>/dev/null | grep -v '^#' | sed -E 's/\\[[0-9]+:[0-9]+\\]//'").stdout,
+        "iptables": every_rule(sandbox),
         "sysctls": sandbox.sh("sysctl -n net.ipv4.ip_forward").stdout,
         "containers": json.loads(sandbox.netkit("container", "ls", "--json").stdout),
         "networks": json.loads(sandbox.netkit("network", "ls", "--json").stdout),

@@ -9,9 +9,12 @@ import sys
 import pytest
 
 from fwbackend import backend, dnat_count, forward_policy, show, use_backend  # noqa: F401 - backend: a fixture
+from publish_helpers import ask
+from publish_helpers import servers  # noqa: F401,F811 - a fixture: pytest finds it by name
 from required import need
 
 pytestmark = pytest.mark.root
+UP, OUT = "198.18.0.1", "198.18.0.2"
 
 # Other programs' rules in each backend's world, written with the users' own tools.
 _XT = [
@@ -210,3 +213,65 @@ def test_entry_count_follows_the_callers_netns(sandbox):
         assert firewall.entry_count("nat") == here
     finally:
         sandbox.sh("ip netns del nk-probe", check=False)
+
+
+def test_auto_on_an_nft_host_shows_rules_in_plain_iptables(sandbox):
+    """The issue's case: the host's `iptables` is the nft one; with firewall_backend auto (the
+    default), plain `iptables -t nat -S` lists the DNAT of a published port."""
+    need("iptables")
+    if "nf_tables" not in sandbox.sh("iptables -V").stdout:
+        pytest.skip("this host's iptables is not iptables-nft")
+    sandbox.netkit("network", "create", "app", "--subnet", "172.20.0.0/24")
+    sandbox.netkit("container", "create", "web", "-p", "8088:80", "--net", "app")
+    nat = sandbox.sh("iptables -t nat -S").stdout
+    assert "-A NETKIT -p tcp -m tcp --dport 8088 -j DNAT --to-destination 172.20.0.2:80" in nat
+    assert "-A PREROUTING -m addrtype --dst-type LOCAL -j NETKIT" in nat
+    assert "auto: the host's `iptables` is iptables-nft" in sandbox.netkit("config", "show").stdout
+    assert "NETKIT" not in sandbox.sh("iptables-legacy-save").stdout
+
+
+def _netkit_everywhere(sandbox) -> dict[str, bool]:
+    """Which backends hold netkit's rules now, read with each backend's own tool."""
+    return {"iptables-legacy": "NETKIT" in sandbox.sh("iptables-legacy-save").stdout,
+            "iptables-nft": "NETKIT" in sandbox.sh("iptables-nft-save").stdout,
+            "nftables": sandbox.sh("nft list table ip netkit", check=False).returncode == 0}
+
+
+def test_switching_backends_moves_the_rules(sandbox, servers):
+    """legacy -> nftables (doctor --fix) -> iptables-nft (reset + the next command): after each
+    switch netkit's rules are in the new backend only, the old FORWARD policy is back, and real
+    traffic flows (published port from outside, MASQUERADE out)."""
+    need("iptables-legacy", "iptables-nft", "nft")
+    use_backend("iptables-legacy")
+    sandbox.netkit("network", "create", "app", "--subnet", "172.20.0.0/24")
+    sandbox.netkit("container", "create", "web", "--net", "app", "-p", "8088:80")
+    servers("web", "tcp", 80)
+    servers("outside", "tcp", 7000)
+
+    def traffic_flows():
+        assert ask("outside", "tcp", UP, 8088) == f"web {OUT}"
+        assert ask("web", "tcp", OUT, 7000) == f"outside {UP}"
+
+    traffic_flows()
+    assert _netkit_everywhere(sandbox) == {"iptables-legacy": True, "iptables-nft": False, "nftables": False}
+
+    use_backend("nftables")
+    p = sandbox.netkit("doctor", check=False)
+    assert p.returncode == 1 and "netkit rules left in the iptables-legacy backend, not the active one (nftables)" in p.stdout
+    sandbox.netkit("doctor", "--fix")
+    assert _netkit_everywhere(sandbox) == {"iptables-legacy": False, "iptables-nft": False, "nftables": True}
+    assert forward_policy(sandbox, "iptables-legacy") == "ACCEPT"  # netkit's DROP went with its rules
+    assert forward_policy(sandbox, "nftables") == "DROP"
+    traffic_flows()
+    assert sandbox.netkit("doctor").returncode == 0
+
+    use_backend("iptables-nft")
+    out = sandbox.netkit("reset").stdout
+    assert "removed 12 netkit chain(s) and their hooks from nftables" in out
+    assert _netkit_everywhere(sandbox) == {"iptables-legacy": False, "iptables-nft": False, "nftables": False}
+    sandbox.netkit("publish", "8089:80", "web")  # the next command re-syncs everything
+    assert _netkit_everywhere(sandbox) == {"iptables-legacy": False, "iptables-nft": True, "nftables": False}
+    assert forward_policy(sandbox, "iptables-nft") == "DROP"
+    traffic_flows()
+    assert ask("outside", "tcp", UP, 8089) == f"web {OUT}"
+    assert sandbox.netkit("doctor").returncode == 0

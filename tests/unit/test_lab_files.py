@@ -42,7 +42,8 @@ def test_lab_commands_run_only_listed_programs(lab):
 
 @pytest.mark.parametrize("lab", LABS, ids=[l.slug for l in LABS])
 def test_rule_listings_go_through_the_runner(lab):
-    """Switching the firewall backend is one edit of runner.FIREWALL_COMMANDS, not of every lab."""
+    """The listing commands follow the firewall backend through runner.firewall_commands, not
+    through every lab."""
     for where, text in _commands(lab):
         for word in ("iptables-legacy", "iptables-save", "iptables -", "iptables-nft"):
             assert word not in text, f"lab {lab.number} {where}: use $IPTABLES / $IPTABLES_SAVE, not {word}"
@@ -52,9 +53,30 @@ def test_rule_listings_go_through_the_runner(lab):
 
 
 def test_runner_names_both_listing_commands():
-    assert set(runner.FIREWALL_COMMANDS) == {"IPTABLES", "IPTABLES_SAVE"}
-    for prog in runner.FIREWALL_COMMANDS.values():
-        assert prog in programs.PROGRAMS
+    for commands in runner.FIREWALL_COMMANDS.values():
+        assert set(commands) == {"IPTABLES", "IPTABLES_SAVE"}
+        for prog in commands.values():
+            assert prog in programs.PROGRAMS
+
+
+@pytest.mark.parametrize("host", ["nf_tables", "legacy"])
+def test_listing_commands_follow_the_backend(tmp_path, monkeypatch, host):
+    """auto: plain `iptables`, whatever it is; a backend that is not the host's `iptables`: its own
+    tool; nftables (no iptables view): plain."""
+    from netkit.kernel import fw
+
+    monkeypatch.setattr(fw, "iptables_kind", lambda: host)
+    cfg = tmp_path / "config.json"
+    plain = {"IPTABLES": "iptables", "IPTABLES_SAVE": "iptables-save"}
+    assert runner.firewall_commands(str(cfg)) == plain  # no file: auto
+    other = "iptables-legacy" if host == "nf_tables" else "iptables-nft"
+    same = "iptables-nft" if host == "nf_tables" else "iptables-legacy"
+    cfg.write_text(f'{{"firewall_backend": "{other}"}}')
+    assert runner.firewall_commands(str(cfg)) == {"IPTABLES": other, "IPTABLES_SAVE": f"{other}-save"}
+    cfg.write_text(f'{{"firewall_backend": "{same}"}}')
+    assert runner.firewall_commands(str(cfg)) == plain
+    cfg.write_text('{"firewall_backend": "nftables"}')
+    assert runner.firewall_commands(str(cfg)) == plain
 
 
 def test_a_broken_lab_file_is_one_located_line(tmp_path):
