@@ -211,7 +211,9 @@ def sync(ctx: Context) -> None:
     if ctx.dry_run:
         if moving:
             ctx.printed.append(f"# netkit's rules move from {holder} to {fw.name}: `netkit reset` runs on {holder}")
-        ctx.printed.extend(render(ctx, _dry_plan(ctx, None if moving else hint, nets, meta)))
+        # After a move the new backend starts empty: plan as if no rules were written yet.
+        ctx.printed.extend(render(ctx, _dry_plan(ctx, None if moving else hint, nets,
+                                                 {**meta, "active": False} if moving else meta)))
         return
     if hint is not None and meta.get("active") and not moving:
         try:

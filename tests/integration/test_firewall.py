@@ -275,3 +275,8 @@ def test_switching_backends_moves_the_rules(sandbox, servers):
     traffic_flows()
     assert ask("outside", "tcp", UP, 8089) == f"web {OUT}"
     assert sandbox.netkit("doctor").returncode == 0
+
+    use_backend("none")  # no rules at all: the next change takes netkit's rules out, policy back
+    sandbox.netkit("container", "create", "web2", "--net", "app")
+    assert _netkit_everywhere(sandbox) == {"iptables-legacy": False, "iptables-nft": False, "nftables": False}
+    assert forward_policy(sandbox, "iptables-nft") == "ACCEPT"
