@@ -130,10 +130,9 @@ def firewall(ctx: Context, fix: bool = False) -> Findings:
         with ctx.change():
             pass  # the change's closing sync repairs everything (and moves rules off an old backend)
         lines.append("fix: netkit's rules and host settings were synced with the state")
-        for backend in ctx.other_firewalls():
-            if reconcile._has_leftovers(backend):
-                backend.reset()
-                lines.append(f"fix: removed netkit's rules left in the {backend.name} backend")
+        stale = [b for b in ctx.other_firewalls() if reconcile.has_leftovers(b)]
+        ctx.executor().apply_all([ops.FirewallReset(b.name) for b in stale])
+        lines += [f"fix: removed netkit's rules left in the {b.name} backend" for b in stale]
     fw = ctx.firewall
     if not fw.manages_rules:
         lines.append(f"ok: netkit's firewall rules are off (backend none: {ctx.firewall_why()})")

@@ -181,18 +181,14 @@ def owner(meta: dict) -> str | None:
     return meta.get("backend", LEGACY_OWNER) if meta.get("active") else None
 
 
-def leave_backend(ctx: Context, name: str, meta: dict) -> dict:
-    """Remove netkit's rules from backend `name` (not the active one) and put back the FORWARD
-    policy netkit set there. Returns the meta without that backend's policy memory."""
-    from netkit.kernel import fw as fw_mod
-
-    old = fw_mod.get(name)
-    if old.available().ok:
-        old.reset(forward_policy=meta.get("forward_policy_was"))
+def leave_backend(name: str, meta: dict) -> tuple[list, dict]:
+    """The step that removes netkit's rules from backend `name` (no longer the active one) and
+    puts back the FORWARD policy netkit set there; and the meta without that backend's policy."""
+    step = ops.FirewallReset(name, meta.get("forward_policy_was"))
     meta = dict(meta)
     meta.pop("forward_policy_was", None)
     meta["active"] = False
-    return meta
+    return [step], meta
 
 
 def sync(ctx: Context) -> None:
@@ -224,15 +220,17 @@ def sync(ctx: Context) -> None:
         except (KernelError, NeedFull):
             pass  # e.g. someone deleted netkit's chains: the full sync puts everything back
     with fw.locked():
+        leave: list = []
         if moving:
-            meta = leave_backend(ctx, holder, meta)
+            leave, meta = leave_backend(holder, meta)
         if not fw.manages_rules:
+            ctx.executor().apply(leave)
             ctx.store.put_meta(META, meta)
             return
         snap = fw.snapshot()
         plan, meta = plan_full(rules.netkit_part(snap), desired(ctx, nets), nets, host_facts(ctx, nets, snap),
                                ctx.config.ip_forward, meta, claim_forward=moving)
-        ctx.executor().apply(plan)
+        ctx.executor().apply(leave + plan)
     meta["active"] = True
     meta["backend"] = fw.name
     ctx.store.put_meta(META, meta)
@@ -301,18 +299,14 @@ def reset(ctx: Context) -> list[str]:
         with fw.locked():
             now = {b: ctx.probe.sysctl(route_localnet(b)) for b in (meta.get("route_localnet_was") or {})}
             host = [op for op in plan_reset({}, None, meta, now) if not isinstance(op, ops.FirewallChange)]
-            backends = [fw] + [b for b in ctx.other_firewalls() if b.name == holder or _has_leftovers(b)]
-            reports = []
-            for backend in backends:
-                policy = meta.get("forward_policy_was") if backend.name == holder else None
-                if ctx.dry_run:
-                    reports.append(backend.reset(policy, dry_run=True))
-                    continue
-                reports.append(backend.reset(policy))
+            backends = [fw] + [b for b in ctx.other_firewalls() if b.name == holder or has_leftovers(b)]
+            policies = [meta.get("forward_policy_was") if b.name == holder else None for b in backends]
+            # What each reset removes, read before (and, in a dry run, instead of) doing it.
+            reports = [b.reset(p, dry_run=True) for b, p in zip(backends, policies)]
             if ctx.dry_run:
                 return [line for r in reports for line in r.lines] + render(ctx, host)
             # Best effort, step by step, as deletions are.
-            ctx.executor().apply_all(host)
+            ctx.executor().apply_all([ops.FirewallReset(b.name, p) for b, p in zip(backends, policies)] + host)
         for backend, report in zip(backends, reports):
             if backend is fw:
                 done.append(f"removed {report.removed_chains} netkit chain(s) and their hooks")
@@ -329,7 +323,8 @@ def reset(ctx: Context) -> list[str]:
     return done
 
 
-def _has_leftovers(backend) -> bool:
+def has_leftovers(backend) -> bool:
+    """Whether a backend holds netkit objects (read only; one that cannot be read holds none)."""
     try:
         return backend.available().ok and bool(backend.leftovers())
     except Exception:  # noqa: BLE001 - a backend that cannot even be read holds nothing of ours

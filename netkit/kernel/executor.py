@@ -106,6 +106,13 @@ def kernel_executor(firewall=None) -> Executor:
             backend = firewall
         backend.apply(list(op.changes), thorough=op.thorough)
 
+    def firewall_reset(op: ops.FirewallReset) -> None:
+        from netkit.kernel import fw
+
+        backend = firewall if firewall is not None and firewall.name == op.backend else fw.get(op.backend)
+        if backend.available().ok:  # a backend that cannot work here holds nothing of netkit's
+            backend.reset(op.forward_policy)
+
     def sysctl_set(op: ops.SysctlSet) -> None:
         fw_mod.write_sysctl(op.path, op.value)
 
@@ -144,6 +151,7 @@ def kernel_executor(firewall=None) -> Executor:
         ops.HairpinOn: hairpin_on,
         ops.SysctlSet: sysctl_set,
         ops.FirewallChange: firewall_change,
+        ops.FirewallReset: firewall_reset,
         ops.ConntrackForget: conntrack_forget,
     }
     return Executor(table, close=close, describe=describe)

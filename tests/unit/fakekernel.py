@@ -239,6 +239,9 @@ class FakeKernel:
     def _FirewallChange(self, op):
         self.firewall.apply(list(op.changes), op.thorough)
 
+    def _FirewallReset(self, op):
+        self.firewall.reset(op.forward_policy)  # the one fake backend stands for every backend
+
     def _ConntrackForget(self, op):
         pass
 
@@ -256,4 +259,4 @@ class FakeKernel:
 
 _STEPS = (ops.NetnsAdd, ops.NetnsAttach, ops.NetnsDel, ops.BridgeAdd, ops.BridgeDel, ops.AddrAdd, ops.AddrDel,
           ops.EndpointAdd, ops.LinkDel, ops.RouteReplace, ops.UtsAdd, ops.UtsDel, ops.HairpinOn, ops.SysctlSet,
-          ops.FirewallChange, ops.ConntrackForget)
+          ops.FirewallChange, ops.FirewallReset, ops.ConntrackForget)
