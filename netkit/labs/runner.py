@@ -34,13 +34,19 @@ CHECK_TIMEOUT = 30
 
 
 def firewall_commands(config_path: str) -> dict[str, str]:
-    """$IPTABLES and $IPTABLES_SAVE for the backend the lab's settings choose. (nftables and
-    none have no iptables view: plain `iptables`; `netkit rules` shows nftables' table.)"""
+    """$IPTABLES and $IPTABLES_SAVE for the backend the lab's settings file chooses."""
     from netkit import config
-    from netkit.kernel import fw
 
     cfg = config.load(config_path)
-    name = fw.choose(cfg.firewall_backend, cfg.iptables, cfg.source).name
+    return commands_for(cfg.firewall_backend, cfg.iptables)
+
+
+def commands_for(setting: str = "auto", iptables: bool = True) -> dict[str, str]:
+    """$IPTABLES and $IPTABLES_SAVE for a `firewall_backend` setting. (nftables and none have no
+    iptables view: plain `iptables`; `netkit rules` shows nftables' table.)"""
+    from netkit.kernel import fw
+
+    name = fw.choose(setting, iptables).name
     plain = {"nf_tables": "iptables-nft", "legacy": "iptables-legacy"}.get(fw.iptables_kind() or "")
     return FIREWALL_COMMANDS["plain" if name == plain or name not in FIREWALL_COMMANDS else name]
 

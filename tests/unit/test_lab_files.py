@@ -94,3 +94,14 @@ def test_grading_outside_a_lab_sandbox_is_refused(monkeypatch):
     monkeypatch.delenv("NETKIT_SANDBOX", raising=False)
     with pytest.raises(EnvError, match="netkit lab start 3"):
         runner.require_sandbox(model.find("3"), "check")
+
+
+def test_lab_show_names_the_listing_command():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "netkit", "lab", "show", "06"], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    expected = runner.commands_for()["IPTABLES"]
+    assert f"$IPTABLES is `{expected}`" in out.stdout
