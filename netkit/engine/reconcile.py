@@ -209,7 +209,7 @@ def sync(ctx: Context) -> None:
             ctx.printed.append(f"# netkit's rules move from {holder} to {fw.name}: `netkit reset` runs on {holder}")
         # After a move the new backend starts empty: plan as if no rules were written yet.
         ctx.printed.extend(render(ctx, _dry_plan(ctx, None if moving else hint, nets,
-                                                 {**meta, "active": False} if moving else meta)))
+                                                 {**meta, "active": False} if moving else meta, moving)))
         return
     if hint is not None and meta.get("active") and not moving:
         try:
@@ -244,7 +244,7 @@ def render(ctx: Context, plan: list) -> list[str]:
     return out
 
 
-def _dry_plan(ctx: Context, hint, nets: list[Network], meta: dict) -> list:
+def _dry_plan(ctx: Context, hint, nets: list[Network], meta: dict, claim_forward: bool = False) -> list:
     if hint is not None and meta.get("active"):
         try:
             plan = plan_fast(hint[0], hint[1], nets)
@@ -263,7 +263,8 @@ def _dry_plan(ctx: Context, hint, nets: list[Network], meta: dict) -> list:
         old.close()
     # (Ports this plan makes do not exist yet, so the probe does not count them as hairpin off.)
     plan, _ = plan_full(as_current(before, bool(meta.get("active"))), desired(ctx, nets), nets,
-                        host_facts(ctx, nets, None), ctx.config.ip_forward, meta, planned_bridges=True)
+                        host_facts(ctx, nets, None), ctx.config.ip_forward, meta, planned_bridges=True,
+                        claim_forward=claim_forward)
     return plan
 
 
