@@ -205,6 +205,9 @@ def ops_script(ops: list[rules.Op], current: dict[tuple[str, str], list[str]] | 
     lines = [f"add table {QUALIFIED}"]
     rebuilt: dict[tuple[str, str], list[str]] = {}
     made_base: set[tuple[str, str]] = set()
+    # Chain deletions go last: a chain that a rewritten chain jumps to can only go once that
+    # chain is rewritten without the jump (the kernel refuses to delete a referenced chain).
+    deletions: list[str] = []
 
     def ensure_base(table: str, chain: str) -> None:
         if (table, chain) in BASE_CHAINS and (table, chain) not in made_base:
@@ -216,8 +219,8 @@ def ops_script(ops: list[rules.Op], current: dict[tuple[str, str], list[str]] | 
         if op.action == "N":
             lines += _chain_setup(op.chain)
         elif op.action == "X":
-            lines.append(f"delete chain {QUALIFIED} {nft_chain(*key)}")
-            lines += [f"delete {_kind(s)} {QUALIFIED} {s}" for s in CHAIN_SETS.get(op.chain, ())]
+            deletions.append(f"delete chain {QUALIFIED} {nft_chain(*key)}")
+            deletions.extend(f"delete {_kind(s)} {QUALIFIED} {s}" for s in CHAIN_SETS.get(op.chain, ()))
         elif op.action == "P":
             if key not in BASE_CHAINS:
                 raise ValueError(f"policy on {op.table} {op.chain}: nftables base chains only")
@@ -262,7 +265,7 @@ def ops_script(ops: list[rules.Op], current: dict[tuple[str, str], list[str]] | 
             if spec is None:
                 raise ValueError(f"chain {name} holds a rule netkit cannot write back: {text}")
             lines.append(f"add rule {QUALIFIED} {name} {statement(spec)}")
-    return lines
+    return lines + deletions
 
 
 def render_ruleset(rs: rules.RuleSet, forward_policy: str | None = None) -> list[str]:

@@ -300,6 +300,23 @@ class FirewallChange:
 
 
 @dataclass(frozen=True)
+class FirewallReset:
+    """Remove every netkit object from firewall backend `backend` (NETKIT-USER stays when it holds
+    rules) and, when given, put its FORWARD policy back to `forward_policy`: `netkit reset`, and
+    leaving a backend after a switch. Like a flush, it cannot be undone."""
+
+    backend: str
+    forward_policy: str | None = None
+
+    def render(self) -> list[str]:
+        policy = f", FORWARD policy back to {self.forward_policy}" if self.forward_policy else ""
+        return [f"# remove netkit's rules from the {self.backend} backend{policy}"]
+
+    def undo(self):
+        return None
+
+
+@dataclass(frozen=True)
 class ConntrackForget:
     """Delete the conntrack entries of a DNAT that went away, so its flows stop following the old
     mapping (docs/facts.md, "UDP and conntrack"). Best effort: entries may expire meanwhile."""

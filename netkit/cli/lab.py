@@ -51,7 +51,9 @@ def show(number: str):
     render.emit("")
     for step in lab.steps:
         render.emit(f"Step {step.number}: {step.title}\n{step.text}\n")
-    render.emit(f"(In the lab's shell, $IPTABLES is `{runner.FIREWALL_COMMANDS['IPTABLES']}` and $LAB is "
+    settings = lab.config or {}
+    iptables = runner.commands_for(settings.get("firewall_backend", "auto"), settings.get("iptables", True))["IPTABLES"]
+    render.emit(f"(In the lab's shell, $IPTABLES is `{iptables}` and $LAB is "
                 f"{runner.LAB_DIR}.)")
 
 

@@ -53,18 +53,18 @@ def port(container: str, which: Optional[str] = typer.Argument(None, metavar="[P
 
 @app.command("rules")
 def rules_cmd(json: bool = JSON_OPT):
-    """Every rule netkit owns, read back from the kernel, in iptables-save syntax."""
+    """Every rule netkit owns, read back from the kernel, in the active firewall backend's syntax
+    (iptables-save, or nft for the nftables backend)."""
     from netkit.engine import reconcile
 
     ctx = context()
     ctx.require_root()
-    part = reconcile.kernel_rules(ctx)
     name, show_command = reconcile.backend_info(ctx)
     if json:
-        render.emit_json({"backend": name, "tables": part})
+        render.emit_json({"backend": name, "tables": reconcile.kernel_rules(ctx)})
         return
     render.emit(f"# netkit's rules in the {name} backend (also: {show_command})")
-    for line in reconcile.render_kernel_rules(part):
+    for line in reconcile.native_rules(ctx):
         render.emit(line)
 
 

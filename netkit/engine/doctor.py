@@ -127,18 +127,23 @@ def kernel_objects(ctx: Context, fix: bool = False) -> Findings:
 
 
 def firewall(ctx: Context, fix: bool = False) -> Findings:
-    """netkit's rules and the host settings they rely on, against what the state implies."""
+    """netkit's rules and the host settings they rely on, against what the state implies; and the
+    other firewall backends (netkit rules left there, forward-drop policies)."""
     lines: list[str] = []
     problems = 0
     if fix:
         ctx.require_root()
         with ctx.change():
-            pass  # the change's closing sync repairs everything
+            pass  # the change's closing sync repairs everything (and moves rules off an old backend)
         lines.append("fix: netkit's rules and host settings were synced with the state")
-    if not ctx.config.iptables:
-        lines.append(f"ok: netkit's firewall rules are off ({ctx.config.source}: \"iptables\": false)")
-        return lines, 0
+        stale = [b for b in ctx.other_firewalls() if reconcile.has_leftovers(b)]
+        ctx.executor().apply_all([ops.FirewallReset(b.name) for b in stale])
+        lines += [f"fix: removed netkit's rules left in the {b.name} backend" for b in stale]
     fw = ctx.firewall
+    if not fw.manages_rules:
+        lines.append(f"ok: netkit's firewall rules are off (backend none: {ctx.firewall_why()})")
+        more, count = other_backends(ctx)
+        return lines + more, count
     nets = ctx.store.networks()
     meta = ctx.store.meta(reconcile.META, {}) or {}
     snap = fw.snapshot()
@@ -162,7 +167,7 @@ def firewall(ctx: Context, fix: bool = False) -> Findings:
         problems += 1
         lines.append("problem: net.ipv4.ip_forward is 0: containers cannot reach outside (fix: netkit doctor --fix)")
     else:
-        lines.append(f"ok: net.ipv4.ip_forward={facts.ip_forward}, legacy filter FORWARD policy {facts.forward_policy}")
+        lines.append(f"ok: net.ipv4.ip_forward={facts.ip_forward}, {fw.name} FORWARD policy {facts.forward_policy}")
     if "ip_forward_was" in meta:
         lines.append(f"note: netkit turned ip_forward on (was {meta['ip_forward_was']}) and set the FORWARD "
                      f"policy to DROP (was {meta.get('forward_policy_was')}) so the host is no open router; "
@@ -175,12 +180,36 @@ def firewall(ctx: Context, fix: bool = False) -> Findings:
         problems += 1
         lines.append(f"problem: hairpin mode off on {', '.join(facts.hairpin_off)}: containers cannot reach their "
                      "own published ports")
-    nft = ctx.probe.foreign_firewall()
-    if nft["iptables_nft_rules"]:
-        lines.append(f"warning: this host also has {nft['iptables_nft_rules']} iptables-nft rule(s): the `iptables` "
-                     f"command may show only those; netkit's rules are in the legacy backend "
-                     f"(`netkit rules` or `{fw.show_command}`)")
-    for chain in nft["forward_drop_chains"]:
+    more, count = other_backends(ctx)
+    return lines + more, problems + count
+
+
+# The nft chain that is iptables-nft's built-in FORWARD (reported as that backend's policy).
+_IPTABLES_NFT_FORWARD = "ip filter FORWARD"
+
+
+def other_backends(ctx: Context) -> Findings:
+    """netkit rules left in a backend that is not the active one, and forward-drop policies of any
+    backend but the active one (they drop netkit's forwarded traffic whatever its rules say)."""
+    fw = ctx.firewall
+    lines: list[str] = []
+    problems = 0
+    for backend in ctx.other_firewalls():
+        if not backend.available().ok:
+            continue
+        for left in backend.leftovers():
+            problems += 1
+            lines.append(f"problem: netkit rules left in the {backend.name} backend, not the active one ({fw.name}): "
+                         f"{left} (fix: netkit doctor --fix, or netkit reset)")
+        if backend.syntax == "iptables" and backend.policy(backend.snapshot(), rules.FILTER, "FORWARD") == "DROP":
+            problems += 1
+            tool = backend.name  # iptables-legacy / iptables-nft: the command of that backend
+            lines.append(f"warning: the {backend.name} FORWARD policy is DROP, but netkit's rules are in {fw.name}: "
+                         f"it drops containers' forwarded traffic (fix: {tool} -P FORWARD ACCEPT, or set "
+                         f"\"firewall_backend\": \"{backend.name}\")")
+    for chain in ctx.probe.foreign_firewall()["forward_drop_chains"]:
+        if chain.startswith("ip netkit ") or (chain == _IPTABLES_NFT_FORWARD and ctx.firewall_choice is not None):
+            continue  # netkit's own table; iptables-nft's FORWARD is judged above (or is the active one)
         problems += 1
         lines.append(f"warning: nft chain '{chain}' has policy drop on the forward hook: it drops netkit's "
                      "forwarded traffic whatever netkit's rules say; accept netkit's bridges there "

@@ -41,8 +41,8 @@ def check_publishable(ctx: Context, c: Container, nets: dict) -> None:
     if c.mode == MODE_CONTAINER:
         raise UserError(f"container '{c.name}' shares the network of '{c.shares}' (--net container:{c.shares}): "
                         f"publish on '{c.shares}' instead")
-    if not ctx.config.iptables:
-        raise UserError(f"publishing needs firewall rules, but {ctx.config.source} sets \"iptables\": false; "
+    if not ctx.firewall.manages_rules:
+        raise UserError(f"publishing needs firewall rules, but the firewall backend is none ({ctx.firewall_why()}); "
                         "netkit writes no rules at all")
     if rules.publish_endpoint(c, nets) is None:
         for ep in c.endpoints:

@@ -77,7 +77,7 @@ class Executor:
 
 def kernel_executor(firewall=None) -> Executor:
     """The executor that changes this host's kernel. `firewall`: the backend for rule changes
-    (default: kernel.firewall.backend()). pyroute2 is imported by the first step that needs it:
+    (kernel/fw; default: the legacy one). pyroute2 is imported by the first step that needs it:
     a publish (rule changes only) never pays for it."""
     from netkit.kernel import firewall as fw_mod
     from netkit.lowerdev import SubInterfaceAdd
@@ -99,7 +99,20 @@ def kernel_executor(firewall=None) -> Executor:
         return lambda op: getattr(links(), name)(shared(), op)
 
     def firewall_change(op: ops.FirewallChange) -> None:
-        (firewall or fw_mod.backend()).apply(list(op.changes), thorough=op.thorough)
+        if firewall is None:
+            from netkit.kernel import fw
+
+            backend = fw.get("iptables-legacy")
+        else:
+            backend = firewall
+        backend.apply(list(op.changes), thorough=op.thorough)
+
+    def firewall_reset(op: ops.FirewallReset) -> None:
+        from netkit.kernel import fw
+
+        backend = firewall if firewall is not None and firewall.name == op.backend else fw.get(op.backend)
+        if backend.available().ok:  # a backend that cannot work here holds nothing of netkit's
+            backend.reset(op.forward_policy)
 
     def sysctl_set(op: ops.SysctlSet) -> None:
         fw_mod.write_sysctl(op.path, op.value)
@@ -154,6 +167,7 @@ def kernel_executor(firewall=None) -> Executor:
         ops.HairpinOn: hairpin_on,
         ops.SysctlSet: sysctl_set,
         ops.FirewallChange: firewall_change,
+        ops.FirewallReset: firewall_reset,
         ops.ConntrackForget: conntrack_forget,
         ops.OverlayAdd: overlay_add,
         ops.OverlayDel: overlay_del,

@@ -28,6 +28,8 @@ class FakeFirewall:
 
     name = "fake-iptables"
     show_command = "fake-save"
+    syntax = "iptables"
+    manages_rules = True
 
     def __init__(self):
         self.tables = {t: {c: [] for c in chains} for t, chains in BUILTIN.items()}
@@ -48,6 +50,28 @@ class FakeFirewall:
 
     def policy(self, snapshot: dict, table: str, chain: str):
         return snapshot.get(table, {}).get(":policy", {}).get(chain)
+
+    # The rest of kernel/fw's FirewallBackend, as the iptables backends do it.
+    def available(self):
+        from netkit.kernel.fw import Availability
+
+        return Availability(True)
+
+    def render(self, ops: list[rules.Op]) -> list[str]:
+        return rules.render(ops)
+
+    def native(self) -> list[str]:
+        from netkit.kernel.fw.legacy import render_part
+
+        return render_part(rules.netkit_part(self.snapshot()))
+
+    def reset(self, forward_policy=None, dry_run=False):
+        from netkit.kernel.fw.legacy import reset_with
+
+        return reset_with(self, forward_policy, dry_run)
+
+    def leftovers(self) -> list[str]:
+        return []
 
     def apply(self, changes: list[rules.Op], thorough: bool = True):
         if self.fail_next is not None:
@@ -215,14 +239,24 @@ class FakeKernel:
     def _FirewallChange(self, op):
         self.firewall.apply(list(op.changes), op.thorough)
 
+    def _FirewallReset(self, op):
+        self.firewall.reset(op.forward_policy)  # the one fake backend stands for every backend
+
     def _ConntrackForget(self, op):
         pass
 
     def context(self, store_dir: str, dry_run: bool = False, **config) -> Context:
-        return Context(dry_run=dry_run, store=Store(store_dir), config=Config(**config), probe=self.probe,
-                       executor=self.executor, firewall=self.firewall, run_dir_path=store_dir, derive=False)
+        """A Context over this fake host. The config's "iptables": false (or firewall_backend
+        "none") gets the real `none` backend, as fw.choose picks it."""
+        from netkit.kernel import fw
+
+        cfg = Config(**config)
+        none = not cfg.iptables or cfg.firewall_backend == "none"
+        return Context(dry_run=dry_run, store=Store(store_dir), config=cfg, probe=self.probe,
+                       executor=self.executor, firewall=fw.get("none") if none else self.firewall,
+                       run_dir_path=store_dir, derive=False)
 
 
 _STEPS = (ops.NetnsAdd, ops.NetnsAttach, ops.NetnsDel, ops.BridgeAdd, ops.BridgeDel, ops.AddrAdd, ops.AddrDel,
           ops.EndpointAdd, ops.LinkDel, ops.RouteReplace, ops.UtsAdd, ops.UtsDel, ops.HairpinOn, ops.SysctlSet,
-          ops.FirewallChange, ops.ConntrackForget)
+          ops.FirewallChange, ops.FirewallReset, ops.ConntrackForget)
