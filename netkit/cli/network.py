@@ -23,6 +23,8 @@ def create(
     no_icc: bool = typer.Option(False, "--no-icc", help="Containers on this network cannot talk to each other."),
     no_masquerade: bool = typer.Option(False, "--no-masquerade", help="Do not SNAT traffic leaving the host."),
     driver: str = typer.Option("bridge", "--driver", "-d", help="Only 'bridge' is supported."),
+    no_anti_spoofing: bool = typer.Option(False, "--no-anti-spoofing",
+                                          help="Let containers send from any IP and MAC (default: only their own)."),
     dry_run: bool = DRY_OPT,
     json: bool = JSON_OPT,
 ):
@@ -31,7 +33,7 @@ def create(
 
     ctx = context(dry_run)
     req = networks.NetworkRequest(name, subnet, gateway, ip_range, bridge, mtu, internal, not no_icc,
-                                  not no_masquerade, driver)
+                                  not no_masquerade, driver, anti_spoofing=not no_anti_spoofing)
     net = networks.create(ctx, req)
     if dry_run:
         render.emit_plan(ctx.printed)

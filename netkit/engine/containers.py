@@ -81,7 +81,18 @@ def plan_endpoint(ctx: Context, c: Container, net: Network, ip: str | None, mac:
     gateway = net.gateway if not net.internal and _route_holder(ctx, c) is None else None
     step = ops.EndpointAdd(_netns_name(c), ep.host_ifname, ep.ifname, net.bridge, net.mtu, ep.mac,
                            ep.ip, ep.prefixlen, gateway)
-    return ep, [step, ops.HairpinOn((ep.host_ifname,))]
+    return ep, [step, ops.HairpinOn((ep.host_ifname,))] + guard_steps(net, ep)
+
+
+def guard_steps(net: Network, ep: Endpoint) -> list:
+    """Anti-spoofing for the endpoint's port (netkit/antispoof.py), unless the network opted out.
+    Planned after the veth: a failing element add undoes the veth too."""
+    return [ops.PortGuardAdd(ep.host_ifname, ep.mac, ep.ip)] if net.anti_spoofing else []
+
+
+def unguard_steps(ctx: Context, ep: Endpoint) -> list:
+    net = ctx.store.network(ep.network)
+    return [ops.PortGuardDel(ep.host_ifname, ep.mac, ep.ip)] if net is None or net.anti_spoofing else []
 
 
 def _check_mac_free(ctx: Context, network: str, mac: str) -> None:
@@ -243,6 +254,7 @@ def remove(ctx: Context, name: str) -> Container:
                 f"(--net container:{name}); remove {'them' if len(sharers) > 1 else sharers[0]} first"
             )
         plan: list = [ops.LinkDel(e.host_ifname) for e in c.endpoints]
+        plan += [step for e in c.endpoints for step in unguard_steps(ctx, e)]
         if c.mode in (MODE_BRIDGE, MODE_NONE):
             plan.append(ops.NetnsDel(_netns_name(c)))
         if c.uts and c.mode != MODE_CONTAINER:
@@ -283,7 +295,7 @@ def disconnect(ctx: Context, network: str, name: str) -> Endpoint:
         ep = c.endpoint(network)
         if not ep:
             raise UserError(f"container '{name}' is not connected to network '{network}'")
-        plan: list = [ops.LinkDel(ep.host_ifname)]
+        plan: list = [ops.LinkDel(ep.host_ifname)] + unguard_steps(ctx, ep)
         remaining = [e for e in c.endpoints if e is not ep]
         if _route_holder(ctx, c) is ep and (nxt := _route_holder(ctx, c, remaining)) is not None:
             plan.append(ops.RouteReplace(_netns_name(c), nxt.gateway))  # like Docker: next network's gateway

@@ -30,6 +30,7 @@ class NetworkRequest:
     icc: bool = True
     masquerade: bool = True
     driver: str = "bridge"
+    anti_spoofing: bool = True
 
 
 def _bridge_addresses(ctx: Context, name: str) -> list[str]:
@@ -87,7 +88,8 @@ def plan_network(ctx: Context, req: NetworkRequest, default: bool = False) -> tu
         name=req.name, id=naming.new_id(req.name), bridge=bridge, subnet=str(layout.subnet),
         gateway=str(layout.gateway), ip_range=str(layout.ip_range) if layout.ip_range else None,
         mtu=req.mtu or ctx.config.mtu, internal=req.internal, icc=req.icc, masquerade=req.masquerade,
-        adopted=adopted, default=default, iptables=ctx.config.iptables, created=time.time(),
+        adopted=adopted, default=default, iptables=ctx.config.iptables, anti_spoofing=req.anti_spoofing,
+        created=time.time(),
     )
     address = f"{net.gateway}/{layout.subnet.prefixlen}"
     if adopted:
@@ -109,7 +111,8 @@ def create(ctx: Context, req: NetworkRequest) -> Network:
 
 def default_request(ctx: Context) -> tuple[NetworkRequest, bool]:
     cfg = ctx.config
-    req = NetworkRequest(name=DEFAULT_NETWORK, mtu=cfg.mtu, icc=cfg.icc, masquerade=cfg.ip_masq)
+    req = NetworkRequest(name=DEFAULT_NETWORK, mtu=cfg.mtu, icc=cfg.icc, masquerade=cfg.ip_masq,
+                         anti_spoofing=cfg.anti_spoofing)
     if cfg.bip:
         iface = ipam.parse_interface_cidr(cfg.bip)
         req.subnet, req.gateway = str(iface.network), str(iface.ip)

@@ -115,6 +115,16 @@ def kernel_executor(firewall=None) -> Executor:
         except Exception:  # noqa: BLE001 - best effort: the rules are what matters
             pass
 
+    def port_guard(name: str) -> Handler:
+        def run(op) -> None:
+            from netkit.kernel import antispoof
+
+            if name == "remove_table":
+                antispoof.remove_table()
+            else:
+                getattr(antispoof, name)(op.ifname, op.mac, op.ip)
+        return run
+
     def close() -> None:
         if handles is not None:
             handles.close()
@@ -139,5 +149,8 @@ def kernel_executor(firewall=None) -> Executor:
         ops.SysctlSet: sysctl_set,
         ops.FirewallChange: firewall_change,
         ops.ConntrackForget: conntrack_forget,
+        ops.PortGuardAdd: port_guard("guard"),
+        ops.PortGuardDel: port_guard("unguard"),
+        ops.PortGuardTableDel: port_guard("remove_table"),
     }
     return Executor(table, close=close, describe=describe)

@@ -218,6 +218,17 @@ class FakeKernel:
     def _ConntrackForget(self, op):
         pass
 
+    def _PortGuardAdd(self, op):
+        self.probe.guard_table = True
+        self.probe.guards.add((op.ifname, op.mac.lower(), op.ip))
+
+    def _PortGuardDel(self, op):
+        self.probe.guards.discard((op.ifname, op.mac.lower(), op.ip))
+
+    def _PortGuardTableDel(self, op):
+        self.probe.guard_table = False
+        self.probe.guards.clear()
+
     def context(self, store_dir: str, dry_run: bool = False, **config) -> Context:
         return Context(dry_run=dry_run, store=Store(store_dir), config=Config(**config), probe=self.probe,
                        executor=self.executor, firewall=self.firewall, run_dir_path=store_dir, derive=False)
@@ -225,4 +236,4 @@ class FakeKernel:
 
 _STEPS = (ops.NetnsAdd, ops.NetnsAttach, ops.NetnsDel, ops.BridgeAdd, ops.BridgeDel, ops.AddrAdd, ops.AddrDel,
           ops.EndpointAdd, ops.LinkDel, ops.RouteReplace, ops.UtsAdd, ops.UtsDel, ops.HairpinOn, ops.SysctlSet,
-          ops.FirewallChange, ops.ConntrackForget)
+          ops.FirewallChange, ops.ConntrackForget, ops.PortGuardAdd, ops.PortGuardDel, ops.PortGuardTableDel)
