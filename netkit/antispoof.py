@@ -113,8 +113,8 @@ def partial(listing: dict | None) -> set[str]:
     return names
 
 
-def stale_lines(listing: dict | None, keep: set[str]) -> list[str]:
-    """`delete element` lines for every element of a port not in `keep` (ifnames)."""
+def forget_lines(listing: dict | None, ifnames: set[str]) -> list[str]:
+    """`delete element` lines for every element of the ports `ifnames`, whatever MAC or IP they hold."""
     if listing is None:
         return []
     lines = []
@@ -124,7 +124,7 @@ def stale_lines(listing: dict | None, keep: set[str]) -> list[str]:
         name = item["set"]["name"]
         for e in item["set"].get("elem", []):
             parts = [str(x) for x in _concat(e)]
-            if parts[0] in keep:
+            if parts[0] not in ifnames:
                 continue
             key = " . ".join([_q(parts[0])] + parts[1:])
             lines.append(f"delete element {QUALIFIED} {name} {{ {key} }}")

@@ -259,6 +259,51 @@ class PortGuardDel:
 
 
 @dataclass(frozen=True)
+class PortGuardForget:
+    """Drop every anti-spoofing element of a port the state does not know (doctor --fix)."""
+
+    ifname: str
+
+    def render(self) -> list[str]:
+        return [f"nft: delete every element of \"{self.ifname}\" from {antispoof.QUALIFIED} "
+                f"{', '.join(antispoof.SETS)}"]
+
+    def undo(self):
+        return None
+
+
+@dataclass(frozen=True)
+class PortGuardTable:
+    """Make the anti-spoofing table and its chain's rules as they should be (elements kept)."""
+
+    def render(self) -> list[str]:
+        return [f"nft {line}" for line in antispoof.table_script()]
+
+    def undo(self):
+        return None
+
+
+@dataclass(frozen=True)
+class BridgeNfCall:
+    """Per-bridge br_netfilter switch: frames bridged between ports of `bridge` go through the
+    iptables FORWARD chain even when net.bridge.bridge-nf-call-iptables is 0 (--no-icc needs it)."""
+
+    bridge: str
+    value: str
+    was: str | None = None
+
+    def render(self) -> list[str]:
+        return [f"ip link set {self.bridge} type bridge nf_call_iptables {self.value}"]
+
+    def undo(self):
+        return BridgeNfCall(self.bridge, self.was) if self.was is not None and self.was != self.value else None
+
+
+def bridge_nf_call_path(bridge: str) -> str:
+    return f"/sys/class/net/{bridge}/bridge/nf_call_iptables"
+
+
+@dataclass(frozen=True)
 class PortGuardTableDel:
     """Remove the whole anti-spoofing table (`netkit reset`)."""
 

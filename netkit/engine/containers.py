@@ -372,6 +372,17 @@ def exec_in(ctx: Context, name: str, argv: list[str]) -> None:
     nsexec.exec_argv(list(argv))
 
 
+def forwarding_warning(ctx: Context, c: Container) -> str | None:
+    """Docker's line when a container needs forwarding and the host does not forward (the config
+    says "ip_forward": false, so netkit leaves it off)."""
+    from netkit.engine import reconcile
+
+    needs = any((n := ctx.store.network(e.network)) is not None and not n.internal for e in c.endpoints)
+    if needs and ctx.probe.sysctl(reconcile.IP_FORWARD) == "0":
+        return "WARNING: IPv4 forwarding is disabled. Networking will not work."
+    return None
+
+
 def list_views(ctx: Context) -> list[dict]:
     return [inspect_view(c) for c in ctx.store.containers()]
 

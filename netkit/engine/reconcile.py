@@ -28,8 +28,11 @@ from netkit.model import Container, Network
 if TYPE_CHECKING:
     from netkit.engine.context import Context
 
-META = "firewall"  # {"active": bool, "ip_forward_was": "0", "forward_policy_was": "ACCEPT", "route_localnet_was": {br: "0"}}
+META = "firewall"  # {"active": bool, "ip_forward_was": "0", "forward_policy_was": "ACCEPT", "route_localnet_was": {br: "0"},
+#                     "nf_call_was": {br: "0"}}
 IP_FORWARD = "/proc/sys/net/ipv4/ip_forward"
+# br_netfilter's switch for every bridge of this netns; absent when br_netfilter is not loaded.
+BRIDGE_NF_CALL = "/proc/sys/net/bridge/bridge-nf-call-iptables"
 
 
 def route_localnet(bridge: str) -> str:
@@ -39,6 +42,14 @@ def route_localnet(bridge: str) -> str:
 def managed(nets: list[Network]) -> list[Network]:
     """Networks whose bridges netkit's rules forward for (iptables on, not internal)."""
     return [n for n in nets if n.iptables and not n.internal]
+
+
+def bridged_filtering(nets: list[Network]) -> list[Network]:
+    """Networks whose own rules act on frames bridged between two ports (icc off: `-i br -o br
+    -j DROP` and the --link holes). Those frames reach iptables only through br_netfilter: each
+    such bridge gets its per-bridge nf_call_iptables on, so isolation holds whatever the global
+    net.bridge.bridge-nf-call-iptables says (the kernel ORs the two)."""
+    return [n for n in nets if n.iptables and not n.icc]
 
 
 def hairpin_ports(containers: list[Container], nets: list[Network]) -> list[str]:
@@ -77,6 +88,8 @@ class HostFacts:
     forward_policy: str  # current filter FORWARD policy
     route_localnet: dict[str, str | None] = field(default_factory=dict)  # bridge -> current value
     hairpin_off: list[str] = field(default_factory=list)  # ports of managed bridges with hairpin off
+    nf_call: dict[str, str | None] = field(default_factory=dict)  # bridge -> per-bridge nf_call_iptables
+    bridge_nf_call: str | None = None  # net.bridge.bridge-nf-call-iptables (None: br_netfilter absent)
 
 
 def plan_full(current: dict, want: rules.RuleSet, nets: list[Network], facts: HostFacts, forward_wanted: bool,
@@ -105,6 +118,15 @@ def plan_full(current: dict, want: rules.RuleSet, nets: list[Network], facts: Ho
                 was.setdefault(n.bridge, value)
             plan.append(ops.SysctlSet(route_localnet(n.bridge), "1", was=value))
     meta["route_localnet_was"] = was
+    nf_was = dict(meta.get("nf_call_was") or {})
+    for n in bridged_filtering(nets):
+        value = facts.nf_call.get(n.bridge)
+        if value != "1" and (value is not None or planned_bridges):
+            if value is not None:
+                nf_was.setdefault(n.bridge, value)
+            plan.append(ops.BridgeNfCall(n.bridge, "1", was=value))
+    if nf_was:
+        meta["nf_call_was"] = nf_was
     # Always the last step, even with no port to fix: a failure after the rules are committed
     # must find them undone (tests/integration/test_firewall.py injects one here).
     plan.append(ops.HairpinOn(tuple(facts.hairpin_off)))
@@ -137,7 +159,8 @@ def as_current(rs: rules.RuleSet, present: bool) -> dict:
     return cur
 
 
-def plan_reset(current: dict, policy_now: str | None, meta: dict, route_localnet_now: dict[str, str | None]) -> list:
+def plan_reset(current: dict, policy_now: str | None, meta: dict, route_localnet_now: dict[str, str | None],
+               nf_call_now: dict[str, str | None] | None = None) -> list:
     """Ops that remove every netkit chain and hook and put back what netkit changed on the host."""
     changes = rules.reset_ops(current)
     if "forward_policy_was" in meta and policy_now != meta["forward_policy_was"]:
@@ -148,6 +171,11 @@ def plan_reset(current: dict, policy_now: str | None, meta: dict, route_localnet
     for bridge, value in (meta.get("route_localnet_was") or {}).items():
         if route_localnet_now.get(bridge) is not None:
             plan.append(ops.SysctlSet(route_localnet(bridge), value))
+    for bridge, value in (meta.get("nf_call_was") or {}).items():
+        if (nf_call_now or {}).get(bridge) is not None:
+            plan.append(ops.BridgeNfCall(bridge, value))
+    # The anti-spoofing table (netkit/antispoof.py) goes too; nothing there if it never was.
+    plan.append(ops.PortGuardTableDel())
     return plan
 
 
@@ -161,6 +189,8 @@ def host_facts(ctx: Context, nets: list[Network], snapshot: dict | None) -> Host
         ip_forward=probe.sysctl(IP_FORWARD), forward_policy=policy,
         route_localnet={n.bridge: probe.sysctl(route_localnet(n.bridge)) for n in mine},
         hairpin_off=probe.hairpin_off(hairpin_ports(ctx.store.containers(), nets)),
+        nf_call={n.bridge: probe.sysctl(ops.bridge_nf_call_path(n.bridge)) for n in bridged_filtering(nets)},
+        bridge_nf_call=probe.sysctl(BRIDGE_NF_CALL),
     )
 
 
@@ -257,14 +287,15 @@ def reset(ctx: Context) -> list[str]:
             snap = fw.snapshot()
             part = rules.netkit_part(snap)
             now = {b: ctx.probe.sysctl(route_localnet(b)) for b in (meta.get("route_localnet_was") or {})}
-            plan = plan_reset(part, fw.policy(snap, rules.FILTER, "FORWARD"), meta, now)
+            nf_now = {b: ctx.probe.sysctl(ops.bridge_nf_call_path(b)) for b in (meta.get("nf_call_was") or {})}
+            plan = plan_reset(part, fw.policy(snap, rules.FILTER, "FORWARD"), meta, now, nf_now)
             changes = [c for op in plan if isinstance(op, ops.FirewallChange) for c in op.changes]
             if ctx.dry_run:
                 return rules.render(changes)
             # Best effort, step by step, as deletions are: a flush cannot be undone anyway.
             ctx.executor().apply_all(plan)
         removed = sum(1 for o in changes if o.action == "X")
-        done.append(f"removed {removed} netkit chain(s) and their hooks")
+        done.append(f"removed {removed} netkit chain(s) and their hooks, and the anti-spoofing table")
         user = part.get(rules.FILTER, {}).get(rules.CHAIN_USER)
         if user:
             done.append(f"kept {rules.CHAIN_USER}: it holds {len(user)} rule(s) of yours")
@@ -272,5 +303,6 @@ def reset(ctx: Context) -> list[str]:
             done.append(f"restored net.ipv4.ip_forward={meta['ip_forward_was']} and FORWARD policy "
                         f"{meta.get('forward_policy_was')}")
         ctx.store.delete_meta(META)
-    done.append("the next netkit change (or `netkit doctor --fix`) puts the rules of existing networks back")
+    done.append("the next netkit change (or `netkit doctor --fix`) puts the rules of existing networks back; "
+                "`netkit doctor --fix` puts back the anti-spoofing of existing containers")
     return done

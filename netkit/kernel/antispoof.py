@@ -49,6 +49,11 @@ def unguard(ifname: str, mac: str, ip: str) -> None:
             raise KernelError(f"nftables: {line}: {err.strip().splitlines()[0] if err.strip() else rc}")
 
 
+def forget(ifname: str) -> None:
+    """Delete every element of port `ifname` (a leftover whose MAC and IP the state no longer knows)."""
+    delete_lines(antispoof.forget_lines(listing(), {ifname}))
+
+
 def listing() -> dict | None:
     return libnft.list_json(f"table {antispoof.QUALIFIED}")
 

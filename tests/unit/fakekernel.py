@@ -225,6 +225,15 @@ class FakeKernel:
     def _PortGuardDel(self, op):
         self.probe.guards.discard((op.ifname, op.mac.lower(), op.ip))
 
+    def _PortGuardTable(self, op):
+        self.probe.guard_table = True
+
+    def _PortGuardForget(self, op):
+        self.probe.guards = {g for g in self.probe.guards if g[0] != op.ifname}
+
+    def _BridgeNfCall(self, op):
+        self.probe.sysctls[ops.bridge_nf_call_path(op.bridge)] = op.value
+
     def _PortGuardTableDel(self, op):
         self.probe.guard_table = False
         self.probe.guards.clear()
@@ -236,4 +245,5 @@ class FakeKernel:
 
 _STEPS = (ops.NetnsAdd, ops.NetnsAttach, ops.NetnsDel, ops.BridgeAdd, ops.BridgeDel, ops.AddrAdd, ops.AddrDel,
           ops.EndpointAdd, ops.LinkDel, ops.RouteReplace, ops.UtsAdd, ops.UtsDel, ops.HairpinOn, ops.SysctlSet,
-          ops.FirewallChange, ops.ConntrackForget, ops.PortGuardAdd, ops.PortGuardDel, ops.PortGuardTableDel)
+          ops.FirewallChange, ops.ConntrackForget, ops.PortGuardAdd, ops.PortGuardDel, ops.PortGuardTableDel,
+          ops.PortGuardTable, ops.PortGuardForget, ops.BridgeNfCall)

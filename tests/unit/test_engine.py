@@ -318,7 +318,7 @@ def test_full_sync_repairs_drift_and_reset_restores(ctx, kernel):
     assert kernel.firewall.save() == good
     assert doctor.firewall(ctx)[1] == 0
     done = reconcile.reset(ctx)
-    assert done[0] == "removed 8 netkit chain(s) and their hooks"
+    assert done[0] == "removed 8 netkit chain(s) and their hooks, and the anti-spoofing table"
     assert kernel.firewall.save() == "" and kernel.firewall.policies["filter"]["FORWARD"] == "ACCEPT"
     assert kernel.probe.sysctls[FORWARD] == "0"
     assert kernel.probe.sysctls["/proc/sys/net/ipv4/conf/br-app/route_localnet"] == "0"
