@@ -179,5 +179,5 @@ def inspect(ctx: Context, name: str) -> dict:
         "name": net.name, "id": net.id, "driver": "bridge", "bridge": net.bridge, "subnet": net.subnet,
         "gateway": net.gateway, "ip_range": net.ip_range, "mtu": net.mtu, "internal": net.internal,
         "icc": net.icc, "masquerade": net.masquerade, "adopted_bridge": net.adopted, "default": net.default,
-        "iptables": net.iptables, "containers": containers,
+        "iptables": net.iptables, "anti_spoofing": net.anti_spoofing, "containers": containers,
     }

@@ -252,7 +252,9 @@ def test_link_on_the_default_network_with_icc_off_opens_the_port(sandbox, backen
     sandbox.netkit("container", "create", "d3")
     ip1 = sandbox.inspect("container", "d1")["endpoints"][0]["ip"]
     servers("d1", "tcp", 80)
+    servers("d1", "tcp", 81)
     assert ask("d2", "tcp", ip1, 80) is not None
+    assert ask("d2", "tcp", ip1, 81, timeout=0.7) is None  # exactly the exposed port
     assert ask("d3", "tcp", ip1, 80, timeout=0.7) is None
 
 

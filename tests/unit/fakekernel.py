@@ -160,6 +160,7 @@ class FakeKernel:
             raise FileExistsError(op.name)
         self.probe.links[op.name] = self._link("bridge", address=op.mac, ipv4=[op.address] if op.address else [])
         self.probe.sysctls[f"/proc/sys/net/ipv4/conf/{op.name}/route_localnet"] = "0"
+        self.probe.sysctls[ops.bridge_nf_call_path(op.name)] = "0"
 
     def _BridgeDel(self, op):
         self._LinkDel(ops.LinkDel(op.name))
