@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from netkit import ipam, naming, ops
 from netkit.engine import lookup
-from netkit.errors import Conflict, NotFound, UserError
+from netkit.errors import Conflict, EnvError, NotFound, UserError
 from netkit.model import Network
 
 if TYPE_CHECKING:
@@ -33,6 +33,17 @@ class NetworkRequest:
     anti_spoofing: bool = True
 
 
+def _check_bridged_filtering(ctx: Context, req: NetworkRequest) -> None:
+    """icc off is a FORWARD rule on bridged frames, which reach iptables only through br_netfilter:
+    without it the network would silently not isolate, so refuse (Docker loads the module)."""
+    from netkit.engine import reconcile
+
+    if not req.icc and ctx.config.iptables and ctx.probe.sysctl(reconcile.BRIDGE_NF_CALL) is None:
+        what = "--no-icc" if req.name != DEFAULT_NETWORK else f"{ctx.config.source}: \"icc\": false"
+        raise EnvError(f"{what} needs br_netfilter (bridged frames through iptables), which is not loaded: "
+                       "run `modprobe br_netfilter` and try again")
+
+
 def _bridge_addresses(ctx: Context, name: str) -> list[str]:
     info = ctx.probe.link_info(name)
     if info is None:
@@ -56,6 +67,7 @@ def plan_network(ctx: Context, req: NetworkRequest, default: bool = False) -> tu
     if ctx.store.network(req.name):
         raise Conflict(f"network '{req.name}' already exists")
     naming.validate_mtu(req.mtu)
+    _check_bridged_filtering(ctx, req)
 
     if req.bridge:
         bridge = naming.validate_ifname(req.bridge, "bridge")

@@ -122,6 +122,7 @@ class FakeKernel:
         self.probe = FakeProbe()
         self.firewall = FakeFirewall()
         self.probe.sysctls["/proc/sys/net/ipv4/ip_forward"] = "0"
+        self.probe.sysctls["/proc/sys/net/bridge/bridge-nf-call-iptables"] = "1"  # br_netfilter loaded
         self.log: list = []  # every step run, undo steps included
         self.fail_on: type | None = None  # a step class whose handler raises
         self._index = itertools.count(2)

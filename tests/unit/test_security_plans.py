@@ -139,6 +139,16 @@ def test_no_icc_bridge_gets_nf_call_iptables_and_doctor_checks_it(ctx, kernel):
     assert any("br_netfilter is not loaded" in x and "modprobe br_netfilter" in x for x in lines)
 
 
+def test_no_icc_is_refused_without_br_netfilter(ctx, kernel):
+    from netkit.errors import EnvError
+
+    del kernel.probe.sysctls[NF]
+    with pytest.raises(EnvError, match=r"^--no-icc needs br_netfilter .*modprobe br_netfilter"):
+        networks.create(ctx, NetworkRequest("quiet", subnet="172.23.0.0/24", icc=False))
+    assert ctx.store.network("quiet") is None and "br-quiet" not in kernel.probe.links
+    networks.create(ctx, NetworkRequest("loud", subnet="172.24.0.0/24"))  # icc on: no need
+
+
 def test_ip_forward_false_warns_and_doctor_says_so(kernel, tmp_path):
     ctx = kernel.context(str(tmp_path), ip_forward=False)
     kernel.probe.sysctls["/proc/sys/net/ipv4/ip_forward"] = "0"
