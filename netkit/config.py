@@ -27,6 +27,7 @@ class Config:
     iptables: bool = True  # false: netkit writes no firewall rules at all
     firewall_backend: str = "auto"  # auto | iptables-legacy | iptables-nft | nftables | none (kernel/fw)
     ip_forward: bool = True
+    anti_spoofing: bool = True  # of the default network (others: `network create --no-anti-spoofing`)
     ip_masq: bool = True
     dns: list[str] = field(default_factory=list)
     dns_search: list[str] = field(default_factory=list)
@@ -101,7 +102,7 @@ def _validate(path: str, raw: dict) -> Config:
             if not isinstance(value, int) or isinstance(value, bool) or not MTU_MIN <= value <= MTU_MAX:
                 raise _bad(path, key, f"an integer from {MTU_MIN} to {MTU_MAX}", value)
             cfg.mtu = value
-        elif key in ("icc", "iptables", "ip_forward", "ip_masq"):
+        elif key in ("icc", "iptables", "ip_forward", "ip_masq", "anti_spoofing"):
             if not isinstance(value, bool):
                 raise _bad(path, key, "true or false", value)
             setattr(cfg, key, value)

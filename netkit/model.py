@@ -30,6 +30,7 @@ class Network:
     address_added: bool = False  # netkit put the gateway address on an adopted bridge
     default: bool = False  # the "bridge" network made on first use
     iptables: bool = True  # false: netkit writes no firewall rules for this network
+    anti_spoofing: bool = True  # container ports may send only from their own MAC and IP (antispoof.py)
     created: float = 0.0
     # Drivers other than bridge (issue 15). overlay: the network lives in the cluster store and
     # this row is the host's reference to it, kept while the host has a container on it (bridge

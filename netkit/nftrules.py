@@ -9,6 +9,7 @@ one base chain per hook rules.py hooks into, at the priority of the iptables tab
   nat-OUTPUT       nat    hook output      priority dstnat (-100)  fib daddr type local jump NETKIT
   nat-POSTROUTING  nat    hook postrouting priority srcnat (100)   jump NETKIT-POSTROUTING
   filter-FORWARD   filter hook forward     priority filter (0)     jump NETKIT-FORWARD
+  filter-INPUT     filter hook input       priority filter (0)     jump NETKIT-INPUT
 
 The rules that grow with the number of containers and ports are set and map elements instead of
 rules, so a publish is one element and the chains stay a few rules long:
@@ -46,6 +47,7 @@ BASE_CHAINS = {
     (rules.NAT, "OUTPUT"): ("nat-OUTPUT", "nat", "output", -100),
     (rules.NAT, "POSTROUTING"): ("nat-POSTROUTING", "nat", "postrouting", 100),
     (rules.FILTER, "FORWARD"): ("filter-FORWARD", "filter", "forward", 0),
+    (rules.FILTER, "INPUT"): ("filter-INPUT", "filter", "input", 0),
 }
 BASE_BY_NAME = {v[0]: k for k, v in BASE_CHAINS.items()}
 CHAIN_TABLE = {chain: table for table, chains in rules.CHAINS.items() for chain in chains}

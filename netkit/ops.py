@@ -3,7 +3,7 @@
 needs reversing or it cannot be reversed).
 
 One vocabulary for all of it: namespaces, links, addresses, routes, UTS pins, sysctls, hairpin
-mode, firewall rule changes (a batch of `rules.Op`, FORWARD policy included) and conntrack
+mode, anti-spoofing elements, firewall rule changes (a batch of `rules.Op`, FORWARD policy included) and conntrack
 clean-up. The engine builds lists of these (plans); kernel/executor.py runs them through one
 dispatch table, undoing the finished ones in reverse when a later one fails.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from netkit import rules
+from netkit import antispoof, rules
 
 
 def _ns(netns: str | None) -> str:
@@ -260,6 +260,93 @@ class HairpinOn:
 
     def undo(self):
         return None  # harmless to leave on; the port goes with its container anyway
+
+
+@dataclass(frozen=True)
+class PortGuardAdd:
+    """Anti-spoofing for one container port: only its MAC, and its IPv4 address (IP and ARP), may
+    enter the bridge through `ifname` (netkit/antispoof.py: three set elements)."""
+
+    ifname: str
+    mac: str
+    ip: str
+
+    def render(self) -> list[str]:
+        return [f"nft {line}" for line in antispoof.element_lines("add", self.ifname, self.mac, self.ip)]
+
+    def undo(self):
+        return PortGuardDel(self.ifname, self.mac, self.ip)
+
+
+@dataclass(frozen=True)
+class PortGuardDel:
+    """Drop a port's anti-spoofing elements (elements already gone are fine)."""
+
+    ifname: str
+    mac: str
+    ip: str
+
+    def render(self) -> list[str]:
+        return [f"nft {line}" for line in antispoof.element_lines("delete", self.ifname, self.mac, self.ip)]
+
+    def undo(self):
+        return None
+
+
+@dataclass(frozen=True)
+class PortGuardForget:
+    """Drop every anti-spoofing element of a port the state does not know (doctor --fix)."""
+
+    ifname: str
+
+    def render(self) -> list[str]:
+        return [f"nft: delete every element of \"{self.ifname}\" from {antispoof.QUALIFIED} "
+                f"{', '.join(antispoof.SETS)}"]
+
+    def undo(self):
+        return None
+
+
+@dataclass(frozen=True)
+class PortGuardTable:
+    """Make the anti-spoofing table and its chain's rules as they should be (elements kept)."""
+
+    def render(self) -> list[str]:
+        return [f"nft {line}" for line in antispoof.table_script()]
+
+    def undo(self):
+        return None
+
+
+@dataclass(frozen=True)
+class BridgeNfCall:
+    """Per-bridge br_netfilter switch: frames bridged between ports of `bridge` go through the
+    iptables FORWARD chain even when net.bridge.bridge-nf-call-iptables is 0 (--no-icc needs it)."""
+
+    bridge: str
+    value: str
+    was: str | None = None
+
+    def render(self) -> list[str]:
+        return [f"ip link set {self.bridge} type bridge nf_call_iptables {self.value}"]
+
+    def undo(self):
+        return BridgeNfCall(self.bridge, self.was) if self.was is not None and self.was != self.value else None
+
+
+def bridge_nf_call_path(bridge: str) -> str:
+    return f"/sys/class/net/{bridge}/bridge/nf_call_iptables"
+
+
+@dataclass(frozen=True)
+class PortGuardTableDel:
+    """Remove the whole anti-spoofing table (`netkit reset`)."""
+
+    def render(self) -> list[str]:
+        return [f"nft {antispoof.delete_table_line()}"]
+
+    def undo(self):
+        return None
 
 
 def sysctl_key(path: str) -> str:

@@ -39,6 +39,9 @@ def create(
                                       network_alias=network_alias, publish=publish, publish_all=publish_all,
                                       expose=expose)
     c = containers.create(ctx, req)
+    warning = containers.forwarding_warning(ctx, c)
+    if warning:
+        typer.echo(warning, err=True)
     if dry_run:
         render.emit_plan(ctx.printed)
     elif json:

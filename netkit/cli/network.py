@@ -25,6 +25,8 @@ def create(
     driver: str = typer.Option("bridge", "--driver", "-d",
                                help="bridge, overlay (needs cluster_store), macvlan or ipvlan (-o parent=IF)."),
     opt: list[str] = typer.Option([], "--opt", "-o", help="Driver option KEY=VALUE, e.g. -o parent=eth0 (repeatable)."),
+    no_anti_spoofing: bool = typer.Option(False, "--no-anti-spoofing",
+                                          help="Let containers send from any IP and MAC (default: only their own)."),
     dry_run: bool = DRY_OPT,
     json: bool = JSON_OPT,
 ):
@@ -33,7 +35,7 @@ def create(
 
     ctx = context(dry_run)
     req = networks.NetworkRequest(name, subnet, gateway, ip_range, bridge, mtu, internal, not no_icc,
-                                  not no_masquerade, driver, opt)
+                                  not no_masquerade, driver, opt, anti_spoofing=not no_anti_spoofing)
     net = networks.create(ctx, req)
     if dry_run:
         render.emit_plan(ctx.printed)

@@ -90,7 +90,18 @@ def plan_endpoint(ctx: Context, c: Container, net: Network, ip: str | None, mac:
         raise Conflict(f"interface '{ep.host_ifname}' already exists on the host; run `netkit doctor`")
     step = ops.EndpointAdd(_netns_name(c), ep.host_ifname, ep.ifname, net.bridge, net.mtu, ep.mac,
                            ep.ip, ep.prefixlen, gateway)
-    return ep, [step, ops.HairpinOn((ep.host_ifname,))]
+    return ep, [step, ops.HairpinOn((ep.host_ifname,))] + guard_steps(net, ep)
+
+
+def guard_steps(net: Network, ep: Endpoint) -> list:
+    """Anti-spoofing for the endpoint's port (netkit/antispoof.py), unless the network opted out.
+    Planned after the veth: a failing element add undoes the veth too."""
+    return [ops.PortGuardAdd(ep.host_ifname, ep.mac, ep.ip)] if net.anti_spoofing else []
+
+
+def unguard_steps(ctx: Context, ep: Endpoint) -> list:
+    net = ctx.store.network(ep.network)
+    return [ops.PortGuardDel(ep.host_ifname, ep.mac, ep.ip)] if net is None or net.anti_spoofing else []
 
 
 def _plan_overlay_endpoint(ctx: Context, c: Container, net: Network, ip: str | None, mac: str | None,
@@ -316,6 +327,7 @@ def remove(ctx: Context, name: str) -> Container:
             )
         _overlay_left(ctx, c, c.endpoints)
         plan: list = [ops.LinkDel(e.host_ifname) for e in c.endpoints if e.host_ifname]
+        plan += [step for e in c.endpoints if e.host_ifname for step in unguard_steps(ctx, e)]
         if c.mode in (MODE_BRIDGE, MODE_NONE):
             plan.append(ops.NetnsDel(_netns_name(c)))
         if c.uts and c.mode != MODE_CONTAINER:
@@ -360,7 +372,8 @@ def disconnect(ctx: Context, network: str, name: str) -> Endpoint:
         if not ep:
             raise UserError(f"container '{name}' is not connected to network '{network}'")
         _overlay_left(ctx, c, [ep])
-        plan: list = [ops.LinkDel(ep.host_ifname)] if ep.host_ifname else [ops.LinkDel(ep.ifname, _netns_name(c))]
+        plan: list = ([ops.LinkDel(ep.host_ifname)] + unguard_steps(ctx, ep) if ep.host_ifname
+                      else [ops.LinkDel(ep.ifname, _netns_name(c))])
         remaining = [e for e in c.endpoints if e is not ep]
         if _route_holder(ctx, c) is ep and (nxt := _route_holder(ctx, c, remaining)) is not None:
             plan.append(ops.RouteReplace(_netns_name(c), nxt.gateway))  # like Docker: next network's gateway
@@ -440,6 +453,17 @@ def exec_in(ctx: Context, name: str, argv: list[str]) -> None:
     # container: mode shares the owner's files, which live under the owner's netns name.
     nsexec.enter(c.netns, c.uts, _netns_name(c))
     nsexec.exec_argv(list(argv))
+
+
+def forwarding_warning(ctx: Context, c: Container) -> str | None:
+    """Docker's line when a container needs forwarding and the host does not forward (the config
+    says "ip_forward": false, so netkit leaves it off)."""
+    from netkit.engine import reconcile
+
+    needs = any((n := ctx.store.network(e.network)) is not None and not n.internal for e in c.endpoints)
+    if needs and ctx.probe.sysctl(reconcile.IP_FORWARD) == "0":
+        return "WARNING: IPv4 forwarding is disabled. Networking will not work."
+    return None
 
 
 def list_views(ctx: Context) -> list[dict]:

@@ -166,6 +166,11 @@ def firewall(ctx: Context, fix: bool = False) -> Findings:
     if managed and ctx.config.ip_forward and facts.ip_forward != "1":
         problems += 1
         lines.append("problem: net.ipv4.ip_forward is 0: containers cannot reach outside (fix: netkit doctor --fix)")
+    elif managed and facts.ip_forward == "0":
+        problems += 1
+        lines.append(f"problem: net.ipv4.ip_forward is 0 and {ctx.config.source} says \"ip_forward\": false: containers "
+                     f"on {', '.join(n.name for n in managed)} cannot reach outside, nor be reached on published "
+                     "ports from other hosts (fix: set \"ip_forward\": true, or sysctl -w net.ipv4.ip_forward=1)")
     else:
         lines.append(f"ok: net.ipv4.ip_forward={facts.ip_forward}, {fw.name} FORWARD policy {facts.forward_policy}")
     if "ip_forward_was" in meta:
@@ -176,6 +181,7 @@ def firewall(ctx: Context, fix: bool = False) -> Findings:
         if facts.route_localnet.get(n.bridge) not in ("1", None):
             problems += 1
             lines.append(f"problem: route_localnet is off on {n.bridge}: 127.0.0.1 publishing fails")
+    problems += _bridge_filtering(lines, nets, facts)
     if facts.hairpin_off:
         problems += 1
         lines.append(f"problem: hairpin mode off on {', '.join(facts.hairpin_off)}: containers cannot reach their "
@@ -215,6 +221,61 @@ def other_backends(ctx: Context) -> Findings:
                      "forwarded traffic whatever netkit's rules say; accept netkit's bridges there "
                      "(e.g. nft insert rule ... iifname \"br-*\" accept; and oifname)")
     return lines, problems
+
+
+def _bridge_filtering(lines: list[str], nets, facts: reconcile.HostFacts) -> int:
+    """--no-icc isolates only while bridged frames go through iptables (br_netfilter)."""
+    needy = reconcile.bridged_filtering(nets)
+    if not needy:
+        return 0
+    names = ", ".join(n.name for n in needy)
+    if facts.bridge_nf_call is None:
+        lines.append(f"problem: br_netfilter is not loaded ({reconcile.BRIDGE_NF_CALL} is missing): --no-icc on "
+                     f"{names} does not isolate containers (fix: modprobe br_netfilter, then netkit doctor --fix)")
+        return 1
+    off = [n for n in needy if facts.nf_call.get(n.bridge) != "1"]
+    for n in off:
+        lines.append(f"problem: bridge {n.bridge} does not pass its frames to iptables (nf_call_iptables "
+                     f"{facts.nf_call.get(n.bridge)}) and net.bridge.bridge-nf-call-iptables is "
+                     f"{facts.bridge_nf_call}: --no-icc on '{n.name}' does not isolate (fix: netkit doctor --fix)"
+                     if facts.bridge_nf_call != "1" else
+                     f"problem: bridge {n.bridge} has nf_call_iptables {facts.nf_call.get(n.bridge)}: --no-icc on "
+                     f"'{n.name}' stops isolating if net.bridge.bridge-nf-call-iptables goes to 0 "
+                     "(fix: netkit doctor --fix)")
+    if not off:
+        lines.append(f"ok: bridged frames of {names} go through iptables (per-bridge nf_call_iptables 1; "
+                     f"net.bridge.bridge-nf-call-iptables={facts.bridge_nf_call})")
+    return len(off)
+
+
+def port_guards(ctx: Context, fix: bool = False) -> Findings:
+    """Anti-spoofing (netkit/antispoof.py): every endpoint of a network that has it needs its three
+    elements, the chain its four rules, and no port the state does not know may keep elements."""
+    want = {(e.host_ifname, e.mac.lower(), e.ip): (c.name, e.network)
+            for c in ctx.store.containers() for e in c.endpoints
+            if (n := ctx.store.network(e.network)) is not None and n.anti_spoofing}
+    have, intact, named = ctx.probe.port_guards()
+    lines: list[str] = []
+    plan: list = []
+    if want and not intact:
+        lines.append("anti-spoofing table 'bridge netkit' or its chain is missing or altered")
+        plan.append(ops.PortGuardTable())
+    for guard, (name, network) in sorted(want.items()):
+        if guard not in have:
+            lines.append(f"anti-spoofing missing for container '{name}' on network '{network}' "
+                         f"(port {guard[0]}, {guard[1]}, {guard[2]}): it can send with any address")
+            plan.append(ops.PortGuardAdd(*guard))
+    wanted_ifnames = {g[0] for g in want}
+    for ifname in sorted(named - wanted_ifnames):
+        lines.append(f"stale anti-spoofing elements of port {ifname}, which no container in the state has")
+        plan.append(ops.PortGuardForget(ifname))
+    if not lines:
+        return [f"ok: anti-spoofing holds for {len(want)} container port(s)"], 0
+    if fix:
+        ctx.require_root()
+        ctx.executor().apply_all(plan)
+        return [f"fix: {line}" for line in lines], 0
+    return [f"problem: {line} (fix: netkit doctor --fix)" for line in lines], len(lines)
 
 
 def names(ctx: Context, fix: bool) -> Findings:
@@ -264,8 +325,8 @@ def cluster(ctx: Context) -> Findings:
 
 def run(ctx: Context, fix: bool = False) -> Findings:
     lines, problems = [], 0
-    for part in (lambda: kernel_objects(ctx, fix), lambda: firewall(ctx, fix), lambda: names(ctx, fix),
-                 lambda: cluster(ctx)):
+    for part in (lambda: kernel_objects(ctx, fix), lambda: firewall(ctx, fix), lambda: port_guards(ctx, fix),
+                 lambda: names(ctx, fix), lambda: cluster(ctx)):
         more, count = part()
         lines += more
         problems += count

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from netkit import ipam, naming, ops
 from netkit.engine import lookup, overlay
-from netkit.errors import Conflict, NotFound, UserError
+from netkit.errors import Conflict, EnvError, NotFound, UserError
 from netkit.model import Network
 
 if TYPE_CHECKING:
@@ -31,6 +31,18 @@ class NetworkRequest:
     masquerade: bool = True
     driver: str = "bridge"
     options: list[str] = field(default_factory=list)  # -o KEY=VALUE (macvlan/ipvlan: parent=IF)
+    anti_spoofing: bool = True
+
+
+def _check_bridged_filtering(ctx: Context, req: NetworkRequest) -> None:
+    """icc off is a FORWARD rule on bridged frames, which reach iptables only through br_netfilter:
+    without it the network would silently not isolate, so refuse (Docker loads the module)."""
+    from netkit.engine import reconcile
+
+    if not req.icc and ctx.config.iptables and ctx.probe.sysctl(reconcile.BRIDGE_NF_CALL) is None:
+        what = "--no-icc" if req.name != DEFAULT_NETWORK else f"{ctx.config.source}: \"icc\": false"
+        raise EnvError(f"{what} needs br_netfilter (bridged frames through iptables), which is not loaded: "
+                       "run `modprobe br_netfilter` and try again")
 
 DRIVERS = ("bridge", "overlay", "macvlan", "ipvlan")
 def _bridge_addresses(ctx: Context, name: str) -> list[str]:
@@ -60,6 +72,7 @@ def plan_network(ctx: Context, req: NetworkRequest, default: bool = False) -> tu
         return _plan_lower(ctx, req)
     if req.options:
         raise UserError(f"driver {req.driver} takes no -o options (they are for macvlan and ipvlan)")
+    _check_bridged_filtering(ctx, req)
 
     if req.bridge:
         bridge = naming.validate_ifname(req.bridge, "bridge")
@@ -92,7 +105,8 @@ def plan_network(ctx: Context, req: NetworkRequest, default: bool = False) -> tu
         name=req.name, id=naming.new_id(req.name), bridge=bridge, subnet=str(layout.subnet),
         gateway=str(layout.gateway), ip_range=str(layout.ip_range) if layout.ip_range else None,
         mtu=req.mtu or ctx.config.mtu, internal=req.internal, icc=req.icc, masquerade=req.masquerade,
-        adopted=adopted, default=default, iptables=ctx.config.iptables, created=time.time(),
+        adopted=adopted, default=default, iptables=ctx.config.iptables, anti_spoofing=req.anti_spoofing,
+        created=time.time(),
     )
     address = f"{net.gateway}/{layout.subnet.prefixlen}"
     if adopted:
@@ -161,7 +175,8 @@ def create(ctx: Context, req: NetworkRequest) -> Network:
 
 def default_request(ctx: Context) -> tuple[NetworkRequest, bool]:
     cfg = ctx.config
-    req = NetworkRequest(name=DEFAULT_NETWORK, mtu=cfg.mtu, icc=cfg.icc, masquerade=cfg.ip_masq)
+    req = NetworkRequest(name=DEFAULT_NETWORK, mtu=cfg.mtu, icc=cfg.icc, masquerade=cfg.ip_masq,
+                         anti_spoofing=cfg.anti_spoofing)
     if cfg.bip:
         iface = ipam.parse_interface_cidr(cfg.bip)
         req.subnet, req.gateway = str(iface.network), str(iface.ip)
@@ -280,5 +295,5 @@ def inspect(ctx: Context, name: str) -> dict:
         "bridge": net.bridge, "subnet": net.subnet,
         "gateway": net.gateway, "ip_range": net.ip_range, "mtu": net.mtu, "internal": net.internal,
         "icc": net.icc, "masquerade": net.masquerade, "adopted_bridge": net.adopted, "default": net.default,
-        "iptables": net.iptables, "containers": containers,
+        "iptables": net.iptables, "anti_spoofing": net.anti_spoofing, "containers": containers,
     }

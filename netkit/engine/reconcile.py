@@ -33,9 +33,11 @@ if TYPE_CHECKING:
     from netkit.engine.context import Context
 
 META = "firewall"  # {"active": bool, "backend": "iptables-nft", "ip_forward_was": "0", "forward_policy_was": "ACCEPT",
-#                    "route_localnet_was": {br: "0"}}
+#                    "route_localnet_was": {br: "0"}, "nf_call_was": {br: "0"}}
 LEGACY_OWNER = "iptables-legacy"  # states written before backends existed: their rules are legacy ones
 IP_FORWARD = "/proc/sys/net/ipv4/ip_forward"
+# br_netfilter's switch for every bridge of this netns; absent when br_netfilter is not loaded.
+BRIDGE_NF_CALL = "/proc/sys/net/bridge/bridge-nf-call-iptables"
 
 
 def route_localnet(bridge: str) -> str:
@@ -45,6 +47,14 @@ def route_localnet(bridge: str) -> str:
 def managed(nets: list[Network]) -> list[Network]:
     """Networks whose bridges netkit's rules forward for (iptables on, not internal)."""
     return [n for n in nets if n.iptables and not n.internal]
+
+
+def bridged_filtering(nets: list[Network]) -> list[Network]:
+    """Networks whose own rules act on frames bridged between two ports (icc off: `-i br -o br
+    -j DROP` and the --link holes). Those frames reach iptables only through br_netfilter: each
+    such bridge gets its per-bridge nf_call_iptables on, so isolation holds whatever the global
+    net.bridge.bridge-nf-call-iptables says (the kernel ORs the two)."""
+    return [n for n in nets if n.iptables and not n.icc]
 
 
 def hairpin_ports(containers: list[Container], nets: list[Network]) -> list[str]:
@@ -83,6 +93,8 @@ class HostFacts:
     forward_policy: str  # current filter FORWARD policy
     route_localnet: dict[str, str | None] = field(default_factory=dict)  # bridge -> current value
     hairpin_off: list[str] = field(default_factory=list)  # ports of managed bridges with hairpin off
+    nf_call: dict[str, str | None] = field(default_factory=dict)  # bridge -> per-bridge nf_call_iptables
+    bridge_nf_call: str | None = None  # net.bridge.bridge-nf-call-iptables (None: br_netfilter absent)
 
 
 def plan_full(current: dict, want: rules.RuleSet, nets: list[Network], facts: HostFacts, forward_wanted: bool,
@@ -117,6 +129,15 @@ def plan_full(current: dict, want: rules.RuleSet, nets: list[Network], facts: Ho
                 was.setdefault(n.bridge, value)
             plan.append(ops.SysctlSet(route_localnet(n.bridge), "1", was=value))
     meta["route_localnet_was"] = was
+    nf_was = dict(meta.get("nf_call_was") or {})
+    for n in bridged_filtering(nets):
+        value = facts.nf_call.get(n.bridge)
+        if value != "1" and (value is not None or planned_bridges):
+            if value is not None:
+                nf_was.setdefault(n.bridge, value)
+            plan.append(ops.BridgeNfCall(n.bridge, "1", was=value))
+    if nf_was:
+        meta["nf_call_was"] = nf_was
     # Always the last step, even with no port to fix: a failure after the rules are committed
     # must find them undone (tests/integration/test_firewall.py injects one here).
     plan.append(ops.HairpinOn(tuple(facts.hairpin_off)))
@@ -149,7 +170,8 @@ def as_current(rs: rules.RuleSet, present: bool) -> dict:
     return cur
 
 
-def plan_reset(current: dict, policy_now: str | None, meta: dict, route_localnet_now: dict[str, str | None]) -> list:
+def plan_reset(current: dict, policy_now: str | None, meta: dict, route_localnet_now: dict[str, str | None],
+               nf_call_now: dict[str, str | None] | None = None) -> list:
     """Ops that remove every netkit chain and hook and put back what netkit changed on the host."""
     changes = rules.reset_ops(current)
     if "forward_policy_was" in meta and policy_now != meta["forward_policy_was"]:
@@ -160,6 +182,11 @@ def plan_reset(current: dict, policy_now: str | None, meta: dict, route_localnet
     for bridge, value in (meta.get("route_localnet_was") or {}).items():
         if route_localnet_now.get(bridge) is not None:
             plan.append(ops.SysctlSet(route_localnet(bridge), value))
+    for bridge, value in (meta.get("nf_call_was") or {}).items():
+        if (nf_call_now or {}).get(bridge) is not None:
+            plan.append(ops.BridgeNfCall(bridge, value))
+    # The anti-spoofing table (netkit/antispoof.py) goes too; nothing there if it never was.
+    plan.append(ops.PortGuardTableDel())
     return plan
 
 
@@ -173,6 +200,8 @@ def host_facts(ctx: Context, nets: list[Network], snapshot: dict | None) -> Host
         ip_forward=probe.sysctl(IP_FORWARD), forward_policy=policy,
         route_localnet={n.bridge: probe.sysctl(route_localnet(n.bridge)) for n in mine},
         hairpin_off=probe.hairpin_off(hairpin_ports(ctx.store.containers(), nets)),
+        nf_call={n.bridge: probe.sysctl(ops.bridge_nf_call_path(n.bridge)) for n in bridged_filtering(nets)},
+        bridge_nf_call=probe.sysctl(BRIDGE_NF_CALL),
     )
 
 
@@ -299,7 +328,9 @@ def reset(ctx: Context) -> list[str]:
         holder = owner(meta) or fw.name
         with fw.locked():
             now = {b: ctx.probe.sysctl(route_localnet(b)) for b in (meta.get("route_localnet_was") or {})}
-            host = [op for op in plan_reset({}, None, meta, now) if not isinstance(op, ops.FirewallChange)]
+            nf_now = {b: ctx.probe.sysctl(ops.bridge_nf_call_path(b)) for b in (meta.get("nf_call_was") or {})}
+            # host settings, bridge switches and the anti-spoofing table: the same in every backend
+            host = [op for op in plan_reset({}, None, meta, now, nf_now) if not isinstance(op, ops.FirewallChange)]
             backends = [fw] + [b for b in ctx.other_firewalls() if b.name == holder or has_leftovers(b)]
             policies = [meta.get("forward_policy_was") if b.name == holder else None for b in backends]
             # What each reset removes, read before (and, in a dry run, instead of) doing it.
@@ -310,7 +341,7 @@ def reset(ctx: Context) -> list[str]:
             ctx.executor().apply_all([ops.FirewallReset(b.name, p) for b, p in zip(backends, policies)] + host)
         for backend, report in zip(backends, reports):
             if backend is fw:
-                done.append(f"removed {report.removed_chains} netkit chain(s) and their hooks")
+                done.append(f"removed {report.removed_chains} netkit chain(s) and their hooks, and the anti-spoofing table")
             else:
                 done.append(f"removed {report.removed_chains} netkit chain(s) and their hooks from {backend.name} "
                             f"(not the active backend {fw.name})")
@@ -320,7 +351,8 @@ def reset(ctx: Context) -> list[str]:
             done.append(f"restored net.ipv4.ip_forward={meta['ip_forward_was']} and FORWARD policy "
                         f"{meta.get('forward_policy_was')}")
         ctx.store.delete_meta(META)
-    done.append("the next netkit change (or `netkit doctor --fix`) puts the rules of existing networks back")
+    done.append("the next netkit change (or `netkit doctor --fix`) puts the rules of existing networks back; "
+                "`netkit doctor --fix` puts back the anti-spoofing of existing containers")
     return done
 
 

@@ -144,6 +144,20 @@ def kernel_executor(firewall=None) -> Executor:
 
         lowerdev.add(op)
 
+    def port_guard(name: str) -> Handler:
+        def run(op) -> None:
+            from netkit.kernel import antispoof
+
+            if name == "remove_table":
+                antispoof.remove_table()
+            elif name == "ensure_table":
+                antispoof.ensure_table()
+            elif name == "forget":
+                antispoof.forget(op.ifname)
+            else:
+                getattr(antispoof, name)(op.ifname, op.mac, op.ip)
+        return run
+
     def close() -> None:
         if handles is not None:
             handles.close()
@@ -172,5 +186,11 @@ def kernel_executor(firewall=None) -> Executor:
         ops.OverlayAdd: overlay_add,
         ops.OverlayDel: overlay_del,
         SubInterfaceAdd: subinterface_add,
+        ops.PortGuardAdd: port_guard("guard"),
+        ops.PortGuardDel: port_guard("unguard"),
+        ops.PortGuardTableDel: port_guard("remove_table"),
+        ops.PortGuardTable: port_guard("ensure_table"),
+        ops.PortGuardForget: port_guard("forget"),
+        ops.BridgeNfCall: lambda op: fw_mod.write_sysctl(ops.bridge_nf_call_path(op.bridge), op.value),
     }
     return Executor(table, close=close, describe=describe)

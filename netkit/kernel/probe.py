@@ -32,6 +32,7 @@ class Probe(Protocol):
     def sysctl(self, path: str) -> str | None: ...
     def hairpin_off(self, ifnames: list[str]) -> list[str]: ...
     def foreign_firewall(self) -> dict: ...
+    def port_guards(self) -> tuple[set, bool, set]: ...
 
 
 _SOCK = {"tcp": (socket.SOCK_STREAM, 0), "udp": (socket.SOCK_DGRAM, 0), "sctp": (socket.SOCK_STREAM, 132)}
@@ -136,6 +137,16 @@ class HostProbe:
 
         return firewall.nft_report()
 
+    def port_guards(self) -> tuple[set, bool, set]:
+        """The anti-spoofing table: (complete (ifname, mac, ip) guards, whether its chain is intact,
+        ifnames with any element), see netkit/antispoof.py."""
+        from netkit import antispoof
+        from netkit.kernel import antispoof as kernel_antispoof
+
+        listing = kernel_antispoof.listing()
+        guards, intact = antispoof.read_listing(listing)
+        return guards, intact, antispoof.partial(listing)
+
 
 @dataclass
 class FakeProbe:
@@ -157,6 +168,8 @@ class FakeProbe:
     hairpin: dict[str, bool] = field(default_factory=dict)
     host_netns: str = "/proc/thread-self/ns/net"
     foreign: dict = field(default_factory=lambda: {"iptables_nft_rules": None, "forward_drop_chains": []})
+    guards: set = field(default_factory=set)  # (ifname, mac, ip) anti-spoofing elements
+    guard_table: bool = False
 
     def link_exists(self, ifname: str) -> bool:
         return ifname in self.links
@@ -215,3 +228,6 @@ class FakeProbe:
 
     def foreign_firewall(self) -> dict:
         return self.foreign
+
+    def port_guards(self) -> tuple[set, bool, set]:
+        return set(self.guards), self.guard_table, {g[0] for g in self.guards}

@@ -35,7 +35,7 @@ FOREIGN = {
         "nft 'add chain inet mine screen { type filter hook forward priority 10; policy accept; }'",
         "nft add rule inet mine screen iifname eth9 tcp dport 22 accept"],
 }
-CHAINS_REMOVED = {"iptables-legacy": 7, "iptables-nft": 7, "nftables": 12}  # nftables: + its 5 base chains
+CHAINS_REMOVED = {"iptables-legacy": 8, "iptables-nft": 8, "nftables": 14}  # nftables: + its 6 base chains
 # Drift: one of netkit's DNAT entries deleted, a stale one added, with the backend's own tool.
 DRIFT = {
     "iptables-legacy": ["iptables-legacy -w -t nat -D NETKIT -p tcp -m tcp --dport 8088 -j DNAT --to-destination 172.20.0.2:80",

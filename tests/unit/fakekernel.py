@@ -146,6 +146,7 @@ class FakeKernel:
         self.probe = FakeProbe()
         self.firewall = FakeFirewall()
         self.probe.sysctls["/proc/sys/net/ipv4/ip_forward"] = "0"
+        self.probe.sysctls["/proc/sys/net/bridge/bridge-nf-call-iptables"] = "1"  # br_netfilter loaded
         self.log: list = []  # every step run, undo steps included
         self.fail_on: type | None = None  # a step class whose handler raises
         self._index = itertools.count(2)
@@ -184,6 +185,7 @@ class FakeKernel:
             raise FileExistsError(op.name)
         self.probe.links[op.name] = self._link("bridge", address=op.mac, ipv4=[op.address] if op.address else [])
         self.probe.sysctls[f"/proc/sys/net/ipv4/conf/{op.name}/route_localnet"] = "0"
+        self.probe.sysctls[ops.bridge_nf_call_path(op.name)] = "0"
 
     def _BridgeDel(self, op):
         self._LinkDel(ops.LinkDel(op.name))
@@ -245,6 +247,26 @@ class FakeKernel:
     def _ConntrackForget(self, op):
         pass
 
+    def _PortGuardAdd(self, op):
+        self.probe.guard_table = True
+        self.probe.guards.add((op.ifname, op.mac.lower(), op.ip))
+
+    def _PortGuardDel(self, op):
+        self.probe.guards.discard((op.ifname, op.mac.lower(), op.ip))
+
+    def _PortGuardTable(self, op):
+        self.probe.guard_table = True
+
+    def _PortGuardForget(self, op):
+        self.probe.guards = {g for g in self.probe.guards if g[0] != op.ifname}
+
+    def _BridgeNfCall(self, op):
+        self.probe.sysctls[ops.bridge_nf_call_path(op.bridge)] = op.value
+
+    def _PortGuardTableDel(self, op):
+        self.probe.guard_table = False
+        self.probe.guards.clear()
+
     def context(self, store_dir: str, dry_run: bool = False, **config) -> Context:
         """A Context over this fake host. The config's "iptables": false (or firewall_backend
         "none") gets the real `none` backend, as fw.choose picks it."""
@@ -259,4 +281,5 @@ class FakeKernel:
 
 _STEPS = (ops.NetnsAdd, ops.NetnsAttach, ops.NetnsDel, ops.BridgeAdd, ops.BridgeDel, ops.AddrAdd, ops.AddrDel,
           ops.EndpointAdd, ops.LinkDel, ops.RouteReplace, ops.UtsAdd, ops.UtsDel, ops.HairpinOn, ops.SysctlSet,
-          ops.FirewallChange, ops.FirewallReset, ops.ConntrackForget)
+          ops.FirewallChange, ops.FirewallReset, ops.ConntrackForget, ops.PortGuardAdd, ops.PortGuardDel,
+          ops.PortGuardTableDel, ops.PortGuardTable, ops.PortGuardForget, ops.BridgeNfCall)

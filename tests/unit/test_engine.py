@@ -160,8 +160,8 @@ def test_container_rm_runs_deletions_after_the_commit(ctx, kernel):
     kernel.log.clear()
     containers.remove(ctx, "web")
     host_if = c.endpoints[0].host_ifname
-    assert [type(op) for op in kernel.log] == [ops.FirewallChange, ops.ConntrackForget, ops.LinkDel, ops.NetnsDel,
-                                               ops.UtsDel]
+    assert [type(op) for op in kernel.log] == [ops.FirewallChange, ops.ConntrackForget, ops.LinkDel,
+                                               ops.PortGuardDel, ops.NetnsDel, ops.UtsDel]
     assert kernel.log[1] == ops.ConntrackForget("tcp", 8080, "172.20.0.2", 80)
     assert host_if not in kernel.probe.links and "web" not in kernel.probe.netns
     assert "172.20.0.2" not in kernel.firewall.save() and ctx.store.published("tcp") == []
@@ -318,7 +318,7 @@ def test_full_sync_repairs_drift_and_reset_restores(ctx, kernel):
     assert kernel.firewall.save() == good
     assert doctor.firewall(ctx)[1] == 0
     done = reconcile.reset(ctx)
-    assert done[0] == "removed 7 netkit chain(s) and their hooks"
+    assert done[0] == "removed 8 netkit chain(s) and their hooks, and the anti-spoofing table"
     assert kernel.firewall.save() == "" and kernel.firewall.policies["filter"]["FORWARD"] == "ACCEPT"
     assert kernel.probe.sysctls[FORWARD] == "0"
     assert kernel.probe.sysctls["/proc/sys/net/ipv4/conf/br-app/route_localnet"] == "0"
