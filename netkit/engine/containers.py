@@ -90,18 +90,23 @@ def plan_endpoint(ctx: Context, c: Container, net: Network, ip: str | None, mac:
         raise Conflict(f"interface '{ep.host_ifname}' already exists on the host; run `netkit doctor`")
     step = ops.EndpointAdd(_netns_name(c), ep.host_ifname, ep.ifname, net.bridge, net.mtu, ep.mac,
                            ep.ip, ep.prefixlen, gateway)
-    return ep, [step, ops.HairpinOn((ep.host_ifname,))] + guard_steps(net, ep)
+    return ep, [step, ops.HairpinOn((ep.host_ifname,))] + guard_steps(ctx, net, ep)
 
 
-def guard_steps(net: Network, ep: Endpoint) -> list:
-    """Anti-spoofing for the endpoint's port (netkit/antispoof.py), unless the network opted out.
-    Planned after the veth: a failing element add undoes the veth too."""
-    return [ops.PortGuardAdd(ep.host_ifname, ep.mac, ep.ip)] if net.anti_spoofing else []
+def _guarding(ctx: Context, net: Network | None) -> bool:
+    """Anti-spoofing is firewalling: none with the `none` backend (`iptables: false`), nor on a
+    network that opted out."""
+    return ctx.firewall.manages_rules and (net is None or net.anti_spoofing)
+
+
+def guard_steps(ctx: Context, net: Network, ep: Endpoint) -> list:
+    """Anti-spoofing for the endpoint's port (netkit/antispoof.py). Planned after the veth: a
+    failing element add undoes the veth too."""
+    return [ops.PortGuardAdd(ep.host_ifname, ep.mac, ep.ip)] if _guarding(ctx, net) else []
 
 
 def unguard_steps(ctx: Context, ep: Endpoint) -> list:
-    net = ctx.store.network(ep.network)
-    return [ops.PortGuardDel(ep.host_ifname, ep.mac, ep.ip)] if net is None or net.anti_spoofing else []
+    return [ops.PortGuardDel(ep.host_ifname, ep.mac, ep.ip)] if _guarding(ctx, ctx.store.network(ep.network)) else []
 
 
 def _plan_overlay_endpoint(ctx: Context, c: Container, net: Network, ip: str | None, mac: str | None,

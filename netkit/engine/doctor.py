@@ -253,7 +253,8 @@ def port_guards(ctx: Context, fix: bool = False) -> Findings:
     elements, the chain its four rules, and no port the state does not know may keep elements."""
     want = {(e.host_ifname, e.mac.lower(), e.ip): (c.name, e.network)
             for c in ctx.store.containers() for e in c.endpoints
-            if (n := ctx.store.network(e.network)) is not None and n.anti_spoofing}
+            if e.host_ifname and ctx.firewall.manages_rules
+            and (n := ctx.store.network(e.network)) is not None and n.anti_spoofing}
     have, intact, named = ctx.probe.port_guards()
     lines: list[str] = []
     plan: list = []

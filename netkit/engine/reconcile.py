@@ -259,10 +259,21 @@ def sync(ctx: Context) -> None:
         snap = fw.snapshot()
         plan, meta = plan_full(rules.netkit_part(snap), desired(ctx, nets), nets, host_facts(ctx, nets, snap),
                                ctx.config.ip_forward, meta, claim_forward=moving)
-        ctx.executor().apply(leave + plan)
+        # Rules (re)written from nothing (first change, after `netkit reset`, after a backend
+        # move): the existing containers' anti-spoofing comes back with them.
+        guards = [] if meta.get("active") and not moving else port_guards(ctx.store.containers(), nets)
+        ctx.executor().apply(leave + plan + guards)
     meta["active"] = True
     meta["backend"] = fw.name
     ctx.store.put_meta(META, meta)
+
+
+def port_guards(containers: list, nets: list[Network]) -> list:
+    """Anti-spoofing elements of every bridge-port endpoint on a network that has it (adding an
+    element that exists changes nothing)."""
+    guarded = {n.name for n in nets if n.anti_spoofing}
+    return [ops.PortGuardAdd(e.host_ifname, e.mac, e.ip)
+            for c in containers for e in c.endpoints if e.host_ifname and e.network in guarded]
 
 
 def render(ctx: Context, plan: list) -> list[str]:
@@ -351,8 +362,8 @@ def reset(ctx: Context) -> list[str]:
             done.append(f"restored net.ipv4.ip_forward={meta['ip_forward_was']} and FORWARD policy "
                         f"{meta.get('forward_policy_was')}")
         ctx.store.delete_meta(META)
-    done.append("the next netkit change (or `netkit doctor --fix`) puts the rules of existing networks back; "
-                "`netkit doctor --fix` puts back the anti-spoofing of existing containers")
+    done.append("the next netkit change (or `netkit doctor --fix`) puts the rules and the anti-spoofing of "
+                "existing networks and containers back")
     return done
 
 
