@@ -31,6 +31,7 @@ class Network:
     default: bool = False  # the "bridge" network made on first use
     iptables: bool = True  # false: netkit writes no firewall rules for this network
     created: float = 0.0
+    labels: dict[str, str] = field(default_factory=dict)  # --label KEY=VAL, as Docker's
 
     @property
     def prefixlen(self) -> int:
@@ -81,6 +82,7 @@ class Container:
     links: list[str] = field(default_factory=list)  # "other:alias"
     exposed: list[str] = field(default_factory=list)  # "80/tcp"
     created: float = 0.0
+    labels: dict[str, str] = field(default_factory=dict)  # --label KEY=VAL, as Docker's
     endpoints: list[Endpoint] = field(default_factory=list)
     ports: list[PortMapping] = field(default_factory=list)
 

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from netkit import config as config_mod
 from netkit import ipam, naming, ops
 from netkit.engine import lookup
 from netkit.errors import Conflict, NotFound, UserError
@@ -15,6 +16,7 @@ if TYPE_CHECKING:
 
 DEFAULT_NETWORK = "bridge"
 # Names that --net gives another meaning, as in Docker.
+BUILTIN = ("host", "none")  # always there, nothing to make: `--net host` and `--net none`
 RESERVED = {"bridge": "the default network", "host": "host mode", "none": "none mode", "default": "the default network"}
 
 
@@ -30,6 +32,8 @@ class NetworkRequest:
     icc: bool = True
     masquerade: bool = True
     driver: str = "bridge"
+    labels: dict[str, str] = field(default_factory=dict)
+    options: list[str] = field(default_factory=list)  # -o KEY=VALUE of the bridge driver
 
 
 def _bridge_addresses(ctx: Context, name: str) -> list[str]:
@@ -54,12 +58,14 @@ def plan_network(ctx: Context, req: NetworkRequest, default: bool = False) -> tu
         raise UserError(f"unknown network driver '{req.driver}': only 'bridge' is supported")
     if ctx.store.network(req.name):
         raise Conflict(f"network '{req.name}' already exists")
+    _merge_bridge_options(req)
     naming.validate_mtu(req.mtu)
 
+    net_id = naming.builtin_id(DEFAULT_NETWORK) if default else naming.new_id(req.name)
     if req.bridge:
         bridge = naming.validate_ifname(req.bridge, "bridge")
     else:
-        bridge = naming.bridge_name_for(req.name)
+        bridge = naming.bridge_name_for(req.name, net_id)
     owner = next((n.name for n in ctx.store.networks() if n.bridge == bridge), None)
     if owner:
         raise Conflict(f"bridge '{bridge}' already belongs to network '{owner}'")
@@ -80,14 +86,21 @@ def plan_network(ctx: Context, req: NetworkRequest, default: bool = False) -> tu
         ipam.check_overlap(subnet, others)
     else:
         taken = list(others.values()) + ctx.probe.host_routes()
-        subnet = ipam.pick_free_subnet(ctx.config.default_address_pools, taken)
+        reserved = [] if default else _reserved_for_default(ctx, taken)
+        try:
+            subnet = ipam.pick_free_subnet(ctx.config.default_address_pools, taken + reserved)
+        except Conflict:
+            if not reserved:
+                raise
+            subnet = ipam.pick_free_subnet(ctx.config.default_address_pools, taken)  # pools too small to keep it
     layout = ipam.plan_layout(subnet, gateway, req.ip_range)
 
     net = Network(
-        name=req.name, id=naming.new_id(req.name), bridge=bridge, subnet=str(layout.subnet),
+        name=req.name, id=net_id, bridge=bridge, subnet=str(layout.subnet),
         gateway=str(layout.gateway), ip_range=str(layout.ip_range) if layout.ip_range else None,
         mtu=req.mtu or ctx.config.mtu, internal=req.internal, icc=req.icc, masquerade=req.masquerade,
         adopted=adopted, default=default, iptables=ctx.config.iptables, created=time.time(),
+        labels=dict(req.labels),
     )
     address = f"{net.gateway}/{layout.subnet.prefixlen}"
     if adopted:
@@ -96,6 +109,39 @@ def plan_network(ctx: Context, req: NetworkRequest, default: bool = False) -> tu
     else:
         plan = [ops.BridgeAdd(bridge, net.mtu, address, naming.bridge_mac(bridge))]
     return net, plan
+
+
+def _merge_bridge_options(req: NetworkRequest) -> None:
+    """Fold `-o com.docker.network.bridge.*` into the request; a flag saying otherwise is refused."""
+    if not req.options:
+        return
+    from netkit import bridgeopts
+
+    opts = bridgeopts.parse(req.options)
+    pairs = [("bridge", "--bridge", opts.bridge, None), ("mtu", "--mtu", opts.mtu, None),
+             ("icc", "--no-icc", opts.icc, True), ("masquerade", "--no-masquerade", opts.masquerade, True)]
+    for attr, flag, value, unset in pairs:
+        if value is None:
+            continue
+        current = getattr(req, attr)
+        if current is not unset and current != value:
+            raise UserError(f"{flag} and -o disagree ({current} vs {value}); give one of them")
+        setattr(req, attr, value)
+
+
+def _reserved_for_default(ctx: Context, taken: list) -> list:
+    """The subnet the default `bridge` network will take when it is made (172.17.0.0/16 with
+    the default pools): kept free for it, as dockerd's docker0 always holds it."""
+    if ctx.store.network(DEFAULT_NETWORK):
+        return []
+    if ctx.config.bip:
+        return [ipam.parse_interface_cidr(ctx.config.bip).network]
+    if ctx.config.bridge != config_mod.DEFAULT_BRIDGE:
+        return []  # an adopted bridge brings its own addresses
+    try:
+        return [ipam.pick_free_subnet(ctx.config.default_address_pools, taken)]
+    except Conflict:
+        return []
 
 
 def create(ctx: Context, req: NetworkRequest) -> Network:
@@ -119,11 +165,8 @@ def default_request(ctx: Context) -> tuple[NetworkRequest, bool]:
 
 def get(ctx: Context, name: str) -> Network:
     """A network by name; the default `bridge` network is made on first use (like docker0)."""
-    net = ctx.store.network(name)
-    if net:
-        return net
-    if name != DEFAULT_NETWORK:
-        raise NotFound(f"network '{name}' not found; see `netkit network ls`")
+    if name != DEFAULT_NETWORK or ctx.store.network(name):
+        return lookup.network(ctx, name)
     req, must_exist = default_request(ctx)
     if must_exist and not ctx.probe.link_exists(req.bridge):
         raise UserError(
@@ -138,9 +181,12 @@ def get(ctx: Context, name: str) -> Network:
 
 
 def remove(ctx: Context, name: str) -> Network:
+    if name in BUILTIN:
+        raise UserError(f"{name} is a pre-defined network and cannot be removed")
     ctx.require_root()
     with ctx.change():
         net = lookup.network(ctx, name)
+        name = net.name
         members = ctx.store.members(name)
         if members:
             raise Conflict(
@@ -159,12 +205,20 @@ def remove(ctx: Context, name: str) -> Network:
     return net
 
 
+def prune(ctx: Context) -> list[Network]:
+    """Remove every network without containers but the default one (docker network prune)."""
+    ctx.require_root()
+    idle = [n.name for n in ctx.store.networks() if not n.default and not ctx.store.members(n.name)]
+    return [remove(ctx, name) for name in idle]
+
+
 def list_views(ctx: Context) -> list[dict]:
     return [inspect(ctx, n.name) for n in ctx.store.networks()]
 
 
 def inspect(ctx: Context, name: str) -> dict:
     net = lookup.network(ctx, name)
+    name = net.name
     containers = {}
     for cname in ctx.store.members(name):
         c = ctx.store.container(cname)

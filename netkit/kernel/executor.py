@@ -115,6 +115,11 @@ def kernel_executor(firewall=None) -> Executor:
         except Exception:  # noqa: BLE001 - best effort: the rules are what matters
             pass
 
+    def processes_kill(op: ops.ProcessesKill) -> None:
+        from netkit.kernel import procs
+
+        procs.kill(op.pids)
+
     def close() -> None:
         if handles is not None:
             handles.close()
@@ -136,6 +141,7 @@ def kernel_executor(firewall=None) -> Executor:
         ops.UtsAdd: link_step("uts_add"),
         ops.UtsDel: link_step("uts_del"),
         ops.HairpinOn: hairpin_on,
+        ops.ProcessesKill: processes_kill,
         ops.SysctlSet: sysctl_set,
         ops.FirewallChange: firewall_change,
         ops.ConntrackForget: conntrack_forget,
