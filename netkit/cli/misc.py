@@ -45,7 +45,7 @@ def attach(
     pid: Optional[int] = typer.Option(None, "--pid", help="A process whose netns to wire (e.g. started with unshare -n)."),
     netns: Optional[str] = typer.Option(None, "--netns", help="A netns file instead of a PID."),
     name: Optional[str] = typer.Option(None, "--name", help="Name for the container (default pidPID)."),
-    ip: Optional[str] = typer.Option(None, "--ip"),
+    ip: Optional[str] = typer.Option(None, "--ip", help="Static IPv4 address on the network."),
     dns: List[str] = typer.Option([], "--dns", help="DNS server for its resolv.conf (repeatable)."),
     dns_search: List[str] = typer.Option([], "--dns-search", help="Search domain (repeatable)."),
     add_host: List[str] = typer.Option([], "--add-host", help="Extra hosts entry NAME:IP (repeatable)."),

@@ -23,7 +23,7 @@ def _emit_mappings(printed: list[str], mappings, dry_run: bool) -> None:
 
 
 @app.command("publish")
-def publish(spec: str = typer.Argument(..., help=_SPEC_HELP), container: str = typer.Argument(...),
+def publish(spec: str = typer.Argument(..., help=_SPEC_HELP), container: str = typer.Argument(..., help="Container name or ID."),
             dry_run: bool = DRY_OPT):
     """Publish a port of a running container (DNAT from the host)."""
     from netkit.engine import ports
@@ -33,7 +33,7 @@ def publish(spec: str = typer.Argument(..., help=_SPEC_HELP), container: str = t
 
 
 @app.command("unpublish")
-def unpublish(spec: str = typer.Argument(..., help=_SPEC_HELP), container: str = typer.Argument(...),
+def unpublish(spec: str = typer.Argument(..., help=_SPEC_HELP), container: str = typer.Argument(..., help="Container name or ID."),
               dry_run: bool = DRY_OPT):
     """Remove published ports matching SPEC (and forget their conntrack entries)."""
     from netkit.engine import ports

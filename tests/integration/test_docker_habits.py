@@ -163,14 +163,17 @@ def test_network_prune_removes_only_unused_custom_networks(sandbox):
 
 
 def test_rm_refuses_with_processes_inside_and_rm_f_ends_them(sandbox):
-    sandbox.netkit("container", "create", "web")
-    proc = sandbox.spawn([sys.executable, "-m", "netkit", "exec", "web", "sleep", "300"])
     import time
 
-    for _ in range(100):  # until the sleep is inside
-        if "sleep" in sandbox.netkit("container", "rm", "web", check=False).stderr:
-            break
-        time.sleep(0.05)
+    sandbox.netkit("container", "create", "web")
+    # `exec` replaces itself with sh, then sleep: the PID stays the one spawned.
+    proc = sandbox.spawn([sys.executable, "-m", "netkit", "exec", "web", "sh", "-c", "echo ready; exec sleep 300"])
+    assert proc.stdout.readline().strip() == "ready"
+    for _ in range(200):
+        with open(f"/proc/{proc.pid}/comm") as fh:
+            if fh.read().strip() == "sleep":
+                break
+        time.sleep(0.02)
     before = snapshot(sandbox)
     r = sandbox.netkit("container", "rm", "web", check=False)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
@@ -219,8 +222,11 @@ def test_bridge_driver_options(sandbox):
     sandbox.netkit("container", "create", "b", "--net", "opts")
     start_echo(sandbox, "a", "tcp", "0.0.0.0", 7000)
     assert send_echo(sandbox, "b", "tcp", "172.20.0.2", 7000, "x", check=False).returncode != 0
+    # enable_ip_masquerade=false is real: no outbound SNAT rule for the subnet (another network has one).
+    sandbox.netkit("network", "create", "plain", "--subnet", "172.21.0.0/24")
     rules = sandbox.netkit("rules").stdout
-    assert "MASQUERADE" not in "\n".join(r for r in rules.splitlines() if "172.20.0.0/24" in r)
+    assert "-s 172.21.0.0/24 ! -o br-plain -j MASQUERADE" in rules
+    assert "-s 172.20.0.0/24 ! -o br0 -j MASQUERADE" not in rules
 
 
 def test_hostname_with_underscore(sandbox):
