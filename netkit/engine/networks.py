@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from netkit import config as config_mod
 from netkit import ipam, naming, ops
 from netkit.engine import lookup
-from netkit.errors import Conflict, NotFound, UserError
+from netkit.errors import Conflict, UserError
 from netkit.model import Network
 
 if TYPE_CHECKING:
