@@ -57,6 +57,8 @@ def create(
 @ct_app.command("ls")
 def ls(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print container IDs only."),
+    all_: bool = typer.Option(False, "--all", "-a", help="Accepted for `docker ps -a`: netkit's containers "
+                              "never stop, so ls always lists all of them."),
     filter_: List[str] = typer.Option([], "--filter", "-f", help="KEY=VALUE: name (part of), network (name or "
                                       "ID), id (prefix), label (KEY or KEY=VALUE); repeatable."),
     no_trunc: bool = typer.Option(False, "--no-trunc", help="Print full 64-hex IDs."),
