@@ -39,6 +39,7 @@ class Network:
     vni: int | None = None
     parent: str | None = None
     driver_mode: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)  # --label KEY=VAL, as Docker's
 
     @property
     def prefixlen(self) -> int:
@@ -89,6 +90,7 @@ class Container:
     links: list[str] = field(default_factory=list)  # "other:alias"
     exposed: list[str] = field(default_factory=list)  # "80/tcp"
     created: float = 0.0
+    labels: dict[str, str] = field(default_factory=dict)  # --label KEY=VAL, as Docker's
     endpoints: list[Endpoint] = field(default_factory=list)
     ports: list[PortMapping] = field(default_factory=list)
 

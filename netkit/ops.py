@@ -247,6 +247,19 @@ class UtsDel:
 
 
 @dataclass(frozen=True)
+class ProcessesKill:
+    """End processes by PID (`container rm -f`: those running in the container's namespaces)."""
+
+    pids: tuple[int, ...]
+
+    def render(self) -> list[str]:
+        return [f"kill -KILL {' '.join(str(p) for p in self.pids)}"] if self.pids else []
+
+    def undo(self):
+        return None  # an ended process cannot come back
+
+
+@dataclass(frozen=True)
 class HairpinOn:
     """Hairpin mode on bridge ports: a frame may leave by the port it came in, so that a container
     reaches its own published port through the host (docs/facts.md, "Publishing"). Planned at

@@ -41,7 +41,7 @@ def list_():
 
 
 @lab_app.command("show")
-def show(number: str):
+def show(number: str = typer.Argument(..., help="Lab number (see `netkit lab list`), e.g. 3 or 03.")):
     """The lab's README and its steps (without the answers)."""
     from netkit.labs import model, runner
 
@@ -58,7 +58,7 @@ def show(number: str):
 
 
 @lab_app.command("start")
-def start(number: str, no_shell: bool = typer.Option(False, "--no-shell",
+def start(number: str = typer.Argument(..., help="Lab number (see `netkit lab list`), e.g. 3 or 03."), no_shell: bool = typer.Option(False, "--no-shell",
                                                      help="Only build the starting point (in the sandbox you are in).")):
     """A sandbox shell at the lab's starting point; `netkit lab check N` in it grades your work."""
     from netkit.labs import model, runner
@@ -76,7 +76,7 @@ def start(number: str, no_shell: bool = typer.Option(False, "--no-shell",
 
 
 @lab_app.command("check")
-def check(number: str, step: Optional[int] = typer.Option(None, "--step", help="Only this step.")):
+def check(number: str = typer.Argument(..., help="Lab number (see `netkit lab list`), e.g. 3 or 03."), step: Optional[int] = typer.Option(None, "--step", help="Only this step.")):
     """Grade the state of the lab's sandbox, step by step, with hints."""
     from netkit.errors import UserError
     from netkit.labs import model, runner
@@ -92,7 +92,7 @@ def check(number: str, step: Optional[int] = typer.Option(None, "--step", help="
 
 
 @lab_app.command("run")
-def run(number: str,
+def run(number: str = typer.Argument(..., help="Lab number (see `netkit lab list`), e.g. 3 or 03."),
         step: bool = typer.Option(False, "--step", help="Pause before each step (for a teacher)."),
         skip: Optional[int] = typer.Option(None, "--skip", help="Leave out this step's answer (to see its check fail).")):
     """Play the model answer in a sandbox, checking each step, then grade the whole lab."""

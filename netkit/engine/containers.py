@@ -39,6 +39,7 @@ class ContainerRequest:
     publish: list[str] = field(default_factory=list)  # -p specs, Docker syntax
     publish_all: bool = False  # -P: every exposed port to an ephemeral host port
     expose: list[str] = field(default_factory=list)  # --expose PORT[/proto]
+    labels: dict[str, str] = field(default_factory=dict)  # --label KEY=VAL
 
 
 def get(ctx: Context, name: str) -> Container:
@@ -204,9 +205,11 @@ def _parse_mode(ctx: Context, req: ContainerRequest) -> tuple[str, str | None, C
             raise UserError("--net container: needs a name, e.g. --net container:web")
         if other == req.name:
             raise UserError(f"container '{req.name}' cannot share its own network namespace")
-        target = ctx.store.container(other)
+        target = lookup.find_container(ctx, other)
         if not target:
             raise NotFound(f"--net container:{other}: container '{other}' not found")
+        if target.name == req.name:
+            raise UserError(f"container '{req.name}' cannot share its own network namespace")
         # Join the netns owner, not a sharer, so that removal order stays simple.
         if target.mode == MODE_CONTAINER:
             target = ctx.store.container(target.shares)
@@ -233,12 +236,12 @@ def _apply_name_options(ctx: Context, c: Container, req: ContainerRequest) -> No
     links = []
     for spec in req.links:
         other, _, alias = spec.partition(":")
-        target = ctx.store.container(other)
-        if not target:
-            raise NotFound(f"--link {spec}: container '{other}' not found")
+        target = lookup.find_container(ctx, other) if other != c.name else None
         if other == c.name:
             raise UserError(f"--link {spec}: a container cannot link to itself")
-        links.append(f"{other}:{alias or other}")
+        if not target:
+            raise NotFound(f"--link {spec}: container '{other}' not found")
+        links.append(f"{target.name}:{alias or other}")
     c.links = links
     if c.mode in (MODE_HOST, MODE_CONTAINER) and (req.dns or req.dns_search or req.dns_options or req.add_host):
         raise UserError(f"--dns, --dns-search, --dns-option and --add-host need a netns of the container's own; "
@@ -263,13 +266,9 @@ def plan_create(ctx: Context, req: ContainerRequest) -> Container:
             raise UserError("--hostname conflicts with --net container:...: the hostname belongs to the shared container")
         if mode == MODE_HOST:
             raise UserError("--hostname conflicts with --net host: a host-mode container uses the host's name")
-        from netkit.names import validate_hostname
-
-        validate_hostname(req.hostname)
-        if len(req.hostname) > 64:
-            raise UserError(f"hostname '{req.hostname}' is {len(req.hostname)} characters; Linux allows at most 64")
+        naming.validate_container_hostname(req.hostname)
     c = Container(name=req.name, id=naming.new_id(req.name), mode=mode, netns=None, hostname=req.hostname,
-                  created=time.time())
+                  created=time.time(), labels=dict(req.labels))
     _apply_name_options(ctx, c, req)
     if req.network_alias and mode != MODE_BRIDGE:
         raise UserError("--network-alias needs a bridge network")
@@ -320,18 +319,35 @@ def _sync_names(ctx: Context, c: Container, networks_changed: list[str] | None =
     ctx.after(step)
 
 
-def remove(ctx: Context, name: str) -> Container:
+def running_processes(ctx: Context, c: Container) -> list[tuple[int, str]]:
+    """(PID, command) of the processes inside a container's own namespaces (exec'd commands,
+    servers): none for host mode, a sharer (they are the owner's) or a netns made by a runtime."""
+    if c.mode not in (MODE_BRIDGE, MODE_NONE) or c.external or not c.netns:
+        return []
+    return ctx.probe.netns_pids(c.netns)
+
+
+def remove(ctx: Context, name: str, force: bool = False) -> Container:
+    """Remove a container; one with processes running inside is refused unless `force`
+    (docker rm -f), which ends them by PID first."""
     ctx.require_root()
     with ctx.change():
         c = get(ctx, name)
+        name = c.name
         sharers = ctx.store.sharers(name)
         if sharers:
             raise Conflict(
                 f"container '{name}' shares its network namespace with {', '.join(sharers)} "
                 f"(--net container:{name}); remove {'them' if len(sharers) > 1 else sharers[0]} first"
             )
+        procs = running_processes(ctx, c)
+        if procs and not force:
+            listed = ", ".join(f"{pid} ({comm})" for pid, comm in procs)
+            raise Conflict(f"container '{name}' has processes running inside: PID {listed}; "
+                           f"stop them or use `netkit container rm -f {name}`")
         _overlay_left(ctx, c, c.endpoints)
-        plan: list = [ops.LinkDel(e.host_ifname) for e in c.endpoints if e.host_ifname]
+        plan: list = [ops.ProcessesKill(tuple(pid for pid, _ in procs))] if procs else []
+        plan += [ops.LinkDel(e.host_ifname) for e in c.endpoints if e.host_ifname]
         plan += [step for e in c.endpoints if e.host_ifname for step in unguard_steps(ctx, e)]
         if c.mode in (MODE_BRIDGE, MODE_NONE):
             plan.append(ops.NetnsDel(_netns_name(c)))
@@ -352,12 +368,14 @@ def connect(ctx: Context, network: str, name: str, ip: str | None = None, aliase
 
 def _connect(ctx: Context, network: str, name: str, ip: str | None, aliases: list[str] | None) -> Endpoint:
     c = get(ctx, name)
+    name = c.name
     if c.mode != MODE_BRIDGE:
         raise UserError(
             f"container '{name}' is in {c.mode} mode and cannot join networks; "
             "create it with --net bridge or a network name"
         )
     net = networks.get(ctx, network)
+    network = net.name
     ep, plan = plan_endpoint(ctx, c, net, ip, None, aliases)
     ctx.apply(plan)
     old = dataclasses.replace(c, endpoints=list(c.endpoints))
@@ -372,7 +390,8 @@ def disconnect(ctx: Context, network: str, name: str) -> Endpoint:
     ctx.require_root()
     with ctx.change():
         c = get(ctx, name)
-        lookup.network(ctx, network)
+        name = c.name
+        network = lookup.network(ctx, network).name
         ep = c.endpoint(network)
         if not ep:
             raise UserError(f"container '{name}' is not connected to network '{network}'")
@@ -447,7 +466,22 @@ def _attach_change(ctx: Context, network: str, name: str, source: str, pid: int 
     return c
 
 
-def exec_in(ctx: Context, name: str, argv: list[str]) -> None:
+def parse_env(items: list[str]) -> dict[str, str]:
+    """`-e KEY=VALUE`, or `-e KEY` to pass this process's value on (skipped when unset), as Docker."""
+    env = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not key or any(ch.isspace() for ch in key):
+            raise UserError(f"invalid -e '{item}': use KEY=VALUE, or KEY to pass its current value")
+        if eq:
+            env[key] = value
+        elif key in os.environ:
+            env[key] = os.environ[key]
+    return env
+
+
+def exec_in(ctx: Context, name: str, argv: list[str], env: dict[str, str] | None = None,
+            workdir: str | None = None, user: str | None = None) -> None:
     """Become argv inside container `name` (its netns, hostname and /etc files); never returns."""
     from netkit.kernel import nsexec
 
@@ -457,7 +491,7 @@ def exec_in(ctx: Context, name: str, argv: list[str]) -> None:
         nsexec.exec_argv([])
     # container: mode shares the owner's files, which live under the owner's netns name.
     nsexec.enter(c.netns, c.uts, _netns_name(c))
-    nsexec.exec_argv(list(argv))
+    nsexec.exec_argv(list(argv), env, workdir, user)
 
 
 def forwarding_warning(ctx: Context, c: Container) -> str | None:

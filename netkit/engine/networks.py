@@ -5,6 +5,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from netkit import config as config_mod
 from netkit import ipam, naming, ops
 from netkit.engine import lookup, overlay
 from netkit.errors import Conflict, EnvError, NotFound, UserError
@@ -15,6 +16,7 @@ if TYPE_CHECKING:
 
 DEFAULT_NETWORK = "bridge"
 # Names that --net gives another meaning, as in Docker.
+BUILTIN = ("host", "none")  # always there, nothing to make: `--net host` and `--net none`
 RESERVED = {"bridge": "the default network", "host": "host mode", "none": "none mode", "default": "the default network"}
 
 
@@ -30,8 +32,9 @@ class NetworkRequest:
     icc: bool = True
     masquerade: bool = True
     driver: str = "bridge"
-    options: list[str] = field(default_factory=list)  # -o KEY=VALUE (macvlan/ipvlan: parent=IF)
+    options: list[str] = field(default_factory=list)  # -o KEY=VALUE: bridge options, or macvlan/ipvlan parent=IF
     anti_spoofing: bool = True
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 def _check_bridged_filtering(ctx: Context, req: NetworkRequest) -> None:
@@ -67,17 +70,18 @@ def plan_network(ctx: Context, req: NetworkRequest, default: bool = False) -> tu
         raise UserError(f"unknown network driver '{req.driver}': use one of {', '.join(DRIVERS)}")
     if ctx.store.network(req.name):
         raise Conflict(f"network '{req.name}' already exists")
-    naming.validate_mtu(req.mtu)
     if req.driver in ("macvlan", "ipvlan"):
-        return _plan_lower(ctx, req)
-    if req.options:
-        raise UserError(f"driver {req.driver} takes no -o options (they are for macvlan and ipvlan)")
+        naming.validate_mtu(req.mtu)
+        return _plan_lower(ctx, req)  # -o parent=IF
+    _merge_bridge_options(req)  # -o com.docker.network.bridge.* and driver.mtu
+    naming.validate_mtu(req.mtu)
     _check_bridged_filtering(ctx, req)
 
+    net_id = naming.builtin_id(DEFAULT_NETWORK) if default else naming.new_id(req.name)
     if req.bridge:
         bridge = naming.validate_ifname(req.bridge, "bridge")
     else:
-        bridge = naming.bridge_name_for(req.name)
+        bridge = naming.bridge_name_for(req.name, net_id)
     owner = next((n.name for n in ctx.store.networks() if n.bridge == bridge), None)
     if owner:
         raise Conflict(f"bridge '{bridge}' already belongs to network '{owner}'")
@@ -98,15 +102,21 @@ def plan_network(ctx: Context, req: NetworkRequest, default: bool = False) -> tu
         ipam.check_overlap(subnet, others)
     else:
         taken = list(others.values()) + ctx.probe.host_routes()
-        subnet = ipam.pick_free_subnet(ctx.config.default_address_pools, taken)
+        reserved = [] if default else _reserved_for_default(ctx, taken)
+        try:
+            subnet = ipam.pick_free_subnet(ctx.config.default_address_pools, taken + reserved)
+        except Conflict:
+            if not reserved:
+                raise
+            subnet = ipam.pick_free_subnet(ctx.config.default_address_pools, taken)  # pools too small to keep it
     layout = ipam.plan_layout(subnet, gateway, req.ip_range)
 
     net = Network(
-        name=req.name, id=naming.new_id(req.name), bridge=bridge, subnet=str(layout.subnet),
+        name=req.name, id=net_id, bridge=bridge, subnet=str(layout.subnet),
         gateway=str(layout.gateway), ip_range=str(layout.ip_range) if layout.ip_range else None,
         mtu=req.mtu or ctx.config.mtu, internal=req.internal, icc=req.icc, masquerade=req.masquerade,
         adopted=adopted, default=default, iptables=ctx.config.iptables, anti_spoofing=req.anti_spoofing,
-        created=time.time(),
+        created=time.time(), labels=dict(req.labels),
     )
     address = f"{net.gateway}/{layout.subnet.prefixlen}"
     if adopted:
@@ -159,6 +169,39 @@ def _create_overlay(ctx: Context, req: NetworkRequest) -> Network:
     return overlay.reference(ctx, snet)
 
 
+def _merge_bridge_options(req: NetworkRequest) -> None:
+    """Fold `-o com.docker.network.bridge.*` into the request; a flag saying otherwise is refused."""
+    if not req.options:
+        return
+    from netkit import bridgeopts
+
+    opts = bridgeopts.parse(req.options)
+    pairs = [("bridge", "--bridge", opts.bridge, None), ("mtu", "--mtu", opts.mtu, None),
+             ("icc", "--no-icc", opts.icc, True), ("masquerade", "--no-masquerade", opts.masquerade, True)]
+    for attr, flag, value, unset in pairs:
+        if value is None:
+            continue
+        current = getattr(req, attr)
+        if current is not unset and current != value:
+            raise UserError(f"{flag} and -o disagree ({current} vs {value}); give one of them")
+        setattr(req, attr, value)
+
+
+def _reserved_for_default(ctx: Context, taken: list) -> list:
+    """The subnet the default `bridge` network will take when it is made (172.17.0.0/16 with
+    the default pools): kept free for it, as dockerd's docker0 always holds it."""
+    if ctx.store.network(DEFAULT_NETWORK):
+        return []
+    if ctx.config.bip:
+        return [ipam.parse_interface_cidr(ctx.config.bip).network]
+    if ctx.config.bridge != config_mod.DEFAULT_BRIDGE:
+        return []  # an adopted bridge brings its own addresses
+    try:
+        return [ipam.pick_free_subnet(ctx.config.default_address_pools, taken)]
+    except Conflict:
+        return []
+
+
 def create(ctx: Context, req: NetworkRequest) -> Network:
     ctx.require_root()
     if req.driver == overlay.OVERLAY:
@@ -197,7 +240,7 @@ def get(ctx: Context, name: str) -> Network:
         ctx.network_changed()
         return net
     if name != DEFAULT_NETWORK:
-        raise NotFound(f"network '{name}' not found; see `netkit network ls`")
+        return lookup.network(ctx, name)  # an ID or a unique prefix of one, or NotFound
     req, must_exist = default_request(ctx)
     if must_exist and not ctx.probe.link_exists(req.bridge):
         raise UserError(
@@ -229,6 +272,8 @@ def _remove_overlay(ctx: Context, name: str):
 
 
 def remove(ctx: Context, name: str) -> Network:
+    if name in BUILTIN:
+        raise UserError(f"{name} is a pre-defined network and cannot be removed")
     ctx.require_root()
     local = ctx.store.network(name)
     if (local is not None and local.driver == overlay.OVERLAY) or \
@@ -236,6 +281,7 @@ def remove(ctx: Context, name: str) -> Network:
         return _remove_overlay(ctx, name)
     with ctx.change():
         net = lookup.network(ctx, name)
+        name = net.name
         members = ctx.store.members(name)
         if members:
             raise Conflict(
@@ -254,6 +300,13 @@ def remove(ctx: Context, name: str) -> Network:
 
         ctx.after(lambda ctx: names_sync.stop_network(ctx, net))
     return net
+
+
+def prune(ctx: Context) -> list[Network]:
+    """Remove every network without containers but the default one (docker network prune)."""
+    ctx.require_root()
+    idle = [n.name for n in ctx.store.networks() if not n.default and not ctx.store.members(n.name)]
+    return [remove(ctx, name) for name in idle]
 
 
 def list_views(ctx: Context) -> list[dict]:
@@ -280,6 +333,7 @@ def inspect(ctx: Context, name: str) -> dict:
         if found:
             return found[0]
     net = lookup.network(ctx, name)
+    name = net.name
     containers = {}
     for cname in ctx.store.members(name):
         c = ctx.store.container(cname)

@@ -74,7 +74,7 @@ def allocate(ctx: Context, c: Container, specs: list[portspec.PortSpec]) -> list
     out: list[PortMapping] = []
     cache: dict[str, list] = {}
     for spec in specs:
-        host_ip = spec.host_ip or "0.0.0.0"
+        host_ip = spec.host_ip or ctx.config.ip  # daemon.json's "ip": 0.0.0.0 unless set
         _check_local(ctx, host_ip)
         mine = [(m.host_ip, m.host_port, c.name) for m in c.ports + out if m.proto == spec.proto]
         given = [(m.host_ip, m.host_port) for m in out if m.proto == spec.proto]  # earlier specs of this command

@@ -158,6 +158,11 @@ def kernel_executor(firewall=None) -> Executor:
                 getattr(antispoof, name)(op.ifname, op.mac, op.ip)
         return run
 
+    def processes_kill(op: ops.ProcessesKill) -> None:
+        from netkit.kernel import procs
+
+        procs.kill(op.pids)
+
     def close() -> None:
         if handles is not None:
             handles.close()
@@ -179,6 +184,7 @@ def kernel_executor(firewall=None) -> Executor:
         ops.UtsAdd: link_step("uts_add"),
         ops.UtsDel: link_step("uts_del"),
         ops.HairpinOn: hairpin_on,
+        ops.ProcessesKill: processes_kill,
         ops.SysctlSet: sysctl_set,
         ops.FirewallChange: firewall_change,
         ops.FirewallReset: firewall_reset,

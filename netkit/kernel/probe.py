@@ -25,6 +25,7 @@ class Probe(Protocol):
     def is_netns_file(self, path: str) -> bool: ...
     def same_netns(self, path_a: str, path_b: str) -> bool: ...
     def process_exists(self, pid: int) -> bool: ...
+    def netns_pids(self, netns_path: str) -> list[tuple[int, str]]: ...
     def port_busy(self, proto: str, ip: str, port: int) -> bool: ...
     def is_local_address(self, ip: str) -> bool: ...
     def host_routes(self) -> list[IPv4Network]: ...
@@ -84,6 +85,11 @@ class HostProbe:
 
     def process_exists(self, pid: int) -> bool:
         return pid > 0 and os.path.exists(f"/proc/{pid}/ns/net")
+
+    def netns_pids(self, netns_path: str) -> list[tuple[int, str]]:
+        from netkit.kernel import procs
+
+        return procs.netns_pids(netns_path)
 
     def port_busy(self, proto: str, ip: str, port: int) -> bool:
         """Does a host socket hold ip:port (a TCP listener, a bound UDP socket)? Asked by binding,
@@ -160,6 +166,7 @@ class FakeProbe:
     netns: set[str] = field(default_factory=set)
     files: dict[str, str] = field(default_factory=dict)  # path -> "netns" | "file" | "dir"
     processes: set[int] = field(default_factory=set)
+    netns_procs: dict[str, list[tuple[int, str]]] = field(default_factory=dict)  # netns path -> (PID, comm)
     busy: set[tuple[str, str, int]] = field(default_factory=set)
     local_addresses: set[str] = field(default_factory=lambda: {"127.0.0.1", "198.18.0.1"})
     routes: list[IPv4Network] = field(default_factory=list)
@@ -207,6 +214,9 @@ class FakeProbe:
 
     def process_exists(self, pid: int) -> bool:
         return pid in self.processes
+
+    def netns_pids(self, netns_path: str) -> list[tuple[int, str]]:
+        return list(self.netns_procs.get(netns_path, []))
 
     def port_busy(self, proto: str, ip: str, port: int) -> bool:
         return any(p == proto and n == port and (i == ip or "0.0.0.0" in (i, ip)) for p, i, n in self.busy)

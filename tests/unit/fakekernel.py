@@ -235,6 +235,10 @@ class FakeKernel:
         for name in op.ifnames:
             self.probe.hairpin[name] = True
 
+    def _ProcessesKill(self, op):
+        for procs in self.probe.netns_procs.values():
+            procs[:] = [(pid, comm) for pid, comm in procs if pid not in op.pids]
+
     def _SysctlSet(self, op):
         self.probe.sysctls[op.path] = op.value
 
@@ -280,6 +284,6 @@ class FakeKernel:
 
 
 _STEPS = (ops.NetnsAdd, ops.NetnsAttach, ops.NetnsDel, ops.BridgeAdd, ops.BridgeDel, ops.AddrAdd, ops.AddrDel,
-          ops.EndpointAdd, ops.LinkDel, ops.RouteReplace, ops.UtsAdd, ops.UtsDel, ops.HairpinOn, ops.SysctlSet,
-          ops.FirewallChange, ops.FirewallReset, ops.ConntrackForget, ops.PortGuardAdd, ops.PortGuardDel,
+          ops.EndpointAdd, ops.LinkDel, ops.RouteReplace, ops.UtsAdd, ops.UtsDel, ops.HairpinOn, ops.ProcessesKill,
+          ops.SysctlSet, ops.FirewallChange, ops.FirewallReset, ops.ConntrackForget, ops.PortGuardAdd, ops.PortGuardDel,
           ops.PortGuardTableDel, ops.PortGuardTable, ops.PortGuardForget, ops.BridgeNfCall)
