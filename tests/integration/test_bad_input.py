@@ -49,7 +49,7 @@ CASES = [
     (["network", "create", "x", "--driver", "vlan"], "unknown network driver 'vlan'"),
     (["network", "create", "x", "--driver", "overlay"], "--driver overlay needs a cluster store"),
     (["network", "create", "x", "--driver", "macvlan", "-o", "parent=nosuch0"], "parent interface 'nosuch0' does not exist"),
-    (["network", "create", "x", "-o", "parent=uplink"], "driver bridge takes no -o options"),
+    (["network", "create", "x", "-o", "parent=uplink"], "unknown bridge driver option 'parent'"),
     (["network", "rm", "app"], "network 'app' still has containers: web"),
     (["network", "create", "host"], "network name 'host' is reserved"),
     (["container", "create", "x", "--net", "app", "--mac", "02:42:ac:14:00:0a"],
