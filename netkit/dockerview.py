@@ -145,3 +145,32 @@ def container_ls_row(c: Container) -> dict:
     return {"ID": c.id[:12], "Names": c.name, "Networks": ",".join(e.network for e in c.endpoints),
             "Ports": ports_column(c), "Labels": ",".join(f"{k}={v}" for k, v in sorted(labels.items())),
             "CreatedAt": rfc3339(c.created), "Mode": network_mode(c) if c.mode != MODE_BRIDGE else MODE_BRIDGE}
+
+
+def overlay_network_inspect(view: dict) -> dict:
+    """An overlay network (netkit's cluster-wide view) in Docker's shape, as Docker showed
+    KV-store overlays: scope global, the VNI in the options, each container with its node."""
+    members = {endpoint_id(name, view["id"]): {
+        "Name": name, "EndpointID": endpoint_id(name, view["id"]), "MacAddress": ep.get("mac", ""),
+        "IPv4Address": f"{ep['ip']}/{ep.get('prefix_length', '')}", "IPv6Address": "", "Node": ep.get("host", "")}
+        for name, ep in sorted((view.get("containers") or {}).items())}
+    return {
+        "Name": view["name"], "Id": view["id"], "Created": rfc3339(0), "Scope": view.get("scope", "global"),
+        "Driver": "overlay", "EnableIPv6": False,
+        "IPAM": {"Driver": "default", "Options": {}, "Config": [{"Subnet": view["subnet"], "Gateway": view["gateway"]}]},
+        "Internal": False, "Attachable": False, "Ingress": False, "ConfigFrom": {"Network": ""}, "ConfigOnly": False,
+        "Containers": members, "Options": {"com.docker.network.driver.overlay.vxlanid_list": str(view.get("vni", ""))},
+        "Labels": {},
+    }
+
+
+def remote_container_inspect(view: dict) -> dict:
+    """A container of another host (netkit's view from the cluster store) in Docker's shape,
+    as far as the store knows it: its networks, addresses and the node it runs on."""
+    nets = {e["network"]: {"IPAMConfig": None, "Links": None, "Aliases": e.get("aliases") or None,
+                           "MacAddress": e.get("mac", ""), "NetworkID": "", "EndpointID": "", "Gateway": "",
+                           "IPAddress": e["ip"], "IPPrefixLen": 0}
+            for e in view.get("endpoints", [])}
+    return {"Id": "", "Name": "/" + view["name"], "Node": {"Name": view.get("host", "")},
+            "Config": {"Hostname": view["name"]}, "HostConfig": {"NetworkMode": next(iter(nets), "")},
+            "NetworkSettings": {"Networks": nets, "Ports": {}}}

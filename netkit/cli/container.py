@@ -116,15 +116,22 @@ def inspect(
     """Show containers as `docker inspect` does (a JSON array, published ports included); --netkit for netkit's view."""
     from netkit import dockerview
     from netkit.engine import containers
+    from netkit.errors import NotFound
 
     ctx = context()
     if netkit_view or text:
         for name in names:  # netkit's own view: with a cluster store, remote containers too
             render.emit_inspect(containers.inspect(ctx, name), not text)
         return
-    found = [containers.get(ctx, name) for name in names]
     nets = {n.name: n for n in ctx.store.networks()}
-    docs = [dockerview.container_inspect(c, nets) for c in found]
+    docs = []
+    for name in names:
+        try:
+            c = containers.get(ctx, name)
+        except NotFound:  # with a cluster store: a container of another host (or NotFound again)
+            docs.append(dockerview.remote_container_inspect(containers.inspect(ctx, name)))
+            continue
+        docs.append(dockerview.container_inspect(c, nets))
     if format_:
         render.emit_formatted(format_, docs)
     else:

@@ -123,6 +123,15 @@ def ls(
                                  [[r["ID"], r["Name"], r["Driver"], r["Scope"]] for r in rows]))
 
 
+def overlay_view(ctx, name: str) -> dict | None:
+    """netkit's cluster-wide view of overlay network `name`, if there is a cluster store and it has one."""
+    from netkit.engine import overlay
+
+    if not overlay.enabled(ctx):
+        return None
+    return next((v for v in overlay.global_views(ctx) if v["name"] == name), None)
+
+
 @net_app.command("inspect")
 def inspect(
     names: List[str] = typer.Argument(..., help="Network names, IDs or unique ID prefixes."),
@@ -145,6 +154,10 @@ def inspect(
     for name in names:
         if name in networks.BUILTIN and ctx.store.network(name) is None:
             docs.append(dockerview.builtin_network_inspect(name))
+            continue
+        net = ctx.store.network(name)
+        if (net is None or net.driver == "overlay") and overlay_view(ctx, name):
+            docs.append(dockerview.overlay_network_inspect(overlay_view(ctx, name)))  # cluster-wide
             continue
         net = lookup.network(ctx, name)
         members = [c for c in (ctx.store.container(m) for m in ctx.store.members(net.name)) if c]

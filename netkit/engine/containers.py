@@ -133,6 +133,7 @@ def _plan_overlay_endpoint(ctx: Context, c: Container, net: Network, ip: str | N
     gateway = net.gateway if _route_holder(ctx, c) is None else None
     plan += [ops.EndpointAdd(_netns_name(c), host_ifname, ifname, net.bridge, net.mtu, ep.mac, ep.ip,
                              ep.prefixlen, gateway), ops.HairpinOn((host_ifname,))]
+    plan += guard_steps(ctx, net, ep)  # anti-spoofing on the overlay bridge's port too
     ctx.after(lambda ctx: _overlay_joined(ctx, net))
     return ep, plan
 
@@ -512,10 +513,13 @@ def list_views(ctx: Context) -> list[dict]:
 def inspect(ctx: Context, name: str) -> dict:
     """`container inspect`: with a cluster store, which host the container is on; a container of
     another host is shown from the store (its overlay endpoints)."""
-    c = ctx.store.container(name)
-    if c is None and overlay.enabled(ctx):
-        return overlay.remote_view(ctx, name)
-    view = inspect_view(get(ctx, name))
+    try:
+        c = get(ctx, name)
+    except NotFound:
+        if overlay.enabled(ctx):
+            return overlay.remote_view(ctx, name)
+        raise
+    view = inspect_view(c)
     if overlay.enabled(ctx):
         view["host"] = overlay.this_host()
     return view

@@ -66,7 +66,7 @@ def test_thirty_containers_on_three_hosts_reach_each_other_by_ip_and_name(world)
     for t in threads:
         t.join()
     assert not errors, errors
-    net = json.loads(netkit(world, "h3", "network", "inspect", "ov").stdout)
+    net = json.loads(netkit(world, "h3", "network", "inspect", "--netkit", "ov").stdout)
     for name, ep in net["containers"].items():
         where[name] = ep["ip"]
         assert ep["host"] == name[:2]
@@ -103,22 +103,28 @@ def test_thirty_containers_on_three_hosts_reach_each_other_by_ip_and_name(world)
     world.host_sh("h2", "ip netns exec h2c3 ping -c1 -W2 198.18.1.2 >/dev/null")
     world.host_sh("h2", "ip netns exec l1 ping -c1 -W2 172.30.1.1 >/dev/null")
     # The engine's rules include the overlay bridge, and each host's share agrees with the store.
-    rules = world.host_sh("h1", "iptables-legacy-save -t filter").stdout
+    rules = world.host_sh("h1", "iptables-save -t filter").stdout  # backend auto: what `iptables` is
     assert "-A NETKIT-FORWARD -i ovbr4096 -o ovbr4096 -j ACCEPT" in rules
     for host in HOSTS:
         report = netkit(world, host, "doctor").stdout
         assert "ok: this host's overlay data plane agrees with the cluster store" in report, report
         assert "problem" not in report, report
     # inspect says where a container runs, from any host.
-    assert json.loads(netkit(world, "h1", "container", "inspect", "h3c4").stdout)["host"] == "h3"
-    assert json.loads(netkit(world, "h3", "container", "inspect", "h3c4").stdout)["host"] == "h3"
+    assert json.loads(netkit(world, "h1", "container", "inspect", "--netkit", "h3c4").stdout)["host"] == "h3"
+    assert json.loads(netkit(world, "h3", "container", "inspect", "--netkit", "h3c4").stdout)["host"] == "h3"
+    # and in Docker's shape: the node, and the network cluster-wide with its VNI
+    docker = json.loads(netkit(world, "h1", "container", "inspect", "h3c4").stdout)[0]
+    assert docker["Node"]["Name"] == "h3" and docker["NetworkSettings"]["Networks"]["ov"]["IPAddress"] == where["h3c4"]
+    dnet = json.loads(netkit(world, "h1", "network", "inspect", "ov").stdout)[0]
+    assert (dnet["Scope"], dnet["Driver"], len(dnet["Containers"])) == ("global", "overlay", 30)
+    assert dnet["Options"]["com.docker.network.driver.overlay.vxlanid_list"] == "4096"
 
 
 def test_remove_releases_and_the_last_container_takes_the_devices(world):
     netkit(world, "h1", "network", "create", "--driver", "overlay", "ov", "--subnet", "10.60.0.0/24")
     netkit(world, "h1", "container", "create", "a1", "--net", "ov")
     netkit(world, "h2", "container", "create", "b1", "--net", "ov")
-    ip = json.loads(netkit(world, "h2", "container", "inspect", "b1").stdout)["endpoints"][0]["ip"]
+    ip = json.loads(netkit(world, "h2", "container", "inspect", "--netkit", "b1").stdout)["endpoints"][0]["ip"]
     world.host_sh("h1", f"ip netns exec a1 ping -c1 -W2 {ip} >/dev/null && ip netns exec a1 ping -c1 -W2 b1 >/dev/null")
     busy = netkit(world, "h3", "network", "rm", "ov", check=False)
     assert (busy.returncode, busy.stderr.strip()) == \
