@@ -181,7 +181,7 @@ def sync(ctx: Context) -> None:
         try:
             if ctx.config.ip_forward and ctx.probe.sysctl(IP_FORWARD) == "0":
                 raise NeedFull
-            ctx.executor().apply(plan_fast(hint[0], hint[1], nets))
+            ctx.apply(plan_fast(hint[0], hint[1], nets))  # recorded: a failed commit undoes it
             return
         except (KernelError, NeedFull):
             pass  # e.g. someone deleted netkit's chains: the full sync puts everything back
@@ -190,7 +190,7 @@ def sync(ctx: Context) -> None:
         snap = fw.snapshot()
         plan, meta = plan_full(rules.netkit_part(snap), desired(ctx, nets), nets, host_facts(ctx, nets, snap),
                                ctx.config.ip_forward, meta)
-        ctx.executor().apply(plan)
+        ctx.apply(plan)
     meta["active"] = True
     ctx.store.put_meta(META, meta)
 
