@@ -107,3 +107,44 @@ def _fsync_dir(directory: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+# ---- the host's settings before netkit first changed them -----------------------------------
+# Written (fsync'd) before the first change of ip_forward, the FORWARD policy or route_localnet,
+# so that a kill during that very change still lets `netkit reset` put the originals back.
+HOST_FILE = "host-originals.json"
+
+
+def host_originals(directory: str) -> dict:
+    try:
+        with open(os.path.join(directory, HOST_FILE)) as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def save_host_originals(directory: str, originals: dict) -> None:
+    """Add what is not yet recorded (the first-seen value of a setting is the original)."""
+    old = host_originals(directory)
+    merged = {**originals, **old}
+    merged["route_localnet_was"] = {**(originals.get("route_localnet_was") or {}),
+                                    **(old.get("route_localnet_was") or {})}
+    if merged == old:
+        return
+    tmp = os.path.join(directory, HOST_FILE + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, json.dumps(merged).encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, os.path.join(directory, HOST_FILE))
+    _fsync_dir(directory)
+
+
+def clear_host_originals(directory: str) -> None:
+    try:
+        os.remove(os.path.join(directory, HOST_FILE))
+    except FileNotFoundError:
+        pass

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from netkit import ops, rules
+from netkit import journal, ops, rules
 from netkit.errors import KernelError
 from netkit.model import Container, Network
 
@@ -92,6 +92,10 @@ def plan_full(current: dict, want: rules.RuleSet, nets: list[Network], facts: Ho
         # Like dockerd: forwarding on, but only for what netkit's rules accept.
         meta.setdefault("ip_forward_was", "0")
         meta.setdefault("forward_policy_was", facts.forward_policy)
+        changes.append(rules.Op(rules.FILTER, "P", "FORWARD", "DROP", was=facts.forward_policy))
+    elif "forward_policy_was" in meta and forward_wanted and facts.forward_policy != "DROP" and managed(nets):
+        # netkit set DROP when it turned forwarding on; someone flipped it back: the host routes
+        # for anyone again. Put DROP back (doctor reports it).
         changes.append(rules.Op(rules.FILTER, "P", "FORWARD", "DROP", was=facts.forward_policy))
     if changes:
         plan.append(ops.FirewallChange(tuple(changes)))
@@ -173,6 +177,8 @@ def sync(ctx: Context) -> None:
     nets = ctx.store.networks()
     meta = ctx.store.meta(META, {}) or {}
     if not any(n.iptables for n in nets) and not meta.get("active"):
+        if not ctx.dry_run and journal.host_originals(ctx.store.directory):
+            _undo_interrupted_first_change(ctx)
         return
     if ctx.dry_run:
         ctx.printed.extend(ops.render_plan(_dry_plan(ctx, hint, nets, meta)))
@@ -190,9 +196,26 @@ def sync(ctx: Context) -> None:
         snap = fw.snapshot()
         plan, meta = plan_full(rules.netkit_part(snap), desired(ctx, nets), nets, host_facts(ctx, nets, snap),
                                ctx.config.ip_forward, meta)
+        originals = {k: v for k, v in meta.items() if k.endswith("_was") and v}
+        if originals:  # durable before the change: a kill during it must not lose them
+            journal.save_host_originals(ctx.store.directory, originals)
         ctx.apply(plan)
     meta["active"] = True
     ctx.store.put_meta(META, meta)
+
+
+def _undo_interrupted_first_change(ctx: Context) -> None:
+    """The state knows no network with rules and netkit never committed its rules, yet the host's
+    originals were recorded: a change was killed while it set the host up. Put the host back
+    (as `reset` does) so that nothing of netkit is left."""
+    fw = ctx.firewall
+    meta = journal.host_originals(ctx.store.directory)
+    with fw.locked():
+        snap = fw.snapshot()
+        now = {b: ctx.probe.sysctl(route_localnet(b)) for b in (meta.get("route_localnet_was") or {})}
+        plan = plan_reset(rules.netkit_part(snap), fw.policy(snap, rules.FILTER, "FORWARD"), meta, now)
+        ctx.executor().apply_all(plan)
+    journal.clear_host_originals(ctx.store.directory)
 
 
 def _dry_plan(ctx: Context, hint, nets: list[Network], meta: dict) -> list:
@@ -252,7 +275,12 @@ def reset(ctx: Context) -> list[str]:
     fw = ctx.firewall
     done = []
     with ctx.store.transaction():
-        meta = ctx.store.meta(META, {}) or {}
+        # The originals recorded before netkit's first change count too (a kill may have lost the
+        # state's copy); what the state says wins.
+        saved = journal.host_originals(ctx.store.directory)
+        meta = {**saved, **(ctx.store.meta(META, {}) or {})}
+        meta["route_localnet_was"] = {**(saved.get("route_localnet_was") or {}),
+                                      **(meta.get("route_localnet_was") or {})}
         with fw.locked():
             snap = fw.snapshot()
             part = rules.netkit_part(snap)
@@ -272,5 +300,6 @@ def reset(ctx: Context) -> list[str]:
             done.append(f"restored net.ipv4.ip_forward={meta['ip_forward_was']} and FORWARD policy "
                         f"{meta.get('forward_policy_was')}")
         ctx.store.delete_meta(META)
+        journal.clear_host_originals(ctx.store.directory)
     done.append("the next netkit change (or `netkit doctor --fix`) puts the rules of existing networks back")
     return done
