@@ -11,11 +11,13 @@ from __future__ import annotations
 import os
 import signal
 
+from netkit.errors import EnvError
+
 _count = 0
 
 
-class InjectedFault(RuntimeError):
-    """Raised at a fault point in NETKIT_FAULT_MODE=raise."""
+class InjectedFault(EnvError):
+    """Raised at a fault point in NETKIT_FAULT_MODE=raise (as a failure the CLI reports in one line)."""
 
 
 def point(label: str) -> None:

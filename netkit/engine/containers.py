@@ -165,6 +165,9 @@ def create(ctx: Context, req: ContainerRequest) -> Container:
 def plan_create(ctx: Context, req: ContainerRequest) -> Container:
     """Validate, plan and apply a container inside an open ctx.change()."""
     naming.validate_object_name("container", req.name)
+    for option, value in (("--ip", req.ip), ("--mac", req.mac), ("--hostname", req.hostname)):
+        if value is not None and not value.strip():  # not "pick one for me"
+            raise UserError(f"{option} is empty; give a value or leave the option out")
     if ctx.store.container(req.name):
         raise Conflict(f"container '{req.name}' already exists")
     mode, net_name, shared = _parse_mode(ctx, req)

@@ -200,8 +200,8 @@ class Context:
         self._applied = []  # committed: the kernel plan stays
         failures = []
         for step in self._on_commit:
-            faults.point("after-commit")
             try:
+                faults.point("after-commit")
                 step(self)
             except Exception as err:  # noqa: BLE001 - every step gets its chance
                 failures.append(str(err))
