@@ -77,6 +77,10 @@ def plan_endpoint(ctx: Context, c: Container, net: Network, ip: str | None, mac:
         raise Conflict(f"interface '{ep.host_ifname}' already exists on the host; run `netkit doctor`")
     if mac:
         _check_mac_free(ctx, net.name, ep.mac)
+        bridge = ctx.probe.link_info(net.bridge) or {}
+        if ep.mac.lower() in {(bridge.get("address") or "").lower(), naming.bridge_mac(net.bridge)}:
+            # The gateway's own MAC: the bridge would take the container's frames as its own.
+            raise Conflict(f"MAC address {ep.mac} is the MAC of bridge '{net.bridge}' (the gateway); choose another")
     # The first network with a way out gives the default route, as in Docker.
     gateway = net.gateway if not net.internal and _route_holder(ctx, c) is None else None
     step = ops.EndpointAdd(_netns_name(c), ep.host_ifname, ep.ifname, net.bridge, net.mtu, ep.mac,

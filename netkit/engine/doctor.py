@@ -143,14 +143,55 @@ def dns_orphans(ctx: Context, fix: bool = False) -> Findings:
     from netkit.dns import supervisor
 
     lines, problems = [], 0
+    # A server for a network the state does not hold (a kill between `network rm`'s commit and
+    # the server's stop) is as stray as one without a pidfile.
+    known = {n.name for n in ctx.store.networks() if not n.default}
+    unknown = sorted({net for net, _ in supervisor.servers() if net not in known})
     if fix:
         for net, pid in supervisor.stop_orphans(None, ctx.run_dir):
             lines.append(f"fix: stopped orphaned DNS server of network '{net}' (pid {pid}, no pidfile)")
+        for net in unknown:
+            supervisor.stop(net, ctx.run_dir)
+            lines.append(f"fix: stopped the DNS server of network '{net}', which is not in netkit's state")
         return lines, 0
     for net, pid in supervisor.orphans(ctx.run_dir):
         problems += 1
         lines.append(f"problem: DNS server of network '{net}' (pid {pid}) has no pidfile: an orphan of an "
                      "interrupted command (fix: netkit doctor --fix)")
+    for net in unknown:
+        problems += 1
+        lines.append(f"problem: a DNS server runs for network '{net}', which is not in netkit's state "
+                     "(fix: netkit doctor --fix)")
+    return lines, problems
+
+
+def stray_name_files(ctx: Context, fix: bool = False) -> Findings:
+    """/etc/netns/NAME folders netkit wrote (their hosts file starts with netkit's header) for a
+    container the state does not hold and no netns of that name: left by a kill between `container rm`'s commit and the
+    files' removal. They would shadow the files of a later netns of that name."""
+    from netkit import names as names_mod
+    from netkit.engine import names_sync
+    from netkit.kernel.nsexec import ETC_NETNS
+
+    lines, problems = [], 0
+    known = {c.name for c in ctx.store.containers()}
+    for name in ctx.probe.list_dir(ETC_NETNS):
+        if name in known or ctx.probe.netns_exists(name):  # only folders no netns uses
+            continue
+        try:
+            with open(os.path.join(ETC_NETNS, name, "hosts")) as f:
+                ours = f.read(len(names_mod._HOSTS_HEADER)) == names_mod._HOSTS_HEADER
+        except OSError:
+            ours = False
+        if not ours:
+            continue
+        if fix:
+            names_sync.remove_files(Container(name=name, id="", mode="", netns=None))
+            lines.append(f"fix: removed stray {ETC_NETNS}/{name}")
+        else:
+            problems += 1
+            lines.append(f"problem: stray {ETC_NETNS}/{name} (netkit's name files) is not in netkit's state "
+                         "(fix: netkit doctor --fix)")
     return lines, problems
 
 
@@ -286,7 +327,8 @@ def names(ctx: Context, fix: bool) -> Findings:
 def run(ctx: Context, fix: bool = False) -> Findings:
     lines, problems = [], 0
     for part in (lambda: interrupted(ctx, fix), lambda: dns_orphans(ctx, fix), lambda: kernel_objects(ctx, fix),
-                 lambda: addresses(ctx, fix), lambda: firewall(ctx, fix), lambda: names(ctx, fix)):
+                 lambda: addresses(ctx, fix), lambda: firewall(ctx, fix), lambda: names(ctx, fix),
+                 lambda: stray_name_files(ctx, fix)):
         more, count = part()
         lines += more
         problems += count
