@@ -18,6 +18,7 @@ import os
 import time
 
 from netkit import ops
+from netkit.errors import EnvError
 
 FILE = "intent.json"
 META = "intent"
@@ -49,15 +50,30 @@ def write(directory: str, token: str, command: str, apply: list, remove: list) -
     """Replace the journal atomically and durably (a crash leaves the old one or the new one)."""
     data = {"token": token, "command": command, "started": time.time(),
             "apply": [encode(s) for s in apply], "remove": [encode(s) for s in remove]}
-    tmp = path(directory) + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    _durable_write(path(directory), json.dumps(data).encode())
+
+
+def _durable_write(target: str, data: bytes) -> None:
+    """Write, fsync, rename into place, fsync the folder. A failure (a full disk) is one line and
+    leaves the previous file as it was."""
+    tmp = target + ".tmp"
     try:
-        os.write(fd, json.dumps(data).encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path(directory))
-    _fsync_dir(directory)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            if os.write(fd, data) != len(data):
+                raise OSError(28, "short write (disk full?)")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, target)
+        _fsync_dir(os.path.dirname(target))
+    except OSError as err:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise EnvError(f"cannot write {target}: {err.strerror or err}; nothing was changed "
+                       "(free space or fix the folder, then run the command again)") from None
 
 
 def clear(directory: str) -> None:
@@ -132,15 +148,7 @@ def save_host_originals(directory: str, originals: dict) -> None:
                                     **(old.get("route_localnet_was") or {})}
     if merged == old:
         return
-    tmp = os.path.join(directory, HOST_FILE + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        os.write(fd, json.dumps(merged).encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, os.path.join(directory, HOST_FILE))
-    _fsync_dir(directory)
+    _durable_write(os.path.join(directory, HOST_FILE), json.dumps(merged).encode())
 
 
 def clear_host_originals(directory: str) -> None:

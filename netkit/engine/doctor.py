@@ -136,7 +136,31 @@ def addresses(ctx: Context, fix: bool = False) -> Findings:
             problems += 1
             lines.append(f"problem: bridge '{net.bridge}' of network '{net.name}' lacks its gateway address "
                          f"{want} (fix: netkit doctor --fix)")
+    if fix:
+        lines += container_addresses(ctx)
     return lines, problems
+
+
+def container_addresses(ctx: Context) -> list[str]:
+    """doctor --fix: put back a container's flushed address (and with it its default route)."""
+    probe, done = ctx.probe, []
+    for c in ctx.store.containers():
+        netns = os.path.basename(c.netns) if c.netns else None
+        if c.mode not in (MODE_BRIDGE, MODE_NONE) or not netns or not probe.netns_exists(netns):
+            continue
+        holder, via = _route_via(ctx, c)
+        for ep in c.endpoints:
+            inner = probe.link_info(ep.ifname, netns)
+            if inner is None:
+                continue
+            want = f"{ep.ip}/{ep.prefixlen}"
+            if want not in (inner.get("ipv4") or []):
+                ctx.executor().apply([ops.AddrAdd(ep.ifname, want, netns)])
+                done.append(f"fix: put address {want} back on {ep.ifname} of container '{c.name}'")
+            if ep is holder and probe.default_gateway(netns) != via:
+                ctx.executor().apply([ops.RouteReplace(netns, via)])
+                done.append(f"fix: put the default route via {via} back in container '{c.name}'")
+    return done
 
 
 def dns_orphans(ctx: Context, fix: bool = False) -> Findings:
@@ -326,8 +350,8 @@ def names(ctx: Context, fix: bool) -> Findings:
 
 def run(ctx: Context, fix: bool = False) -> Findings:
     lines, problems = [], 0
-    for part in (lambda: interrupted(ctx, fix), lambda: dns_orphans(ctx, fix), lambda: kernel_objects(ctx, fix),
-                 lambda: addresses(ctx, fix), lambda: firewall(ctx, fix), lambda: names(ctx, fix),
+    for part in (lambda: interrupted(ctx, fix), lambda: dns_orphans(ctx, fix), lambda: addresses(ctx, fix),
+                 lambda: kernel_objects(ctx, fix), lambda: firewall(ctx, fix), lambda: names(ctx, fix),
                  lambda: stray_name_files(ctx, fix)):
         more, count = part()
         lines += more
