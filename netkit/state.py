@@ -105,9 +105,10 @@ class Store:
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(_SCHEMA)
             self._migrate()
-        except sqlite3.DatabaseError as err:
-            if isinstance(err, sqlite3.OperationalError) and "locked" in str(err):
-                raise EnvError(f"netkit's state in {self.directory} is locked by another process: {err}") from None
+        except sqlite3.OperationalError as err:  # the environment: locked, disk full, I/O error
+            raise EnvError(f"cannot open netkit's state in {self.directory}: {err}; nothing was changed "
+                           "(free space or fix the folder, then run the command again)") from None
+        except sqlite3.DatabaseError as err:  # "file is not a database", malformed ...
             raise damaged(self.directory, str(err)) from None
         except (OSError, sqlite3.Error) as err:
             raise EnvError(f"cannot open netkit's state in {self.directory}: {err}; "

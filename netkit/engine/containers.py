@@ -152,6 +152,8 @@ def _apply_name_options(ctx: Context, c: Container, req: ContainerRequest) -> No
             raise NotFound(f"--link {spec}: container '{other}' not found")
         if other == c.name:
             raise UserError(f"--link {spec}: a container cannot link to itself")
+        if alias:  # it becomes a line of /etc/hosts: a name, nothing else
+            naming.validate_object_name("--link alias", alias)
         links.append(f"{other}:{alias or other}")
     c.links = links
     if c.mode in (MODE_HOST, MODE_CONTAINER) and (req.dns or req.dns_search or req.dns_options or req.add_host):

@@ -61,8 +61,12 @@ def test_damaged_rows_are_one_line(running):
 
 
 def test_full_disk_publish_leaves_no_rule_live(sandbox):
-    """The state lives on a tiny tmpfs that fills up: publish fails with one line, and its DNAT
-    rule is not in the kernel (kernel and state commit together)."""
+    """The state lives on a tiny tmpfs, filled up; space is then freed one 4 KiB block at a time
+    and `publish` tried after each: every failure (the intent journal's write or the state's
+    commit, whichever runs out of space first) is one line with no DNAT rule left live and no
+    port in the state, until it succeeds. Kernel and state commit together."""
+    import sqlite3
+
     state = os.path.join(sandbox.state_dir, "tiny")
     os.makedirs(state)
     sandbox.sh(f"mount -t tmpfs -o size=600k tmpfs {state}")
@@ -71,38 +75,49 @@ def test_full_disk_publish_leaves_no_rule_live(sandbox):
     def nk(*args):
         return subprocess.run(NETKIT + list(args), capture_output=True, text=True, env=env, timeout=60)
 
-    assert nk("network", "create", "app", "--subnet", "172.20.0.0/24").returncode == 0
-    assert nk("container", "create", "web", "--net", "app").returncode == 0
-    try:  # fill it to the last block
-        with open(f"{state}/filler", "wb") as fh:
+    try:
+        assert nk("network", "create", "app", "--subnet", "172.20.0.0/24").returncode == 0
+        assert nk("container", "create", "web", "--net", "app").returncode == 0
+        # An open connection keeps the WAL and its index in place, so that commands open the state
+        # fine and fail only where they write.
+        keep = sqlite3.connect(os.path.join(state, "netkit.db"))
+        keep.execute("SELECT 1 FROM networks").fetchall()
+        fillers = []
+        try:
             while True:
-                fh.write(b"\0" * 4096)
-                fh.flush()
-    except OSError:
-        pass
-    published = 0
-    for port in range(8000, 8040):  # until the state can no longer take the row
-        r = nk("publish", f"{port}:80", "web")
-        if r.returncode != 0:
-            break
-        published += 1
-    else:
-        pytest.fail("the state never filled up")
-    one_line(r, 1, "cannot save netkit's state", "nothing was changed")
-    rules = sandbox.sh("iptables-legacy-save -t nat").stdout
-    assert f"--dport {port} " not in rules, f"DNAT of the refused publish is live:\n{rules}"
-    os.remove(f"{state}/filler")
-    ports = nk("port", "web").stdout
-    assert f":{port}" not in ports and (published == 0 or f":{8000}" in ports), ports
-    assert nk("doctor").returncode == 0
-    sandbox.sh(f"umount -l {state}")
+                name = f"{state}/filler{len(fillers)}"
+                with open(name, "wb") as fh:
+                    fh.write(b"\0" * 4096)
+                fillers.append(name)
+        except OSError:
+            pass
+        failures = []
+        while True:
+            r = nk("publish", "8080:80", "web")
+            if r.returncode == 0:
+                break
+            failures.append(r.stderr.strip())
+            one_line(r, 1, "nothing was changed")
+            assert "--dport 8080 " not in sandbox.sh("iptables-legacy-save -t nat").stdout, r.stderr
+            assert ":8080" not in nk("port", "web").stdout
+            assert fillers, "publish fails with free space"
+            os.remove(fillers.pop())
+        assert failures, "the disk never was full"
+        assert "--dport 8080 " in sandbox.sh("iptables-legacy-save -t nat").stdout
+        keep.close()
+        for name in fillers:
+            os.remove(name)
+        assert nk("doctor").returncode == 0
+        print(f"full disk: {len(failures)} refused publishes, e.g. {failures[-1]}")
+    finally:
+        sandbox.sh(f"umount -l {state}")
 
 
 def test_reset_after_a_kill_during_the_first_change_restores_the_host(sandbox):
     """Killed at every step of the very first change (which turns ip_forward on and sets the
     FORWARD policy to DROP): `reset` puts both back; doctor --fix leaves nothing behind."""
     sandbox.sh("sysctl -qw net.ipv4.ip_forward=0")
-    original = snapshot(sandbox)
+    original = _without_empty_tables(snapshot(sandbox))
     for k in range(1, 30):
         env = dict(os.environ, NETKIT_FAULT_AT=str(k))
         r = subprocess.run(NETKIT + ["network", "create", "app", "--subnet", "172.20.0.0/24"], env=env,
@@ -118,10 +133,19 @@ def test_reset_after_a_kill_during_the_first_change_restores_the_host(sandbox):
         if sandbox.netkit("network", "inspect", "app", check=False).returncode == 0:
             sandbox.netkit("network", "rm", "app")
         sandbox.netkit("reset")
-        assert snapshot(sandbox) == original, f"k={k}"
+        assert _without_empty_tables(snapshot(sandbox)) == original, f"k={k}"
     else:
         pytest.fail("network create never completed")
     assert k > 3
+
+
+def _without_empty_tables(snap: dict) -> dict:
+    """Reading the rules makes empty legacy tables appear (policies ACCEPT): not a change."""
+    import re
+
+    keep = [line for line in snap["iptables"].splitlines()
+            if not re.match(r"^(\*\w+|COMMIT|:(INPUT|FORWARD|OUTPUT|PREROUTING|POSTROUTING) ACCEPT.*)$", line)]
+    return {**snap, "iptables": keep}
 
 
 def test_fresh_install_doctor_is_clean(sandbox):
@@ -177,8 +201,9 @@ def test_drift_behind_netkits_back_is_found_and_repaired(running):
     running.netkit("doctor", "--fix", check=False)
     assert ":FORWARD DROP" in running.sh("iptables-legacy-save -t filter").stdout
     assert "172.20.0.1/24" in running.sh("ip -4 addr show dev br-app").stdout
-    r = running.netkit("doctor", check=False)
-    assert "lacks its address 172.20.0.10/24" in r.stdout  # a container's address: reported, remade by reconnecting
+    assert "172.20.0.10/24" in running.sh("ip -n web -4 addr show dev eth0").stdout
+    assert "default via 172.20.0.1" in running.sh("ip -n web route").stdout
+    running.netkit("doctor")
 
 
 def test_doctor_fix_after_a_bridge_was_deleted(running):
