@@ -74,8 +74,8 @@ def run_dir() -> str:
     return os.environ.get("NETKIT_RUN_DIR", DEFAULT_RUN_DIR)
 
 
-RECOVER = ("restore a backup of it, or move it aside and run `netkit doctor` (which then lists the "
-           "kernel objects netkit made, and `netkit doctor --fix` removes them)")
+RECOVER = ("restore a backup of it; or move it aside to start empty: `netkit doctor` then lists the kernel "
+           "objects netkit made, and `NETKIT_REMOVE_STRAYS=1 netkit doctor --fix` removes them")
 
 
 def damaged(directory: str, what: str) -> EnvError:

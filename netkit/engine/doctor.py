@@ -115,8 +115,8 @@ def refuse_if_state_lost(ctx: Context) -> None:
         return
     found = strays(ctx)
     pins = [what for what, _ in found if what.startswith("UTS pin")]
-    if len(pins) > 1 and not os.environ.get("NETKIT_REMOVE_STRAYS"):
-        raise EnvError(f"netkit's state in {ctx.store.directory} is empty, yet {len(pins)} containers netkit made "
+    if pins and not os.environ.get("NETKIT_REMOVE_STRAYS"):
+        raise EnvError(f"netkit's state in {ctx.store.directory} is empty, yet {len(pins)} container(s) netkit made "
                        "exist: if the state was lost, restore it from a backup; to remove them all, run "
                        "NETKIT_REMOVE_STRAYS=1 netkit doctor --fix")
 

@@ -105,3 +105,16 @@ def test_doctor_names_a_stray_netkit_bridge_only(ctx, kernel):
 def test_fresh_install_doctor_finds_nothing(ctx):
     lines, problems = doctor.firewall(ctx)
     assert problems == 0 and not any("missing" in line for line in lines)
+
+
+def test_doctor_fix_refuses_to_empty_the_host_for_a_lost_state(ctx, kernel, tmp_path, monkeypatch):
+    networks.create(ctx, NetworkRequest("app", subnet="172.20.0.0/24"))
+    containers.create(ctx, ContainerRequest("c1", net="app"))
+    kernel.probe.files[os.path.join(ctx.run_dir, "uts", "c1")] = "file"
+    monkeypatch.setattr(kernel.probe, "list_dir", lambda path: ["c1"] if path.endswith("uts") else [])
+    with ctx.store.transaction():  # as if the state file were replaced by an empty one
+        for table in ("networks", "containers", "addresses", "dns_names", "ports", "meta"):
+            ctx.store.db.execute(f"DELETE FROM {table}")
+    with pytest.raises(EnvError, match="is empty, yet 1 container.s. netkit made exist"):
+        doctor.kernel_objects(ctx, fix=True)
+    assert "c1" in kernel.probe.netns
