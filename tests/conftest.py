@@ -14,11 +14,17 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from netkit import sandbox as sb
+from waiting import wait_for
+
+# Property tests judge results, never speed: a loaded CI machine must not turn a slow example
+# (hypothesis's 200 ms default deadline) or slow data generation into a failure.
+settings.register_profile("netkit", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("netkit")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NETKIT = [sys.executable, "-m", "netkit"]
@@ -74,22 +80,24 @@ class Sandbox:
 
 
 def _kill_strays(keep: set[int]) -> None:
-    """Every process of this PID namespace but init and pytest's own chain: all started by tests."""
-    for _ in range(3):
-        victims = [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) not in keep]
-        if not victims:
-            return
-        for pid in victims:
+    """Every process of this PID namespace but init and pytest's own chain: all started by tests.
+    Kill until none is left (orphans are reaped by the sandbox's init, so they vanish a moment
+    after SIGKILL), within a bound."""
+    def survivors() -> list[int]:
+        pids = [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) not in keep]
+        for pid in pids:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        for pid in victims:
+        for pid in pids:
             try:
-                os.waitpid(pid, 0)
+                os.waitpid(pid, os.WNOHANG)  # reap our own children; init reaps the orphans
             except ChildProcessError:
                 pass
-        time.sleep(0.05)
+        return [pid for pid in pids if os.path.exists(f"/proc/{pid}")]
+
+    wait_for(lambda: not survivors(), 20, "every process the test started to exit")
 
 
 def _ancestors() -> set[int]:

@@ -79,7 +79,7 @@ def create_container(member: Membership, name: str, network: str, ip: str | None
     takes the endpoint out of the store again."""
     from netkit import ops
     from netkit.kernel import netns, vxlan
-    from netkit.kernel.links import Executor
+    from netkit.kernel.executor import kernel_executor
 
     if netns.exists(name):
         raise Conflict(f"a container (netns) named '{name}' already exists on this host")
@@ -95,7 +95,7 @@ def create_container(member: Membership, name: str, network: str, ip: str | None
             plan = [ops.NetnsAdd(name),
                     ops.EndpointAdd(name, veth_for(name, network), "eth0", dev.bridge, net.mtu, ep.mac, ep.ip,
                                     prefixlen, net.gateway)]
-            executor = Executor()
+            executor = kernel_executor()
             try:
                 executor.apply(plan)
             finally:

@@ -15,7 +15,7 @@ from netkit import faults
 from netkit.errors import EnvError
 
 MODULE = "netkit.dns.server"
-READY_TIMEOUT = 5.0  # interpreter start + dnslib import + bind take ~0.1 s
+READY_TIMEOUT = 15.0  # start + dnslib import + bind take ~0.1 s idle; a loaded machine needs far more
 STOP_TIMEOUT = 5.0
 # The directory holding the netkit package, so the server imports the same netkit as the CLI
 # even when netkit is not installed and the CLI ran from a source tree.

@@ -294,11 +294,7 @@ class Capture:
                         # lo shows each packet twice (sent and received); keep one, as libpcap does.
                         if pkttype == PACKET_OUTGOING and addr[3] == ARPHRD_LOOPBACK:
                             continue
-                        ts = 0
-                        for level, kind, cdata in anc:
-                            if level == socket.SOL_SOCKET and kind == SCM_TIMESTAMPNS:
-                                sec, nsec = _TIMESPEC.unpack(cdata)
-                                ts = sec * 1_000_000_000 + nsec
+                        ts = _timestamp(anc)
                         data = bytes(view[:n])
                         append(Record(ts, idx, pkttype == PACKET_OUTGOING, data))
                         if count is not None and count_reached_at is None:
@@ -309,6 +305,19 @@ class Capture:
                                     count_reached_at = time.monotonic()
                                     self.stopped_by = "count"
                 if stop:
+                    # Frames the kernel queued after this poll returned are ours too: sweep
+                    # every socket once more, so a stop never races the last hops.
+                    for idx, sock in enumerate(self.socks):
+                        while True:
+                            try:
+                                n, anc, _flags, addr = sock.recvmsg_into([buf], _ANCBUF)
+                            except BlockingIOError:
+                                break
+                            except InterruptedError:
+                                continue
+                            if addr[2] == PACKET_OUTGOING and addr[3] == ARPHRD_LOOPBACK:
+                                continue
+                            append(Record(_timestamp(anc), idx, addr[2] == PACKET_OUTGOING, bytes(view[:n])))
                     break
         finally:
             ep.close()
@@ -370,6 +379,15 @@ def _tie_rank(point: Point, outgoing: bool) -> int:
     if point.role == "bridge":
         return 1
     return 2 if outgoing else 0
+
+
+def _timestamp(ancillary) -> int:
+    """The kernel's receive time (SO_TIMESTAMPNS) of a frame, in ns; 0 if absent."""
+    for level, kind, cdata in ancillary:
+        if level == socket.SOL_SOCKET and kind == SCM_TIMESTAMPNS:
+            sec, nsec = _TIMESPEC.unpack(cdata)
+            return sec * 1_000_000_000 + nsec
+    return 0
 
 
 def _count_new(records, start, seen, count):

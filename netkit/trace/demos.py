@@ -28,7 +28,7 @@ s.listen(8)
 print("ready", flush=True)
 while True:
     c, peer = s.accept()
-    c.settimeout(2)
+    c.settimeout(10)
     try:
         c.recv(1024)
         c.sendall(("hello from %s, you are %s:%d\n" % (name, peer[0], peer[1])).encode())
@@ -41,7 +41,7 @@ CLIENT = r"""
 import socket, sys
 host, port = sys.argv[1], int(sys.argv[2])
 s = socket.socket()
-s.settimeout(3)
+s.settimeout(10)  # generous: demos also run on loaded CI machines
 try:
     s.connect((host, port))
     s.sendall(b"hello\n")
@@ -56,6 +56,35 @@ except OSError as e:
     print("connect to %s:%d failed: %s" % (host, port, e.strerror or e))
     sys.exit(1)
 """
+
+
+# /proc/net/tcp states (include/net/tcp_states.h) in which packets are still to come: all but
+# TIME_WAIT (06), CLOSE (07) and LISTEN (0A).
+_TCP_MOVING = {"01", "02", "03", "04", "05", "08", "09", "0B"}
+
+
+def settle_tcp(netns_paths, timeout: float = 10.0) -> bool:
+    """Wait until no TCP connection in these netns (None: this one) is opening or closing;
+    False if that took longer than `timeout` s (the report then shows what was caught)."""
+    from netkit.kernel import nsutil
+
+    def moving(path) -> bool:
+        def states():
+            # thread-self: the netns this thread is in (entered_netns moves the thread only).
+            with open("/proc/thread-self/net/tcp") as fh:
+                return {line.split()[3] for line in fh.read().splitlines()[1:]}
+
+        if path is None:
+            return bool(states() & _TCP_MOVING)
+        with nsutil.entered_netns(path):
+            return bool(states() & _TCP_MOVING)
+
+    deadline = time.monotonic() + timeout
+    while any(moving(path) for path in netns_paths):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 class Demo:
@@ -293,6 +322,9 @@ def run(mode: str, outputs=None, say=None, before_traffic=None, after_traffic=No
         t0 = time.monotonic()
         try:
             demo.traffic()
+            # The client is done, but the last FIN/ACK may still be on its way: wait until every
+            # connection in the traced netns is closed, i.e. every hop of it has been captured.
+            settle_tcp({p.path for p in topo.points})
         finally:
             result = cap.finish(grace=demo.grace)
             cap.close()

@@ -1,8 +1,8 @@
 """Tiny TCP/UDP echo server and client for tests: `echo.py serve tcp|udp IP PORT` answers
-"echo:" + data for up to 30 s; `echo.py send tcp|udp IP PORT MSG` prints the reply (3 s timeout)."""
+"echo:" + data until killed (the test harness kills what a test started); `echo.py send tcp|udp
+IP PORT MSG` prints the reply. Timeouts are generous: CI runs on a loaded machine."""
 import socket
 import sys
-import time
 
 
 def serve(proto: str, ip: str, port: int) -> None:
@@ -13,27 +13,25 @@ def serve(proto: str, ip: str, port: int) -> None:
     if proto == "tcp":
         s.listen(16)
     print("ready", flush=True)
-    deadline = time.time() + 30
-    s.settimeout(1)
-    while time.time() < deadline:
+    while True:
         try:
             if proto == "tcp":
                 conn, peer = s.accept()
                 with conn:
-                    conn.settimeout(3)
+                    conn.settimeout(20)
                     data = conn.recv(4096)
                     conn.sendall(b"echo:" + data + b" from:" + peer[0].encode())
             else:
                 data, peer = s.recvfrom(4096)
                 s.sendto(b"echo:" + data + b" from:" + peer[0].encode(), peer)
-        except (socket.timeout, OSError):
+        except OSError:  # a client that went away: serve the next one
             continue
 
 
 def send(proto: str, ip: str, port: int, msg: str) -> None:
     kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
     s = socket.socket(socket.AF_INET, kind)
-    s.settimeout(3)
+    s.settimeout(20)
     if proto == "tcp":
         s.connect((ip, port))
         s.sendall(msg.encode())

@@ -5,6 +5,9 @@ import json
 import os
 import sys
 
+import netstate
+from waiting import first_line, wait_for
+
 ECHO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "echo.py")
 
 
@@ -16,8 +19,24 @@ def start_echo(sandbox, container: str | None, proto: str, ip: str, port: int, n
         proc = sandbox.spawn(argv)
     else:
         proc = sandbox.spawn(argv, netns=netns)
-    line = proc.stdout.readline()
+    line = first_line(proc.stdout, what=f"echo server {container or netns}:{port} to say ready")
     assert line.strip() == "ready", f"echo server did not start: {line!r} {proc.stderr.read() if proc.poll() is not None else ''}"
+    return proc
+
+
+def foreign_netns_process(sandbox):
+    """A process in a netns of its own made by someone else (`unshare -n`), as a container
+    runtime would leave it; returned once it is really in that netns (unshare has run)."""
+    proc = sandbox.spawn(["unshare", "-n", "sleep", "600"])
+    ours = os.readlink("/proc/self/ns/net")
+
+    def moved():
+        try:
+            return os.readlink(f"/proc/{proc.pid}/ns/net") != ours
+        except FileNotFoundError:
+            raise AssertionError(f"unshare -n exited early: {proc.stderr.read()}") from None
+
+    wait_for(moved, what=f"PID {proc.pid} (unshare -n) to enter its own netns")
     return proc
 
 
@@ -32,19 +51,44 @@ def send_echo(sandbox, where: str | None, proto: str, ip: str, port: int, msg: s
 
 
 def snapshot(sandbox) -> dict:
-    """What 'nothing changed' compares: links, addresses, routes, netns names, UTS pins, /etc/netns,
-    DNS servers, legacy iptables rules (without counters), ip_forward and netkit's state."""
+    """What 'nothing changed' compares: the network configuration of the host and every netns
+    (netstate.py: never the state the kernel changes on its own), netns names, UTS pins,
+    /etc/netns, DNS servers, legacy iptables rules as configuration, and netkit's state."""
     return {
-        "links": sandbox.sh("ip -o link show | sed -E 's/^[0-9]+: //; s/ qlen.*//' | cut -d' ' -f1-3 | sort").stdout,
-        "addrs": sandbox.sh("ip -o -4 addr show | awk '{print $2, $4}' | sort").stdout,
-        "routes": sandbox.sh("ip -4 route show table all | sort").stdout,
-        "netns": sorted(os.listdir("/run/netns")),
+        "net": netstate.network_config(),
+        "netns": netstate.all_netns(),
         "pins": sorted(os.listdir("/run/netkit/uts")) if os.path.isdir("/run/netkit/uts") else [],
         "etc": sorted(os.listdir("/etc/netns")),
         "dns": sorted(f for f in os.listdir("/run/netkit/dns") if f.endswith(".pid"))
         if os.path.isdir("/run/netkit/dns") else [],
-        "iptables": sandbox.sh("iptables-legacy-save 2>/dev/null | grep -v '^#' | sed -E 's/\\[[0-9]+:[0-9]+\\]//'").stdout,
-        "sysctls": sandbox.sh("sysctl -n net.ipv4.ip_forward").stdout,
+        "iptables": netstate.iptables_config(sandbox.sh("iptables-legacy-save").stdout),
         "containers": json.loads(sandbox.netkit("container", "ls", "--json").stdout),
         "networks": json.loads(sandbox.netkit("network", "ls", "--json").stdout),
     }
+
+
+# /proc/net/tcp states (include/net/tcp_states.h) a connection passes through while packets are
+# still to come: all but LISTEN (0A), TIME_WAIT (06) and CLOSE (07).
+TCP_MOVING = {"01", "02", "03", "04", "05", "08", "09", "0B"}
+
+
+def tcp_settled(*netns: str) -> bool:
+    """No TCP connection in these netns is still opening or closing: every packet of every
+    exchange has been through the kernel (and past each capture point on its way)."""
+    from netkit.kernel import nsutil
+
+    for ns in netns:
+        with nsutil.entered_netns(f"/run/netns/{ns}"):
+            # thread-self: the netns of this thread, which entered_netns moved (not the process's).
+            with open("/proc/thread-self/net/tcp") as fh:
+                states = [line.split()[3] for line in fh.read().splitlines()[1:]]
+        if TCP_MOVING & set(states):
+            return False
+    return True
+
+
+def ip_counter(name: str) -> int:
+    """A counter of the `Ip:` line of /proc/net/snmp in this thread's netns (e.g. InAddrErrors)."""
+    with open("/proc/thread-self/net/snmp") as fh:
+        header, values = [line.split() for line in fh if line.startswith("Ip:")][:2]
+    return int(values[header.index(name)])

@@ -3,6 +3,8 @@ sockets of the pytest process, opened inside a container's or the outside netns 
 calling thread), so no helper process has to start. Every wait is bounded."""
 from __future__ import annotations
 
+import contextlib
+import os
 import socket
 import struct
 import threading
@@ -74,8 +76,10 @@ def servers():
         s.stop()
 
 
-def ask(ns: str | None, proto: str, ip: str, port: int, timeout: float = 1.5, sport: int = 0) -> str | None:
-    """One request from netns `ns` (None: the sandbox host); the reply, or None if nothing came back."""
+def ask(ns: str | None, proto: str, ip: str, port: int, timeout: float = 10, sport: int = 0) -> str | None:
+    """One request from netns `ns` (None: the sandbox host); the reply, or None if nothing came back.
+    The default timeout is for answers that must come (generous: a loaded CI box); a check that
+    nothing answers passes a short one, as waiting longer for silence proves no more."""
     kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
     s = ns_socket(ns, kind)
     s.settimeout(timeout)
@@ -126,8 +130,20 @@ def send_frame(ns: str, ifname: str, dst_mac: str, payload: bytes) -> None:
         s.close()
 
 
+@contextlib.contextmanager
+def one_cpu():
+    """Pin the calling thread to one CPU: frames it sends then sit in one CPU's backlog, which the
+    kernel processes in order, so a later frame's arrival proves an earlier one had its turn."""
+    allowed = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(allowed)})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, allowed)
+
+
 class Sniffer:
-    """Counts TCP packets to `dport` seen on ns's ifname (AF_PACKET, in a thread)."""
+    """Records the source ports of TCP packets to `dport` seen on ns's ifname (AF_PACKET, in a thread)."""
 
     def __init__(self, ns: str, ifname: str, dport: int):
         with nsutil.entered_netns(f"/run/netns/{ns}"):
@@ -135,7 +151,7 @@ class Sniffer:
         self.sock.bind((ifname, 0))
         self.sock.settimeout(0.1)
         self.dport = dport
-        self.hits = 0
+        self.sports: list[int] = []
         self._stop = False
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -149,14 +165,15 @@ class Sniffer:
             ip = frame[14:]
             if len(ip) >= 24 and ip[9] == 6:
                 ihl = (ip[0] & 0xF) * 4
-                if struct.unpack("!H", ip[ihl + 2:ihl + 4])[0] == self.dport:
-                    self.hits += 1
+                sport, dport = struct.unpack("!HH", ip[ihl:ihl + 4])
+                if dport == self.dport:
+                    self.sports.append(sport)
 
-    def stop(self) -> int:
+    def stop(self) -> list[int]:
         self._stop = True
         self.thread.join(2)
         self.sock.close()
-        return self.hits
+        return self.sports
 
 
 def mac_of(ifname: str, ns: str | None = None) -> str:

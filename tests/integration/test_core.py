@@ -5,11 +5,10 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 
-from nettools import send_echo, snapshot, start_echo
+from nettools import foreign_netns_process, send_echo, snapshot, start_echo
 
 pytestmark = pytest.mark.root
 
@@ -121,8 +120,7 @@ def test_attach_pid_wires_a_foreign_netns(sandbox):
     sandbox.netkit("network", "create", "app", "--subnet", "172.20.0.0/24")
     sandbox.netkit("container", "create", "web", "--net", "app")
     start_echo(sandbox, "web", "tcp", "0.0.0.0", 7002)
-    proc = sandbox.spawn(["unshare", "-n", "sleep", "60"])
-    time.sleep(0.2)
+    proc = foreign_netns_process(sandbox)
     out = sandbox.netkit("attach", "--pid", proc.pid, "--network", "app", "--name", "runtime1").stdout
     assert "runtime1 eth0 172.20.0.3/24" in out
     reply = sandbox.sh(f"nsenter -t {proc.pid} -n {sys.executable} {os.path.dirname(__file__)}/echo.py "

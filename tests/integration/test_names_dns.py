@@ -5,9 +5,10 @@ import hashlib
 import os
 import signal
 import sys
-import time
 
 import pytest
+from nettools import foreign_netns_process
+from waiting import wait_for
 
 from netkit.kernel import nsutil
 
@@ -28,6 +29,15 @@ def etc_digest() -> str:
         with open(f, "rb") as fh:
             h.update(fh.read())
     return h.hexdigest()
+
+
+def is_dns_server(pid: int) -> bool:
+    """PID runs netkit's DNS server (a zombie has an empty cmdline: it is gone)."""
+    try:
+        with open(f"/proc/{pid}/cmdline") as fh:
+            return "netkit.dns.server" in fh.read().replace("\0", " ")
+    except (FileNotFoundError, ProcessLookupError):
+        return False
 
 
 def dns_pid(network: str) -> int:
@@ -107,7 +117,7 @@ def test_dns_server_survives_the_cli_and_goes_with_the_network(sandbox):
     assert "netkit.dns.server" in open(f"/proc/{pid}/cmdline").read().replace("\0", " ")
     # doctor --fix brings a dead server back (kill it ourselves: it is our own process).
     os.kill(pid, signal.SIGKILL)
-    time.sleep(0.2)
+    wait_for(lambda: not is_dns_server(pid), what=f"the killed DNS server (PID {pid}) to be gone")
     broken = sandbox.netkit("doctor", check=False)
     assert broken.returncode == 1 and "DNS server of network 'app' is not running" in broken.stdout
     fixed = sandbox.netkit("doctor", "--fix", check=False)
@@ -117,9 +127,8 @@ def test_dns_server_survives_the_cli_and_goes_with_the_network(sandbox):
     sandbox.netkit("container", "rm", "web")
     sandbox.netkit("network", "rm", "app")
     assert not os.path.exists("/run/netkit/dns/app.pid")
-    time.sleep(0.2)
-    assert not any("netkit.dns.server" in open(f"/proc/{p}/cmdline").read().replace("\0", " ")
-                   for p in os.listdir("/proc") if p.isdigit() and os.path.exists(f"/proc/{p}/cmdline"))
+    wait_for(lambda: not any(is_dns_server(int(p)) for p in os.listdir("/proc") if p.isdigit()),
+             what="every DNS server process to be gone")
 
 
 @pytest.mark.parametrize("args,message", [
@@ -139,8 +148,7 @@ def test_malformed_name_options(sandbox, args, message):
 def test_attach_gets_name_files_and_dns(sandbox):
     sandbox.netkit("network", "create", "app", "--subnet", "172.20.0.0/24")
     sandbox.netkit("container", "create", "web", "--net", "app")
-    proc = sandbox.spawn(["unshare", "-n", "sleep", "60"])
-    time.sleep(0.2)
+    proc = foreign_netns_process(sandbox)
     sandbox.netkit("attach", "--pid", proc.pid, "--network", "app", "--name", "job",
                    "--add-host", "cache.example:10.0.0.9", "--network-alias", "worker")
     assert resolve(sandbox, "web", "worker") == "172.20.0.3"
@@ -151,14 +159,15 @@ def test_attach_gets_name_files_and_dns(sandbox):
 def test_dns_server_answers_only_its_network(sandbox):
     sandbox.netkit("network", "create", "app", "--subnet", "172.20.0.0/24")
     sandbox.netkit("container", "create", "web", "--net", "app")
+    # argv[1]: how long to wait for the answer; generous where one must come (a loaded CI box).
     query = ("import socket,sys\nfrom dnslib import DNSRecord\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n"
-             "s.settimeout(1)\ns.sendto(DNSRecord.question('web').pack(),('172.20.0.1',53))\n"
+             "s.settimeout(float(sys.argv[1]))\ns.sendto(DNSRecord.question('web').pack(),('172.20.0.1',53))\n"
              "try:\n print(DNSRecord.parse(s.recv(4096)).short())\nexcept socket.timeout:\n print('TIMEOUT')")
-    inside = sandbox.netkit("exec", "web", "--", sys.executable, "-c", query).stdout.strip()
+    inside = sandbox.netkit("exec", "web", "--", sys.executable, "-c", query, "20").stdout.strip()
     assert inside == "172.20.0.2"
     # A neighbour that routes to the gateway address must not get answers (no open resolver).
     sandbox.ns("outside", "ip route add 172.20.0.0/24 via 198.18.0.1")
-    outside = sandbox.ns("outside", f"{sys.executable} -c \"{query}\"").stdout.strip()
+    outside = sandbox.ns("outside", f"{sys.executable} -c \"{query}\" 1").stdout.strip()
     assert outside == "TIMEOUT"
 
 

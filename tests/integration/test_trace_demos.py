@@ -7,6 +7,7 @@ import subprocess
 
 import pytest
 from required import need
+from waiting import first_line
 
 pytestmark = pytest.mark.root
 
@@ -129,7 +130,7 @@ def _tcpdump_alongside(mode, where, tmp_path):
             if ns:
                 argv = ["ip", "netns", "exec", ns] + argv
             proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-            assert "listening on" in proc.stderr.readline()
+            assert "listening on" in first_line(proc.stderr, what=f"tcpdump on {ns or 'host'}:{iface} to listen")
             dumps.append((proc, out, pcap.file_name(ns or "host", iface)))
 
     def stop(demo, topo):  # before the demo removes the interfaces tcpdump listens on
