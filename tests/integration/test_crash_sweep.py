@@ -30,27 +30,36 @@ def run_with_fault(args, k: int, mode: str) -> subprocess.CompletedProcess:
     return subprocess.run(NETKIT + list(args), capture_output=True, text=True, env=env, timeout=60)
 
 
-def world(sandbox) -> dict:
-    """snapshot() without what differs between two equal worlds (ids, creation times, veth names
-    that derive from random container ids), plus every DNS server process found by its argv."""
+def world(sandbox):
+    """snapshot() without what differs between two equal worlds: ids and creation times, the names
+    of host-side veths (they derive from random container ids) and their kernel-chosen MACs; plus
+    every DNS server process found by its argv (one without a pidfile is a leak too)."""
     snap = snapshot(sandbox)
+    for config in snap["net"].values():
+        for name, link in config["links"].items():
+            if name.startswith("veth"):
+                link.pop("mac", None)
     for key in ("containers", "networks"):
-        items = [{k: v for k, v in item.items() if k not in ("id", "created")} for item in snap[key]]
-        snap[key] = json.loads(_mask_veth(json.dumps(items)))
-    for key in ("links", "iptables"):
-        snap[key] = "\n".join(sorted(_mask_veth(line) for line in snap[key].splitlines()))
-    # A bridge without ports turns NO-CARRIER (and its route linkdown) a moment after it is made.
-    snap["links"] = snap["links"].replace("NO-CARRIER,", "")
-    snap["routes"] = snap["routes"].replace(" linkdown", "")
+        snap[key] = [{k: v for k, v in item.items() if k not in ("id", "created")} for item in snap[key]]
     snap["dns_procs"] = sorted(_dns_servers())
-    return snap
+    return _normal(snap)
 
 
-def _mask_veth(line: str) -> str:
+def _normal(value):
+    """Veth names masked; dicts as sorted (key, value) lists, so that masked keys cannot collide."""
+    if isinstance(value, dict):
+        return sorted(([_mask_veth(str(k)), _normal(v)] for k, v in value.items()), key=json.dumps)
+    if isinstance(value, list):
+        return [_normal(v) for v in value]
+    if isinstance(value, str):
+        return _mask_veth(value)
+    return value
+
+
+def _mask_veth(text: str) -> str:
     import re
 
-    # (the peer's ifindex inside a netns grows with every attempt made there)
-    return re.sub(r"veth[0-9a-f]{7}(@if[0-9]+)?", "vethX", line)
+    return re.sub(r"veth[0-9a-f]{7}", "vethX", text)
 
 
 def _dns_servers() -> list[str]:
@@ -153,4 +162,5 @@ def test_failure_at_every_step_changes_nothing(base, scenario):
 
 
 def _diff(a: dict, b: dict) -> str:
+    a, b = dict(a), dict(b)
     return "\n".join(f"{k}: {a[k]!r}\n  != {b.get(k)!r}" for k in a if a[k] != b.get(k))
