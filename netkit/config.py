@@ -27,7 +27,9 @@ class Config:
     iptables: bool = True  # false: netkit writes no firewall rules at all
     firewall_backend: str = "auto"  # auto | iptables-legacy | iptables-nft | nftables | none (kernel/fw)
     ip_forward: bool = True
+    anti_spoofing: bool = True  # of the default network (others: `network create --no-anti-spoofing`)
     ip_masq: bool = True
+    ip: str = "0.0.0.0"  # default host address of published ports (-p 8080:80), as daemon.json's "ip"
     dns: list[str] = field(default_factory=list)
     dns_search: list[str] = field(default_factory=list)
     default_address_pools: list[dict] = field(default_factory=lambda: [dict(p) for p in DEFAULT_POOLS])
@@ -101,7 +103,7 @@ def _validate(path: str, raw: dict) -> Config:
             if not isinstance(value, int) or isinstance(value, bool) or not MTU_MIN <= value <= MTU_MAX:
                 raise _bad(path, key, f"an integer from {MTU_MIN} to {MTU_MAX}", value)
             cfg.mtu = value
-        elif key in ("icc", "iptables", "ip_forward", "ip_masq"):
+        elif key in ("icc", "iptables", "ip_forward", "ip_masq", "anti_spoofing"):
             if not isinstance(value, bool):
                 raise _bad(path, key, "true or false", value)
             setattr(cfg, key, value)
@@ -110,6 +112,8 @@ def _validate(path: str, raw: dict) -> Config:
             if value not in choices:
                 raise _bad(path, key, " or ".join(f'"{c}"' for c in choices), value)
             cfg.firewall_backend = value
+        elif key == "ip":  # dockerd's --ip: the host address -p binds to when the spec names none
+            cfg.ip = _ipv4(path, key, value)
         elif key == "dns":
             if not isinstance(value, list):
                 raise _bad(path, key, "a list of IPv4 addresses", value)

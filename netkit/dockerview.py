@@ -45,11 +45,11 @@ def network_inspect(net: Network, containers: list[Container]) -> dict:
         config["IPRange"] = net.ip_range
     return {
         "Name": net.name, "Id": net.id, "Created": rfc3339(net.created), "Scope": "local",
-        "Driver": "bridge", "EnableIPv6": False,
+        "Driver": net.driver, "EnableIPv6": False,
         "IPAM": {"Driver": "default", "Options": {}, "Config": [config]},
         "Internal": net.internal, "Attachable": False, "Ingress": False,
         "ConfigFrom": {"Network": ""}, "ConfigOnly": False,
-        "Containers": members, "Options": network_options(net), "Labels": dict(getattr(net, "labels", {}) or {}),
+        "Containers": members, "Options": network_options(net), "Labels": dict(net.labels or {}),
     }
 
 
@@ -63,9 +63,9 @@ def builtin_network_inspect(name: str) -> dict:
 
 
 def builtin_network_id(name: str) -> str:
-    import hashlib
+    from netkit.naming import builtin_id
 
-    return hashlib.sha256(f"netkit-builtin/{name}".encode()).hexdigest()
+    return builtin_id(name)
 
 
 def endpoint_id(container_id: str, network_id: str) -> str:
@@ -107,7 +107,7 @@ def container_inspect(c: Container, networks: dict[str, Network]) -> dict:
     return {
         "Id": c.id, "Created": rfc3339(c.created), "Name": "/" + c.name,
         "Config": {"Hostname": c.hostname or "", "ExposedPorts": {p: {} for p in sorted(ports)} or None,
-                   "Labels": dict(getattr(c, "labels", {}) or {})},
+                   "Labels": dict(c.labels or {})},
         "HostConfig": {"NetworkMode": network_mode(c), "PortBindings": port_bindings(c),
                        "Links": [f"/{link.split(':')[0]}:/{c.name}/{link.split(':')[-1]}" for link in c.links] or None,
                        "Dns": list(c.dns), "DnsSearch": list(c.dns_search), "DnsOptions": list(c.dns_options),
@@ -126,8 +126,8 @@ def network_ls_row(net: Network | None, name: str | None = None) -> dict:
     if net is None:
         return {"ID": builtin_network_id(name)[:12], "Name": name, "Driver": "null" if name == "none" else name,
                 "Scope": "local", "IPv6": "false", "Internal": "false", "Labels": "", "CreatedAt": rfc3339(0)}
-    labels = getattr(net, "labels", {}) or {}
-    return {"ID": net.id[:12], "Name": net.name, "Driver": "bridge", "Scope": "local", "IPv6": "false",
+    labels = net.labels or {}
+    return {"ID": net.id[:12], "Name": net.name, "Driver": net.driver, "Scope": "local", "IPv6": "false",
             "Internal": str(net.internal).lower(), "Labels": ",".join(f"{k}={v}" for k, v in sorted(labels.items())),
             "CreatedAt": rfc3339(net.created)}
 
@@ -137,3 +137,11 @@ def ports_column(c: Container) -> str:
     published = [f"{pm.host_ip}:{pm.host_port}->{pm.container_port}/{pm.proto}" for pm in c.ports]
     mapped = {f"{pm.container_port}/{pm.proto}" for pm in c.ports}
     return ", ".join(published + [p for p in c.exposed if p not in mapped])
+
+
+def container_ls_row(c: Container) -> dict:
+    """The fields `docker ps --format` offers that netkit has a meaning for (plus Mode)."""
+    labels = c.labels or {}
+    return {"ID": c.id[:12], "Names": c.name, "Networks": ",".join(e.network for e in c.endpoints),
+            "Ports": ports_column(c), "Labels": ",".join(f"{k}={v}" for k, v in sorted(labels.items())),
+            "CreatedAt": rfc3339(c.created), "Mode": network_mode(c) if c.mode != MODE_BRIDGE else MODE_BRIDGE}

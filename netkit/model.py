@@ -30,7 +30,16 @@ class Network:
     address_added: bool = False  # netkit put the gateway address on an adopted bridge
     default: bool = False  # the "bridge" network made on first use
     iptables: bool = True  # false: netkit writes no firewall rules for this network
+    anti_spoofing: bool = True  # container ports may send only from their own MAC and IP (antispoof.py)
     created: float = 0.0
+    # Drivers other than bridge (issue 15). overlay: the network lives in the cluster store and
+    # this row is the host's reference to it, kept while the host has a container on it (bridge
+    # ovbrVNI). macvlan/ipvlan: containers hang off `parent`; no bridge, no firewall rules.
+    driver: str = "bridge"
+    vni: int | None = None
+    parent: str | None = None
+    driver_mode: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)  # --label KEY=VAL, as Docker's
 
     @property
     def prefixlen(self) -> int:
@@ -81,6 +90,7 @@ class Container:
     links: list[str] = field(default_factory=list)  # "other:alias"
     exposed: list[str] = field(default_factory=list)  # "80/tcp"
     created: float = 0.0
+    labels: dict[str, str] = field(default_factory=dict)  # --label KEY=VAL, as Docker's
     endpoints: list[Endpoint] = field(default_factory=list)
     ports: list[PortMapping] = field(default_factory=list)
 

@@ -39,16 +39,33 @@ def validate_ifname(name: str, what: str = "interface") -> str:
     return name
 
 
-def bridge_name_for(network: str) -> str:
-    """`br-NAME` like Docker's `br-<id>`, but readable; refuse rather than truncate (collisions)."""
+def bridge_name_for(network: str, network_id: str) -> str:
+    """`br-NAME` when it fits in 15 bytes (readable), else Docker's own `br-<12 hex of the id>`:
+    never a truncated name, which could collide with another network's."""
     name = BRIDGE_PREFIX + network
-    if len(name.encode()) > IFNAMSIZ:
-        limit = IFNAMSIZ - len(BRIDGE_PREFIX)
-        raise UserError(
-            f"network name '{network}' would make bridge name '{name}' longer than {IFNAMSIZ} bytes; "
-            f"use a name of at most {limit} characters or pick the bridge with --bridge IFNAME"
-        )
+    if len(name.encode()) > IFNAMSIZ or not _IFNAME.fullmatch(name):
+        return BRIDGE_PREFIX + network_id[:IFNAMSIZ - len(BRIDGE_PREFIX)]
     return name
+
+
+def builtin_id(name: str) -> str:
+    """A fixed 64-hex id for a network Docker always has (bridge, host, none): `network ls`
+    shows the same id before and after the default network is first made."""
+    return hashlib.sha256(f"netkit-builtin/{name}".encode()).hexdigest()
+
+
+_LABEL_KEY = re.compile(r"[^\s=]+")
+
+
+def parse_labels(items: list[str], flag: str = "--label") -> dict[str, str]:
+    """Docker's `--label KEY=VALUE` (or `--label KEY` for an empty value), repeatable."""
+    labels: dict[str, str] = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        if not _LABEL_KEY.fullmatch(key):
+            raise UserError(f"invalid {flag} '{item}': use KEY=VALUE with a key that has no spaces")
+        labels[key] = value
+    return labels
 
 
 def veth_name(container_id: str, network_id: str) -> str:
@@ -102,3 +119,20 @@ def validate_mac(mac: str) -> str:
     if mac == "00:00:00:00:00:00":
         raise UserError("MAC address 00:00:00:00:00:00 is not usable")
     return mac.lower()
+
+
+# Docker's check of `docker run -h` (its CLI's regexp): dot-separated labels that start and end
+# with a letter or digit and may hold punctuation inside (`docker_test` is fine), 64 bytes at most
+# (HOST_NAME_MAX).
+_HOST_LABEL = r"(?:[A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9!-/:-@\[-`{-~]*[A-Za-z0-9])"
+_CONTAINER_HOSTNAME = re.compile(rf"(?:{_HOST_LABEL}\.)*{_HOST_LABEL}")
+HOST_NAME_MAX = 64
+
+
+def validate_container_hostname(name: str) -> str:
+    if len(name.encode()) > HOST_NAME_MAX:
+        raise UserError(f"hostname '{name}' is {len(name.encode())} characters; Linux allows at most {HOST_NAME_MAX}")
+    if not _CONTAINER_HOSTNAME.fullmatch(name):
+        raise UserError(f"invalid hostname '{name}': use labels of letters and digits separated by dots "
+                        "(punctuation such as '-' and '_' only inside a label)")
+    return name

@@ -9,6 +9,7 @@ one base chain per hook rules.py hooks into, at the priority of the iptables tab
   nat-OUTPUT       nat    hook output      priority dstnat (-100)  fib daddr type local jump NETKIT
   nat-POSTROUTING  nat    hook postrouting priority srcnat (100)   jump NETKIT-POSTROUTING
   filter-FORWARD   filter hook forward     priority filter (0)     jump NETKIT-FORWARD
+  filter-INPUT     filter hook input       priority filter (0)     jump NETKIT-INPUT
 
 The rules that grow with the number of containers and ports are set and map elements instead of
 rules, so a publish is one element and the chains stay a few rules long:
@@ -46,6 +47,7 @@ BASE_CHAINS = {
     (rules.NAT, "OUTPUT"): ("nat-OUTPUT", "nat", "output", -100),
     (rules.NAT, "POSTROUTING"): ("nat-POSTROUTING", "nat", "postrouting", 100),
     (rules.FILTER, "FORWARD"): ("filter-FORWARD", "filter", "forward", 0),
+    (rules.FILTER, "INPUT"): ("filter-INPUT", "filter", "input", 0),
 }
 BASE_BY_NAME = {v[0]: k for k, v in BASE_CHAINS.items()}
 CHAIN_TABLE = {chain: table for table, chains in rules.CHAINS.items() for chain in chains}
@@ -205,6 +207,9 @@ def ops_script(ops: list[rules.Op], current: dict[tuple[str, str], list[str]] | 
     lines = [f"add table {QUALIFIED}"]
     rebuilt: dict[tuple[str, str], list[str]] = {}
     made_base: set[tuple[str, str]] = set()
+    # Chain deletions go last: a chain that a rewritten chain jumps to can only go once that
+    # chain is rewritten without the jump (the kernel refuses to delete a referenced chain).
+    deletions: list[str] = []
 
     def ensure_base(table: str, chain: str) -> None:
         if (table, chain) in BASE_CHAINS and (table, chain) not in made_base:
@@ -216,8 +221,8 @@ def ops_script(ops: list[rules.Op], current: dict[tuple[str, str], list[str]] | 
         if op.action == "N":
             lines += _chain_setup(op.chain)
         elif op.action == "X":
-            lines.append(f"delete chain {QUALIFIED} {nft_chain(*key)}")
-            lines += [f"delete {_kind(s)} {QUALIFIED} {s}" for s in CHAIN_SETS.get(op.chain, ())]
+            deletions.append(f"delete chain {QUALIFIED} {nft_chain(*key)}")
+            deletions.extend(f"delete {_kind(s)} {QUALIFIED} {s}" for s in CHAIN_SETS.get(op.chain, ()))
         elif op.action == "P":
             if key not in BASE_CHAINS:
                 raise ValueError(f"policy on {op.table} {op.chain}: nftables base chains only")
@@ -262,7 +267,7 @@ def ops_script(ops: list[rules.Op], current: dict[tuple[str, str], list[str]] | 
             if spec is None:
                 raise ValueError(f"chain {name} holds a rule netkit cannot write back: {text}")
             lines.append(f"add rule {QUALIFIED} {name} {statement(spec)}")
-    return lines
+    return lines + deletions
 
 
 def render_ruleset(rs: rules.RuleSet, forward_policy: str | None = None) -> list[str]:

@@ -3,7 +3,7 @@
 needs reversing or it cannot be reversed).
 
 One vocabulary for all of it: namespaces, links, addresses, routes, UTS pins, sysctls, hairpin
-mode, firewall rule changes (a batch of `rules.Op`, FORWARD policy included) and conntrack
+mode, anti-spoofing elements, firewall rule changes (a batch of `rules.Op`, FORWARD policy included) and conntrack
 clean-up. The engine builds lists of these (plans); kernel/executor.py runs them through one
 dispatch table, undoing the finished ones in reverse when a later one fails.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from netkit import rules
+from netkit import antispoof, rules
 
 
 def _ns(netns: str | None) -> str:
@@ -162,6 +162,41 @@ class EndpointAdd:
 
 
 @dataclass(frozen=True)
+class OverlayAdd:
+    """An overlay network's devices on this host (issue 15): bridge ovbrVNI with the gateway
+    address, and VXLAN device vxlanVNI on it (UDP 4789, no learning, ARP proxy)."""
+
+    vni: int
+    local_ip: str
+    gateway: str
+    prefixlen: int
+    mtu: int
+
+    def render(self) -> list[str]:
+        br, vx = f"ovbr{self.vni}", f"vxlan{self.vni}"
+        return [f"ip link add {br} mtu {self.mtu} type bridge",
+                f"ip addr add {self.gateway}/{self.prefixlen} dev {br}",
+                f"ip link set {br} up",
+                f"ip link add {vx} mtu {self.mtu} type vxlan id {self.vni} local {self.local_ip} "
+                f"dstport 4789 nolearning proxy",
+                f"ip link set {vx} master {br} up"]
+
+    def undo(self):
+        return OverlayDel(self.vni)
+
+
+@dataclass(frozen=True)
+class OverlayDel:
+    vni: int
+
+    def render(self) -> list[str]:
+        return [f"ip link del vxlan{self.vni}", f"ip link del ovbr{self.vni}"]
+
+    def undo(self):
+        return None
+
+
+@dataclass(frozen=True)
 class RouteReplace:
     """The container's default route, moved to another network's gateway."""
 
@@ -215,6 +250,19 @@ class UtsDel:
 
 
 @dataclass(frozen=True)
+class ProcessesKill:
+    """End processes by PID (`container rm -f`: those running in the container's namespaces)."""
+
+    pids: tuple[int, ...]
+
+    def render(self) -> list[str]:
+        return [f"kill -KILL {' '.join(str(p) for p in self.pids)}"] if self.pids else []
+
+    def undo(self):
+        return None  # an ended process cannot come back
+
+
+@dataclass(frozen=True)
 class HairpinOn:
     """Hairpin mode on bridge ports: a frame may leave by the port it came in, so that a container
     reaches its own published port through the host (docs/facts.md, "Publishing"). Planned at
@@ -228,6 +276,93 @@ class HairpinOn:
 
     def undo(self):
         return None  # harmless to leave on; the port goes with its container anyway
+
+
+@dataclass(frozen=True)
+class PortGuardAdd:
+    """Anti-spoofing for one container port: only its MAC, and its IPv4 address (IP and ARP), may
+    enter the bridge through `ifname` (netkit/antispoof.py: three set elements)."""
+
+    ifname: str
+    mac: str
+    ip: str
+
+    def render(self) -> list[str]:
+        return [f"nft {line}" for line in antispoof.element_lines("add", self.ifname, self.mac, self.ip)]
+
+    def undo(self):
+        return PortGuardDel(self.ifname, self.mac, self.ip)
+
+
+@dataclass(frozen=True)
+class PortGuardDel:
+    """Drop a port's anti-spoofing elements (elements already gone are fine)."""
+
+    ifname: str
+    mac: str
+    ip: str
+
+    def render(self) -> list[str]:
+        return [f"nft {line}" for line in antispoof.element_lines("delete", self.ifname, self.mac, self.ip)]
+
+    def undo(self):
+        return None
+
+
+@dataclass(frozen=True)
+class PortGuardForget:
+    """Drop every anti-spoofing element of a port the state does not know (doctor --fix)."""
+
+    ifname: str
+
+    def render(self) -> list[str]:
+        return [f"nft: delete every element of \"{self.ifname}\" from {antispoof.QUALIFIED} "
+                f"{', '.join(antispoof.SETS)}"]
+
+    def undo(self):
+        return None
+
+
+@dataclass(frozen=True)
+class PortGuardTable:
+    """Make the anti-spoofing table and its chain's rules as they should be (elements kept)."""
+
+    def render(self) -> list[str]:
+        return [f"nft {line}" for line in antispoof.table_script()]
+
+    def undo(self):
+        return None
+
+
+@dataclass(frozen=True)
+class BridgeNfCall:
+    """Per-bridge br_netfilter switch: frames bridged between ports of `bridge` go through the
+    iptables FORWARD chain even when net.bridge.bridge-nf-call-iptables is 0 (--no-icc needs it)."""
+
+    bridge: str
+    value: str
+    was: str | None = None
+
+    def render(self) -> list[str]:
+        return [f"ip link set {self.bridge} type bridge nf_call_iptables {self.value}"]
+
+    def undo(self):
+        return BridgeNfCall(self.bridge, self.was) if self.was is not None and self.was != self.value else None
+
+
+def bridge_nf_call_path(bridge: str) -> str:
+    return f"/sys/class/net/{bridge}/bridge/nf_call_iptables"
+
+
+@dataclass(frozen=True)
+class PortGuardTableDel:
+    """Remove the whole anti-spoofing table (`netkit reset`)."""
+
+    def render(self) -> list[str]:
+        return [f"nft {antispoof.delete_table_line()}"]
+
+    def undo(self):
+        return None
 
 
 def sysctl_key(path: str) -> str:
@@ -265,6 +400,23 @@ class FirewallChange:
     def undo(self):
         back = rules.inverse(self.changes)
         return FirewallChange(tuple(back)) if back else None
+
+
+@dataclass(frozen=True)
+class FirewallReset:
+    """Remove every netkit object from firewall backend `backend` (NETKIT-USER stays when it holds
+    rules) and, when given, put its FORWARD policy back to `forward_policy`: `netkit reset`, and
+    leaving a backend after a switch. Like a flush, it cannot be undone."""
+
+    backend: str
+    forward_policy: str | None = None
+
+    def render(self) -> list[str]:
+        policy = f", FORWARD policy back to {self.forward_policy}" if self.forward_policy else ""
+        return [f"# remove netkit's rules from the {self.backend} backend{policy}"]
+
+    def undo(self):
+        return None
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ Layout (Docker's, with NETKIT names; one jump per built-in chain, foreign rules 
   nat    PREROUTING, OUTPUT (dst LOCAL) -> NETKIT   one DNAT per published port
   nat    POSTROUTING -> NETKIT-POSTROUTING  MASQUERADE out, hairpin, 127.0.0.0/8 to the bridge
   filter FORWARD     -> NETKIT-FORWARD      NETKIT-USER first, isolation, per-network accepts
+  filter INPUT       -> NETKIT-INPUT        127.0.0.0/8 arriving from anything but lo: dropped
 A published port costs one nat rule (plus one raw rule when bound to 127.x): per-port accepts are
 replaced by one `--ctstate DNAT` accept per network, and Docker's per-port /32 hairpin MASQUERADE
 by one `--ctstate DNAT` MASQUERADE per network (docs/facts.md, "python-iptables": legacy commits rewrite the table).
@@ -31,12 +32,13 @@ CHAIN_FWD = "NETKIT-FORWARD"
 CHAIN_USER = "NETKIT-USER"
 CHAIN_ISO1 = "NETKIT-ISOLATION-1"
 CHAIN_ISO2 = "NETKIT-ISOLATION-2"
+CHAIN_INPUT = "NETKIT-INPUT"
 PREFIX = "NETKIT"
 
 CHAINS = {
     RAW: (CHAIN_RAW,),
     NAT: (CHAIN_DNAT, CHAIN_POST),
-    FILTER: (CHAIN_FWD, CHAIN_USER, CHAIN_ISO1, CHAIN_ISO2),
+    FILTER: (CHAIN_FWD, CHAIN_USER, CHAIN_ISO1, CHAIN_ISO2, CHAIN_INPUT),
 }
 # The one jump per built-in chain; inserted at the top so foreign rules cannot shadow netkit's.
 HOOKS = (
@@ -45,6 +47,7 @@ HOOKS = (
     (NAT, "OUTPUT", f"-m addrtype --dst-type LOCAL -j {CHAIN_DNAT}"),
     (NAT, "POSTROUTING", f"-j {CHAIN_POST}"),
     (FILTER, "FORWARD", f"-j {CHAIN_FWD}"),
+    (FILTER, "INPUT", f"-j {CHAIN_INPUT}"),
 )
 # Chains whose rules are disjoint (one DNAT per host port, DROPs), so order does not matter and
 # a publish can append/delete without knowing positions.
@@ -151,9 +154,15 @@ def container_rules(c: Container | None, nets: dict[str, Network]) -> list[Rule]
     return [] if c is None else endpoint_rules(c, nets) + mapping_rules(c, nets)
 
 
+def _link_holes(net: Network | None) -> bool:
+    """Whether --link opens firewall holes on `net`: only on the default network with icc off.
+    On user-defined networks Docker makes --link a name alias only (no rule), and so does netkit."""
+    return net is not None and net.default and not net.icc and net.iptables
+
+
 def involves_links(c: Container, nets: dict[str, Network]) -> bool:
-    """Whether `c` may have --link rules: it sits on an icc=false network (see link_rules)."""
-    return any((n := nets.get(ep.network)) is not None and not n.icc and n.iptables for ep in c.endpoints)
+    """Whether `c` may have --link rules: it sits on the default network with icc off (see link_rules)."""
+    return any(_link_holes(nets.get(ep.network)) for ep in c.endpoints)
 
 
 def _ports(text: str) -> tuple[str, str]:
@@ -168,7 +177,8 @@ def exposed_ports(c: Container) -> list[str]:
 
 
 def link_rules(c: Container, by_name: dict[str, Container], nets: dict[str, Network]) -> list[Rule]:
-    """Docker's --link under icc=false: the linking container may open the other's exposed ports."""
+    """Docker's --link under icc=false on the default network: the linking container may open the
+    other's exposed ports. Nothing on user-defined networks (see _link_holes)."""
     out = []
     for link in c.links:
         other = by_name.get(link.split(":", 1)[0])
@@ -177,7 +187,7 @@ def link_rules(c: Container, by_name: dict[str, Container], nets: dict[str, Netw
         for ep in c.endpoints:
             net = nets.get(ep.network)
             oep = other.endpoint(ep.network)
-            if net is None or oep is None or net.icc or not net.iptables:
+            if oep is None or not _link_holes(net):
                 continue
             br = net.bridge
             for exp in exposed_ports(other):
@@ -236,7 +246,21 @@ def plan(networks: list[Network], containers: list[Container]) -> RuleSet:
     for c in containers:
         for r in endpoint_rules(c, nets) + mapping_rules(c, nets):
             rules[(r.table, r.chain)].append(r.spec)
+    rules[(FILTER, CHAIN_INPUT)] += loopback_guard()
     return RuleSet(rules)
+
+
+def loopback_guard() -> list[str]:
+    """NETKIT-INPUT: nothing addressed to 127.0.0.0/8 may arrive from anything but lo, except the
+    replies of flows the host opened (a 127.x publish: host -> 127.0.0.1:port is DNATed to a
+    container in nat OUTPUT, and the container's answers come back through the bridge, de-NATed to
+    127.0.0.1). route_localnet=1 on netkit's bridges (needed for those publishes) would otherwise
+    let a container with CAP_NET_RAW reach host services bound to loopback, on every network
+    (CVE-2020-8558's class). kube-proxy's fix says `! --ctstate RELATED,ESTABLISHED,DNAT`; a DNATed
+    packet to 127.x from a bridge is already dropped in NETKIT-RAW, so the two states suffice
+    (tests/integration/test_security.py checks TCP and UDP publishes on 127.0.0.1 still work)."""
+    return ["-d 127.0.0.0/8 ! -i lo -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN",
+            "-d 127.0.0.0/8 ! -i lo -j DROP"]
 
 
 # ---- diffs -------------------------------------------------------------------------------

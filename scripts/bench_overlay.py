@@ -1,15 +1,18 @@
 """Overlay figures (issue 15). Runs itself in `netkit sandbox --hosts 2` (two hosts, an etcd store).
 
 1. Create-to-reachable: for 20 containers b0..b19 created one by one on h1 with
-   `python -m netkit.cluster container create bN --net ov --ip IP` (a whole CLI process), the time
+   `python -m netkit container create bN --net ov --ip IP` (the engine path, a whole CLI process;
+   `--cluster-cli` measures phase 1's `python -m netkit.cluster container create`), the time
    from the start of that command until a prober in container `probe` on h2, which starts sending
    one ICMP echo to IP every 2 ms when the command returns, gets an answer: median and p90, and
    the bare CLI time beside it.
-2. Memory: resident size (VmRSS) of what netkit keeps running per host (the host agent), and of
+   The engine path runs with a local bridge network on each host too (FORWARD policy DROP).
+2. Memory: resident size (VmRSS) of what netkit keeps running per host (the host agent and,
+   on the engine path, the overlay network's DNS server), and of
    the etcd server the sandbox runs for all hosts.
 Bounded (timeouts on every wait) and self-cleaning (the sandbox goes with it).
 
-    .venv/bin/python scripts/bench_overlay.py
+    .venv/bin/python scripts/bench_overlay.py [--cluster-cli]
 """
 import json
 import os
@@ -24,6 +27,8 @@ sys.path.insert(0, ROOT)
 N = 20
 REACH_TIMEOUT = 10.0
 CLUSTER = [sys.executable, "-m", "netkit.cluster"]
+ENGINE = os.environ.get("BENCH_PATH", "engine") == "engine"
+NETKIT = [sys.executable, "-m", "netkit"]
 
 # Runs in container `probe` on h2: per stdin line "IP", ICMP echo every 2 ms until a reply;
 # prints "IP MONOTONIC" (CLOCK_MONOTONIC is one clock for every namespace of the machine).
@@ -71,9 +76,19 @@ def on(host, argv, **kw):
 def inside() -> None:
     from netkit import multihost
 
-    subprocess.run(CLUSTER + ["network", "create", "ov", "--subnet", "10.50.0.0/24"], check=True,
-                   capture_output=True, timeout=60)
-    on("h2", CLUSTER + ["container", "create", "probe", "--net", "ov", "--ip", "10.50.0.250"])
+    if ENGINE:
+        for k, host in enumerate(("h1", "h2")):
+            on(host, NETKIT + ["network", "create", "loc", "--subnet", f"172.30.{k}.0/24"])
+            on(host, NETKIT + ["container", "create", "l1", "--net", "loc"])
+        subprocess.run(NETKIT + ["network", "create", "--driver", "overlay", "ov", "--subnet", "10.50.0.0/24"],
+                       check=True, capture_output=True, timeout=60)
+        on("h2", NETKIT + ["container", "create", "probe", "--net", "ov", "--ip", "10.50.0.250"])
+    else:
+        subprocess.run(CLUSTER + ["network", "create", "ov", "--subnet", "10.50.0.0/24"], check=True,
+                       capture_output=True, timeout=60)
+        on("h2", CLUSTER + ["container", "create", "probe", "--net", "ov", "--ip", "10.50.0.250"])
+    create = NETKIT if ENGINE else CLUSTER
+    print(f"path: {'engine (netkit container create)' if ENGINE else 'phase 1 (python -m netkit.cluster)'}")
     prober = subprocess.Popen([sys.executable, "-m", "netkit", "sandbox", "on", "h2", "--", "ip", "netns", "exec",
                                "probe", sys.executable, "-c", PROBER, str(REACH_TIMEOUT)],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -83,7 +98,7 @@ def inside() -> None:
         for i in range(N):
             ip = f"10.50.0.{10 + i}"
             t0 = time.monotonic()
-            subprocess.run(CLUSTER + ["container", "create", f"b{i}", "--net", "ov", "--ip", ip], check=True,
+            subprocess.run(create + ["container", "create", f"b{i}", "--net", "ov", "--ip", ip], check=True,
                            capture_output=True, timeout=60)
             cli.append(time.monotonic() - t0)
             # Probing starts when the command returns, as a user's next command would. (Probing
@@ -110,10 +125,15 @@ def inside() -> None:
     for host in ("h1", "h2"):
         agent = on(host, ["cat", "/run/netkit/cluster/agent.pid"]).stdout.strip()
         print(f"  {host}: host agent (pid {agent}) VmRSS {rss_kb(int(agent)) / 1024:.1f} MiB")
+        if ENGINE:
+            dns = on(host, ["cat", "/run/netkit/dns/ov.pid"]).stdout.strip()
+            print(f"  {host}: DNS server of ov (pid {dns}) VmRSS {rss_kb(int(dns)) / 1024:.1f} MiB")
     print(f"  store: etcd (pid {reg['store']['pid']}, one for all hosts) VmRSS {rss_kb(reg['store']['pid']) / 1024:.1f} MiB")
 
 
 if __name__ == "__main__":
+    if "--cluster-cli" in sys.argv:
+        os.environ["BENCH_PATH"] = "cluster"
     if os.environ.get("NETKIT_HOST") == "h1":
         inside()
     else:

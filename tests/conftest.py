@@ -76,7 +76,7 @@ class Sandbox:
     def inspect(self, kind: str, name: str) -> dict:
         import json
 
-        return json.loads(self.netkit(kind, "inspect", name).stdout)
+        return json.loads(self.netkit(kind, "inspect", "--netkit", name).stdout)  # netkit's own view
 
 
 def _kill_strays(keep: set[int]) -> None:

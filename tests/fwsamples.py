@@ -19,10 +19,11 @@ def ct(name, ip, network, bridge_prefix=24, ports=(), **kw) -> Container:
 
 def everything() -> tuple[list[Network], list[Container]]:
     """Every kind of rule netkit writes: masquerade, no-masquerade, internal, icc off with a
-    --link, 127.x and address-bound publishes, udp/sctp, port ranges in links."""
+    --link (on the default network: the only one where --link opens holes), 127.x and
+    address-bound publishes, udp/sctp, port ranges in links, the loopback guard of NETKIT-INPUT."""
     nets = [
         net("app", "br-app", "172.20.0.0/24"),
-        net("back", "br-back", "172.21.0.0/24", icc=False),
+        net("back", "br-back", "172.21.0.0/24", icc=False, default=True),
         net("priv", "br-priv", "172.22.0.0/24", internal=True),
         net("nomasq", "br-nomasq", "172.23.0.0/24", masquerade=False),
     ]

@@ -3,10 +3,57 @@ from __future__ import annotations
 
 import typer
 
+
+def _plain_help_fixes() -> None:
+    """Two flaws of Typer 0.20's plain (non-rich) help with Click >= 8.3: Click's Parameter
+    init drops the help text TyperArgument set before calling it, and `[required]` comes out
+    escaped for rich's HTML export as `\\[required]`. Restore the text; print brackets plainly."""
+    from typer import core
+
+    if getattr(core.TyperArgument, "_netkit_fixed", False):
+        return
+    init = core.TyperArgument.__init__
+
+    def argument_init(self, *args, help=None, **kwargs):  # noqa: A002 - Typer's keyword
+        init(self, *args, help=help, **kwargs)
+        self.help = help
+
+    def unescaped(get_help_record):
+        def record(self, ctx):
+            found = get_help_record(self, ctx)
+            return None if found is None else (found[0], found[1].replace("\\[", "["))
+        return record
+
+    core.TyperArgument.__init__ = argument_init
+    # Click >= 8.3 lists documented arguments itself ("Positional arguments"); Typer already does.
+    for cls in (core.TyperCommand, core.TyperGroup):
+        if hasattr(cls, "format_arguments"):
+            cls.format_arguments = lambda self, ctx, formatter: None
+    core.TyperArgument.get_help_record = unescaped(core.TyperArgument.get_help_record)
+    core.TyperOption.get_help_record = unescaped(core.TyperOption.get_help_record)
+    core.TyperArgument._netkit_fixed = True
+
+
+_plain_help_fixes()
+
 app = typer.Typer(
     help="netkit: Docker's network layer (bridges, veths, netns, IPAM, NAT) as a readable toolkit.",
-    no_args_is_help=True, rich_markup_mode=None, pretty_exceptions_enable=False, add_completion=False,
+    no_args_is_help=True, rich_markup_mode=None, pretty_exceptions_enable=False, add_completion=True,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from netkit import __version__
+
+        print(f"netkit version {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(version: bool = typer.Option(False, "--version", "-v", is_eager=True, callback=_print_version,
+                                      help="Print netkit's version and exit.")) -> None:
+    """netkit: Docker's network layer (bridges, veths, netns, IPAM, NAT) as a readable toolkit."""
 
 
 def run_app() -> None:

@@ -13,9 +13,9 @@ br_app = group("bridge", "Plain Linux bridges (brctl addbr, delbr, show, showmac
 
 @br_app.command("create")
 def create(
-    name: str,
+    name: str = typer.Argument(..., help="Bridge interface name (at most 15 bytes)."),
     cidr: Optional[str] = typer.Option(None, "--cidr", help="Address for the bridge, e.g. 172.30.0.1/24."),
-    mtu: Optional[int] = typer.Option(None, "--mtu"),
+    mtu: Optional[int] = typer.Option(None, "--mtu", help="MTU of the bridge (default: the kernel's, 1500)."),
     dry_run: bool = DRY_OPT,
 ):
     """Create a bridge (brctl addbr; ip link add NAME type bridge)."""
@@ -27,7 +27,7 @@ def create(
 
 
 @br_app.command("rm")
-def rm(name: str, dry_run: bool = DRY_OPT):
+def rm(name: str = typer.Argument(..., help="Bridge interface name (at most 15 bytes)."), dry_run: bool = DRY_OPT):
     """Delete a bridge that no network uses (brctl delbr)."""
     from netkit.engine import bridges
 
@@ -54,7 +54,7 @@ def show(json: bool = JSON_OPT):
 
 
 @br_app.command("macs")
-def macs(name: str, json: bool = JSON_OPT):
+def macs(name: str = typer.Argument(..., help="Bridge interface name (at most 15 bytes)."), json: bool = JSON_OPT):
     """The bridge's learnt MAC addresses (brctl showmacs)."""
     from netkit.engine import bridges
 

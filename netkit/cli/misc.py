@@ -11,12 +11,32 @@ from netkit.cli.app import DRY_OPT, JSON_OPT, app, context, group
 _PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 
-@app.command("exec", context_settings=_PASSTHROUGH)
-def exec_(name: str, cmd: List[str] = typer.Argument(None, help="Command and arguments, after --.")):
-    """Run a command inside a container (its netns, hostname and /etc files); exit code passed through."""
+# Docker's `exec OPTIONS CONTAINER COMMAND ARGS`: options end at the container's name, so the
+# command's own options (`exec web ls -l`) are never taken for netkit's.
+_EXEC_SETTINGS = dict(_PASSTHROUGH, allow_interspersed_args=False)
+
+
+@app.command("exec", context_settings=_EXEC_SETTINGS)
+def exec_(
+    name: str = typer.Argument(..., help="Container name or ID."),
+    cmd: List[str] = typer.Argument(None, help="Command and arguments (a `--` before them is optional)."),
+    interactive: bool = typer.Option(False, "--interactive", "-i", help="Keep stdin open (it always is: the "
+                                     "command takes over this terminal); accepted for Docker's -i."),
+    tty: bool = typer.Option(False, "--tty", "-t", help="Use this terminal (the command always inherits it; "
+                             "no new pseudo-terminal is made); accepted for Docker's -t."),
+    env: List[str] = typer.Option([], "--env", "-e", help="Set KEY=VALUE in the command's environment, or pass "
+                                  "KEY on from this one (repeatable)."),
+    workdir: Optional[str] = typer.Option(None, "--workdir", "-w", help="Working directory of the command."),
+    user: Optional[str] = typer.Option(None, "--user", "-u", help="Run as USER[:GROUP] (names or numbers)."),
+):
+    """Run a command inside a container (its netns, hostname and /etc files), as `docker exec`;
+    its exit code is passed through (126: cannot run, 127: not found)."""
     from netkit.engine import containers
 
-    containers.exec_in(context(), name, list(cmd or []))
+    argv = list(cmd or [])
+    if argv[:1] == ["--"]:
+        argv = argv[1:]
+    containers.exec_in(context(), name, argv, containers.parse_env(env), workdir, user)
 
 
 @app.command("attach")
@@ -25,7 +45,7 @@ def attach(
     pid: Optional[int] = typer.Option(None, "--pid", help="A process whose netns to wire (e.g. started with unshare -n)."),
     netns: Optional[str] = typer.Option(None, "--netns", help="A netns file instead of a PID."),
     name: Optional[str] = typer.Option(None, "--name", help="Name for the container (default pidPID)."),
-    ip: Optional[str] = typer.Option(None, "--ip"),
+    ip: Optional[str] = typer.Option(None, "--ip", help="Static IPv4 address on the network."),
     dns: List[str] = typer.Option([], "--dns", help="DNS server for its resolv.conf (repeatable)."),
     dns_search: List[str] = typer.Option([], "--dns-search", help="Search domain (repeatable)."),
     add_host: List[str] = typer.Option([], "--add-host", help="Extra hosts entry NAME:IP (repeatable)."),
@@ -70,6 +90,14 @@ def sandbox(
         sys.exit(multihost.run(hosts, args))
     from netkit import sandbox as sb
 
+    if not args:
+        # An interactive shell: say where it is, in a banner and (for shells that take it from
+        # the environment) the prompt, so that nobody mistakes it for the host.
+        import os
+
+        print("netkit sandbox: a throwaway network world (own net, mount and PID namespaces; host "
+              f"`outside` at {sb.OUTSIDE_ADDR}). Everything made here is gone when this shell exits.", file=sys.stderr)
+        os.environ["PS1"] = "(netkit sandbox) \\w# "
     sys.exit(sb.run(args))
 
 
@@ -91,6 +119,8 @@ def config_show(json: bool = JSON_OPT):
         render.emit_json(data)
     else:
         data.pop("firewall_backend_effective")
-        for key, value in data.items():
-            render.emit(f"{key}: {value}")
+        source = data.pop("source")
+        data["default_address_pools"] = [f"{p['base']} size {p['size']}" for p in data["default_address_pools"]]
+        render.emit(f"# settings from {source}")
+        render.emit_text(data)
         render.emit(f"firewall backend in use: {choice.name} ({choice.reason})")

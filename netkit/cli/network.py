@@ -1,7 +1,7 @@
-"""`netkit network ...`: create, ls, inspect, rm, connect, disconnect."""
+"""`netkit network ...`: create, ls, inspect, rm, prune, connect, disconnect (docker network)."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -10,28 +10,45 @@ from netkit.cli.app import DRY_OPT, JSON_OPT, context, group
 
 net_app = group("network", "Networks: a bridge, a subnet, and the containers on it (docker network).")
 
+# `docker network ls` headers for `--format "table {{.ID}} ..."`.
+LS_HEADERS = {"ID": "NETWORK ID", "Name": "NAME", "Driver": "DRIVER", "Scope": "SCOPE", "IPv6": "IPV6",
+              "Internal": "INTERNAL", "Labels": "LABELS", "CreatedAt": "CREATED AT"}
+LS_FILTERS = ("driver", "name", "id", "label", "type")
+BUILTIN_ROWS = ("bridge", "host", "none")  # listed always, as Docker does
+
 
 @net_app.command("create")
 def create(
-    name: str,
+    name: str = typer.Argument(..., help="Network name (Docker's rules: letters, digits, '_', '.', '-')."),
     subnet: Optional[str] = typer.Option(None, help="CIDR, e.g. 172.20.0.0/16 (default: a free pool)."),
     gateway: Optional[str] = typer.Option(None, help="Gateway address (default: first host of the subnet)."),
     ip_range: Optional[str] = typer.Option(None, "--ip-range", help="Allocate container IPs from this sub-range."),
-    bridge: Optional[str] = typer.Option(None, help="Bridge device; an existing one is adopted and never deleted."),
+    bridge: Optional[str] = typer.Option(None, help="Bridge device (default br-NAME, or br-<12 hex of the id> "
+                                                    "when that is too long); an existing one is adopted and never deleted."),
     mtu: Optional[int] = typer.Option(None, help="MTU of the bridge and the containers' interfaces."),
     internal: bool = typer.Option(False, "--internal", help="No way out of the network, no publishing."),
     no_icc: bool = typer.Option(False, "--no-icc", help="Containers on this network cannot talk to each other."),
     no_masquerade: bool = typer.Option(False, "--no-masquerade", help="Do not SNAT traffic leaving the host."),
-    driver: str = typer.Option("bridge", "--driver", "-d", help="Only 'bridge' is supported."),
+    driver: str = typer.Option("bridge", "--driver", "-d",
+                               help="bridge, overlay (needs cluster_store), macvlan or ipvlan (-o parent=IF)."),
+    opt: List[str] = typer.Option([], "--opt", "-o", help="Driver option KEY=VALUE (repeatable): for bridge "
+                                  "com.docker.network.bridge.name, ...bridge.enable_icc, "
+                                  "...bridge.enable_ip_masquerade, com.docker.network.driver.mtu; "
+                                  "for macvlan/ipvlan parent=IF."),
+    label: List[str] = typer.Option([], "--label", help="Metadata KEY=VALUE on the network (repeatable)."),
+    no_anti_spoofing: bool = typer.Option(False, "--no-anti-spoofing",
+                                          help="Let containers send from any IP and MAC (default: only their own)."),
     dry_run: bool = DRY_OPT,
     json: bool = JSON_OPT,
 ):
-    """Create a network (docker network create)."""
+    """Create a network (docker network create); prints its ID."""
+    from netkit import naming
     from netkit.engine import networks
 
     ctx = context(dry_run)
     req = networks.NetworkRequest(name, subnet, gateway, ip_range, bridge, mtu, internal, not no_icc,
-                                  not no_masquerade, driver)
+                                  not no_masquerade, driver, labels=naming.parse_labels(label), options=list(opt),
+                                  anti_spoofing=not no_anti_spoofing)
     net = networks.create(ctx, req)
     if dry_run:
         render.emit_plan(ctx.printed)
@@ -41,29 +58,105 @@ def create(
         render.emit(net.id)
 
 
-@net_app.command("ls")
-def ls(json: bool = JSON_OPT):
-    """List networks."""
+def _ls_rows(ctx) -> list[tuple[dict, dict, str]]:
+    """(row for --format, labels, full id) of every network, the built-in ones included."""
+    from netkit import dockerview
+
     from netkit.engine import networks
 
-    views = networks.list_views(context())
+    rows, names = [], set()
+    for net in ctx.store.networks():
+        if net.driver != "overlay":
+            rows.append((dockerview.network_ls_row(net), net.labels or {}, net.id))
+            names.add(net.name)
+    for view in networks.list_views(ctx):  # overlay networks: from the cluster store, scope global
+        if view.get("driver") == "overlay" and view["name"] not in names:
+            row = dict(dockerview.network_ls_row(None, view["name"]), ID=view["id"][:12], Driver="overlay",
+                       Scope=view.get("scope", "global"))
+            rows.append((row, {}, view["id"]))
+            names.add(view["name"])
+    for name in BUILTIN_ROWS:
+        if name not in names:
+            row = dockerview.network_ls_row(None, name)
+            rows.append((row, {}, dockerview.builtin_network_id(name)))
+    return sorted(rows, key=lambda r: r[0]["Name"])
+
+
+@net_app.command("ls")
+def ls(
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print network IDs only."),
+    filter_: List[str] = typer.Option([], "--filter", "-f", help="KEY=VALUE: driver, name (part of), id (prefix), "
+                                      "label (KEY or KEY=VALUE), type (custom|builtin); repeatable."),
+    no_trunc: bool = typer.Option(False, "--no-trunc", help="Print full 64-hex IDs."),
+    format_: Optional[str] = typer.Option(None, "--format", help="Go template, e.g. '{{.Name}}' or "
+                                          "'table {{.ID}}\\t{{.Name}}', or json."),
+    json: bool = JSON_OPT,
+):
+    """List networks (docker network ls): NETWORK ID, NAME, DRIVER, SCOPE; bridge, host and none always."""
+    from netkit import dockerfilter
+    from netkit.engine import networks
+
+    ctx = context()
     if json:
-        render.emit_json(views)
+        render.emit_json(networks.list_views(ctx))
         return
-    rows = [[v["id"][:12], v["name"], v["bridge"], v["subnet"], v["gateway"], len(v["containers"])] for v in views]
-    render.emit(render.table(["NETWORK ID", "NAME", "BRIDGE", "SUBNET", "GATEWAY", "CONTAINERS"], rows))
+    wanted = dockerfilter.parse(filter_, LS_FILTERS)
+    rows = []
+    for row, labels, full_id in _ls_rows(ctx):
+        kind = "builtin" if row["Name"] in BUILTIN_ROWS else "custom"
+        if not dockerfilter.matches(wanted, {
+            "driver": lambda v: row["Driver"] == v, "name": lambda v: v in row["Name"],
+            "id": lambda v: full_id.startswith(v.lower()), "label": lambda v: dockerfilter.label_matches(labels, v),
+            "type": lambda v: v == kind,
+        }):
+            continue
+        if no_trunc:
+            row = dict(row, ID=full_id)
+        rows.append(row)
+    if quiet:
+        for row in rows:
+            render.emit(row["ID"])
+    elif format_:
+        render.emit_formatted(format_, rows, LS_HEADERS)
+    else:
+        render.emit(render.table(["NETWORK ID", "NAME", "DRIVER", "SCOPE"],
+                                 [[r["ID"], r["Name"], r["Driver"], r["Scope"]] for r in rows]))
 
 
 @net_app.command("inspect")
-def inspect(name: str, json: bool = typer.Option(True, "--json/--text", help="JSON (default) or text.")):
-    """Show a network's settings and containers."""
-    from netkit.engine import networks
+def inspect(
+    names: List[str] = typer.Argument(..., help="Network names, IDs or unique ID prefixes."),
+    format_: Optional[str] = typer.Option(None, "--format", "-f", help="Go template run on each network, "
+                                          "e.g. '{{json .IPAM.Config}}'."),
+    netkit_view: bool = typer.Option(False, "--netkit", "--json", help="netkit's own view (bridge, veths, settings) "
+                                     "instead of Docker's shape."),
+    text: bool = typer.Option(False, "--text", help="netkit's own view as readable text."),
+):
+    """Show networks as `docker network inspect` does (a JSON array); --netkit for netkit's view."""
+    from netkit import dockerview
+    from netkit.engine import lookup, networks
 
-    render.emit_inspect(networks.inspect(context(), name), json)
+    ctx = context()
+    if netkit_view or text:
+        for name in names:
+            render.emit_inspect(networks.inspect(ctx, name), not text)
+        return
+    docs = []
+    for name in names:
+        if name in networks.BUILTIN and ctx.store.network(name) is None:
+            docs.append(dockerview.builtin_network_inspect(name))
+            continue
+        net = lookup.network(ctx, name)
+        members = [c for c in (ctx.store.container(m) for m in ctx.store.members(net.name)) if c]
+        docs.append(dockerview.network_inspect(net, members))
+    if format_:
+        render.emit_formatted(format_, docs)
+    else:
+        render.emit_docker_json(docs)
 
 
 @net_app.command("rm")
-def rm(names: list[str], dry_run: bool = DRY_OPT):
+def rm(names: List[str] = typer.Argument(..., help="Network names, IDs or unique ID prefixes."), dry_run: bool = DRY_OPT):
     """Remove networks (refused while containers are attached)."""
     from netkit.engine import networks
 
@@ -73,11 +166,27 @@ def rm(names: list[str], dry_run: bool = DRY_OPT):
         render.emit_plan(ctx.printed) if dry_run else render.emit(name)
 
 
+@net_app.command("prune")
+def prune(force: bool = typer.Option(False, "--force", "-f", help="Do not ask for confirmation.")):
+    """Remove every network without containers, except the default one (docker network prune)."""
+    from netkit.engine import networks
+
+    if not force and not typer.confirm("WARNING! This will remove all custom networks not used by at least "
+                                       "one container.\nAre you sure you want to continue?", default=False):
+        raise typer.Exit(0)
+    gone = networks.prune(context())
+    if gone:
+        render.emit("Deleted Networks:")
+        for net in gone:
+            render.emit(net.name)
+
+
 @net_app.command("connect")
 def connect(
-    network: str, container: str,
+    network: str = typer.Argument(..., help="Network name or ID."),
+    container: str = typer.Argument(..., help="Container name or ID."),
     ip: Optional[str] = typer.Option(None, "--ip", help="Static address in the network's subnet."),
-    alias: list[str] = typer.Option([], "--alias", help="DNS alias on this network (repeatable)."),
+    alias: List[str] = typer.Option([], "--alias", help="DNS alias on this network (repeatable)."),
     dry_run: bool = DRY_OPT,
 ):
     """Connect a container to one more network (eth1, eth2 ...)."""
@@ -85,15 +194,21 @@ def connect(
 
     ctx = context(dry_run)
     ep = containers.connect(ctx, network, container, ip, alias)
-    render.emit_plan(ctx.printed) if dry_run else render.emit(f"{container} {ep.ifname} {ep.ip}/{ep.prefixlen}")
+    render.emit_plan(ctx.printed) if dry_run else render.emit(f"{ep.container} {ep.ifname} {ep.ip}/{ep.prefixlen}")
 
 
 @net_app.command("disconnect")
-def disconnect(network: str, container: str, dry_run: bool = DRY_OPT):
-    """Disconnect a container from a network."""
+def disconnect(
+    network: str = typer.Argument(..., help="Network name or ID."),
+    container: str = typer.Argument(..., help="Container name or ID."),
+    dry_run: bool = DRY_OPT,
+):
+    """Disconnect a container from a network; prints what went (CONTAINER IFNAME ADDRESS)."""
     from netkit.engine import containers
 
     ctx = context(dry_run)
-    containers.disconnect(ctx, network, container)
+    ep = containers.disconnect(ctx, network, container)
     if dry_run:
         render.emit_plan(ctx.printed)
+    else:
+        render.emit(f"{ep.container} {ep.ifname} {ep.ip}/{ep.prefixlen} disconnected from {ep.network}")

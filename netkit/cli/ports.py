@@ -23,7 +23,7 @@ def _emit_mappings(printed: list[str], mappings, dry_run: bool) -> None:
 
 
 @app.command("publish")
-def publish(spec: str = typer.Argument(..., help=_SPEC_HELP), container: str = typer.Argument(...),
+def publish(spec: str = typer.Argument(..., help=_SPEC_HELP), container: str = typer.Argument(..., help="Container name or ID."),
             dry_run: bool = DRY_OPT):
     """Publish a port of a running container (DNAT from the host)."""
     from netkit.engine import ports
@@ -33,7 +33,7 @@ def publish(spec: str = typer.Argument(..., help=_SPEC_HELP), container: str = t
 
 
 @app.command("unpublish")
-def unpublish(spec: str = typer.Argument(..., help=_SPEC_HELP), container: str = typer.Argument(...),
+def unpublish(spec: str = typer.Argument(..., help=_SPEC_HELP), container: str = typer.Argument(..., help="Container name or ID."),
               dry_run: bool = DRY_OPT):
     """Remove published ports matching SPEC (and forget their conntrack entries)."""
     from netkit.engine import ports
@@ -43,28 +43,32 @@ def unpublish(spec: str = typer.Argument(..., help=_SPEC_HELP), container: str =
 
 
 @app.command("port")
-def port(container: str, which: Optional[str] = typer.Argument(None, metavar="[PORT[/proto]]")):
-    """List a container's published ports (docker port)."""
+def port(container: str = typer.Argument(..., help="Container name or ID."),
+         which: Optional[str] = typer.Argument(None, metavar="[PORT[/proto]]",
+                                               help="One container port: print only its host addresses.")):
+    """List a container's published ports (docker port): `80/tcp -> 0.0.0.0:8088`, or with PORT
+    only the host side, `0.0.0.0:8088`, as Docker prints them."""
     from netkit.engine import ports
 
     for line in ports.port_lines(context(), container, which):
-        render.emit(line)
+        # Docker prints the mapping's host side alone when asked about one port.
+        render.emit(line.split(" -> ", 1)[1] if which else line)
 
 
 @app.command("rules")
 def rules_cmd(json: bool = JSON_OPT):
-    """Every rule netkit owns, read back from the kernel, in iptables-save syntax."""
+    """Every rule netkit owns, read back from the kernel, in the active firewall backend's syntax
+    (iptables-save, or nft for the nftables backend)."""
     from netkit.engine import reconcile
 
     ctx = context()
     ctx.require_root()
-    part = reconcile.kernel_rules(ctx)
     name, show_command = reconcile.backend_info(ctx)
     if json:
-        render.emit_json({"backend": name, "tables": part})
+        render.emit_json({"backend": name, "tables": reconcile.kernel_rules(ctx)})
         return
     render.emit(f"# netkit's rules in the {name} backend (also: {show_command})")
-    for line in reconcile.render_kernel_rules(part):
+    for line in reconcile.native_rules(ctx):
         render.emit(line)
 
 

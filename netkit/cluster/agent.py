@@ -84,6 +84,23 @@ class Agent:
                 continue
             if added or removed:
                 log(f"network {name} (VNI {net.vni}): {added} entries added, {removed} removed")
+        self.rewrite_names(networks)
+
+    def rewrite_names(self, networks) -> None:
+        """Names across hosts: the records file of each overlay network this host serves DNS
+        for (the engine made it with the first local container) gets every live container."""
+        from netkit import state
+        from netkit.cluster import dnsnames
+
+        folder = os.path.join(state.run_dir(), "dns")
+        for name in sorted(networks):
+            if name not in self.view.networks:
+                continue
+            try:
+                dnsnames.rewrite(os.path.join(folder, f"{name}.json"),
+                                 dnsnames.records(self.view, name, self.host))
+            except OSError as err:
+                log(f"network {name}: DNS records: {err}")
 
     def follow(self) -> None:
         """Read all, program all, then apply changes as they come; return when the store is lost."""

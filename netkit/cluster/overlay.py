@@ -103,6 +103,12 @@ def create_container(member: Membership, name: str, network: str, ip: str | None
         except BaseException:
             store.remove_endpoint(network, name)
             raise
+        # The agent may have seen this endpoint's event before the device existed: program the
+        # remote entries now, so the container reaches the others when the command returns.
+        from netkit.cluster import plane
+
+        want = plane.desired(store.snapshot(), network, member.host)
+        vxlan.program(net.vni, want.fdb, want.neigh)
         return ep
     finally:
         store.close()

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from netkit import ipam, naming, ops
-from netkit.engine import lookup, networks, ports
+from netkit.engine import lookup, networks, overlay, ports
 from netkit.errors import Conflict, NotFound, UserError
 from netkit.kernel.netns import netns_path as named_netns
 from netkit.model import (MODE_BRIDGE, MODE_CONTAINER, MODE_HOST, MODE_NONE, Container, Endpoint,
@@ -39,6 +39,7 @@ class ContainerRequest:
     publish: list[str] = field(default_factory=list)  # -p specs, Docker syntax
     publish_all: bool = False  # -P: every exposed port to an ephemeral host port
     expose: list[str] = field(default_factory=list)  # --expose PORT[/proto]
+    labels: dict[str, str] = field(default_factory=dict)  # --label KEY=VAL
 
 
 def get(ctx: Context, name: str) -> Container:
@@ -56,6 +57,8 @@ def plan_endpoint(ctx: Context, c: Container, net: Network, ip: str | None, mac:
         raise Conflict(f"container '{c.name}' is already connected to network '{net.name}'")
     for alias in aliases or []:
         naming.validate_object_name("network alias", alias)
+    if net.driver == overlay.OVERLAY:
+        return _plan_overlay_endpoint(ctx, c, net, ip, mac, aliases or [], ifname)
     layout = ipam.plan_layout(ipam.parse_subnet(net.subnet), net.gateway, net.ip_range)
     used = ctx.store.addresses(net.name)
     if ip:
@@ -73,8 +76,6 @@ def plan_endpoint(ctx: Context, c: Container, net: Network, ip: str | None, mac:
         ip=str(addr), prefixlen=net.prefixlen, gateway=net.gateway,
         mac=naming.validate_mac(mac) if mac else naming.mac_for_ip(str(addr)), aliases=list(aliases or []),
     )
-    if ctx.probe.link_exists(ep.host_ifname):
-        raise Conflict(f"interface '{ep.host_ifname}' already exists on the host; run `netkit doctor`")
     if mac:
         _check_mac_free(ctx, net.name, ep.mac)
         bridge = ctx.probe.link_info(net.bridge) or {}
@@ -83,9 +84,99 @@ def plan_endpoint(ctx: Context, c: Container, net: Network, ip: str | None, mac:
             raise Conflict(f"MAC address {ep.mac} is the MAC of bridge '{net.bridge}' (the gateway); choose another")
     # The first network with a way out gives the default route, as in Docker.
     gateway = net.gateway if not net.internal and _route_holder(ctx, c) is None else None
+    if net.parent:  # macvlan/ipvlan: a sub-interface of the parent, made inside the netns
+        from netkit import lowerdev
+
+        opts = lowerdev.LowerOptions(net.driver, net.parent, net.driver_mode or lowerdev.MODES[net.driver][0])
+        ep.host_ifname = ""
+        return ep, [lowerdev.plan_endpoint(opts, _netns_name(c), ep.ifname, net.mtu, ep.ip, ep.prefixlen,
+                                           gateway, ep.mac)]
+    if ctx.probe.link_exists(ep.host_ifname):
+        raise Conflict(f"interface '{ep.host_ifname}' already exists on the host; run `netkit doctor`")
     step = ops.EndpointAdd(_netns_name(c), ep.host_ifname, ep.ifname, net.bridge, net.mtu, ep.mac,
                            ep.ip, ep.prefixlen, gateway)
-    return ep, [step, ops.HairpinOn((ep.host_ifname,))]
+    return ep, [step, ops.HairpinOn((ep.host_ifname,))] + guard_steps(ctx, net, ep)
+
+
+def _guarding(ctx: Context, net: Network | None) -> bool:
+    """Anti-spoofing is firewalling: none with the `none` backend (`iptables: false`), nor on a
+    network that opted out."""
+    return ctx.firewall.manages_rules and (net is None or net.anti_spoofing)
+
+
+def guard_steps(ctx: Context, net: Network, ep: Endpoint) -> list:
+    """Anti-spoofing for the endpoint's port (netkit/antispoof.py). Planned after the veth: a
+    failing element add undoes the veth too."""
+    return [ops.PortGuardAdd(ep.host_ifname, ep.mac, ep.ip)] if _guarding(ctx, net) else []
+
+
+def unguard_steps(ctx: Context, ep: Endpoint) -> list:
+    return [ops.PortGuardDel(ep.host_ifname, ep.mac, ep.ip)] if _guarding(ctx, ctx.store.network(ep.network)) else []
+
+
+def _plan_overlay_endpoint(ctx: Context, c: Container, net: Network, ip: str | None, mac: str | None,
+                           aliases: list[str], ifname: str | None) -> tuple[Endpoint, list]:
+    """An address from the cluster store (one cluster-wide transaction), the host's bridge and
+    VXLAN device for the network if this is its first container here, and a veth into it."""
+    if mac:
+        raise UserError("--mac does not apply to overlay networks: the MAC follows the address, unique cluster-wide")
+    used_if = {e.ifname for e in c.endpoints}
+    ifname = ifname or next(naming.container_ifname(i) for i in range(len(used_if) + 1)
+                            if naming.container_ifname(i) not in used_if)
+    host_ifname = naming.veth_name(c.id, net.id)
+    if ctx.probe.link_exists(host_ifname):
+        raise Conflict(f"interface '{host_ifname}' already exists on the host; run `netkit doctor`")
+    # The store's names for it: its name, a --hostname of its own, its aliases (what the local DNS serves).
+    dns_names = list(aliases) + ([c.hostname] if c.hostname and c.hostname != c.name else [])
+    sep = overlay.allocate(ctx, net, c.name, ip, dns_names)
+    ep = Endpoint(container=c.name, network=net.name, ifname=ifname, host_ifname=host_ifname, ip=sep.ip,
+                  prefixlen=net.prefixlen, gateway=net.gateway, mac=sep.mac, aliases=list(aliases))
+    plan: list = []
+    if not ctx.probe.link_exists(f"vxlan{net.vni}"):
+        plan.append(ops.OverlayAdd(net.vni, overlay.member(ctx).advertise, net.gateway, net.prefixlen, net.mtu))
+    gateway = net.gateway if _route_holder(ctx, c) is None else None
+    plan += [ops.EndpointAdd(_netns_name(c), host_ifname, ifname, net.bridge, net.mtu, ep.mac, ep.ip,
+                             ep.prefixlen, gateway), ops.HairpinOn((host_ifname,))]
+    ctx.after(lambda ctx: _overlay_joined(ctx, net))
+    return ep, plan
+
+
+def _overlay_joined(ctx: Context, net: Network) -> None:
+    """After the commit: the host agent runs (presence, watches) and the VXLAN device already
+    knows every remote container, so they are reachable when the command returns."""
+    overlay.start_agent(ctx)
+    overlay.program_now(ctx, net)
+
+
+def _overlay_left(ctx: Context, c: Container, eps: list[Endpoint]) -> None:
+    """Inside a change: give the store back the addresses of `eps` on overlay networks (fails
+    with the store's one line before anything else changed); a network left without local
+    containers loses its local row and devices, as Docker drops a host's overlay sandbox."""
+    for ep in eps:
+        net = ctx.store.network(ep.network)
+        if net is None or net.driver != overlay.OVERLAY:
+            continue
+        overlay.release(ctx, net.name, c.name)
+        if set(ctx.store.members(net.name)) <= {c.name}:
+            ctx.store.delete_network(net.name)
+            ctx.network_changed()
+            ctx.remove([ops.OverlayDel(net.vni)])
+            from netkit.engine import names_sync
+
+            ctx.after(lambda ctx, net=net: names_sync.stop_network(ctx, net))
+
+
+def _with_store_release(ctx: Context, use_case, *args):
+    """Run a use case's change; if it fails, addresses it took in the cluster store go back."""
+    try:
+        with ctx.change():
+            result = use_case(ctx, *args)
+    except BaseException:
+        if overlay.enabled(ctx):
+            overlay.release_pending(ctx)
+        raise
+    overlay.committed(ctx)
+    return result
 
 
 def _check_mac_free(ctx: Context, network: str, mac: str) -> None:
@@ -118,9 +209,11 @@ def _parse_mode(ctx: Context, req: ContainerRequest) -> tuple[str, str | None, C
             raise UserError("--net container: needs a name, e.g. --net container:web")
         if other == req.name:
             raise UserError(f"container '{req.name}' cannot share its own network namespace")
-        target = ctx.store.container(other)
+        target = lookup.find_container(ctx, other)
         if not target:
             raise NotFound(f"--net container:{other}: container '{other}' not found")
+        if target.name == req.name:
+            raise UserError(f"container '{req.name}' cannot share its own network namespace")
         # Join the netns owner, not a sharer, so that removal order stays simple.
         if target.mode == MODE_CONTAINER:
             target = ctx.store.container(target.shares)
@@ -147,14 +240,14 @@ def _apply_name_options(ctx: Context, c: Container, req: ContainerRequest) -> No
     links = []
     for spec in req.links:
         other, _, alias = spec.partition(":")
-        target = ctx.store.container(other)
-        if not target:
-            raise NotFound(f"--link {spec}: container '{other}' not found")
+        target = lookup.find_container(ctx, other) if other != c.name else None
         if other == c.name:
             raise UserError(f"--link {spec}: a container cannot link to itself")
+        if not target:
+            raise NotFound(f"--link {spec}: container '{other}' not found")
         if alias:  # it becomes a line of /etc/hosts: a name, nothing else
             naming.validate_object_name("--link alias", alias)
-        links.append(f"{other}:{alias or other}")
+        links.append(f"{target.name}:{alias or other}")
     c.links = links
     if c.mode in (MODE_HOST, MODE_CONTAINER) and (req.dns or req.dns_search or req.dns_options or req.add_host):
         raise UserError(f"--dns, --dns-search, --dns-option and --add-host need a netns of the container's own; "
@@ -163,9 +256,7 @@ def _apply_name_options(ctx: Context, c: Container, req: ContainerRequest) -> No
 
 def create(ctx: Context, req: ContainerRequest) -> Container:
     ctx.require_root()
-    with ctx.change():
-        c = plan_create(ctx, req)
-    return c
+    return _with_store_release(ctx, plan_create, req)
 
 
 def plan_create(ctx: Context, req: ContainerRequest) -> Container:
@@ -184,13 +275,9 @@ def plan_create(ctx: Context, req: ContainerRequest) -> Container:
             raise UserError("--hostname conflicts with --net container:...: the hostname belongs to the shared container")
         if mode == MODE_HOST:
             raise UserError("--hostname conflicts with --net host: a host-mode container uses the host's name")
-        from netkit.names import validate_hostname
-
-        validate_hostname(req.hostname)
-        if len(req.hostname) > 64:
-            raise UserError(f"hostname '{req.hostname}' is {len(req.hostname)} characters; Linux allows at most 64")
+        naming.validate_container_hostname(req.hostname)
     c = Container(name=req.name, id=naming.new_id(req.name), mode=mode, netns=None, hostname=req.hostname,
-                  created=time.time())
+                  created=time.time(), labels=dict(req.labels))
     _apply_name_options(ctx, c, req)
     if req.network_alias and mode != MODE_BRIDGE:
         raise UserError("--network-alias needs a bridge network")
@@ -241,17 +328,36 @@ def _sync_names(ctx: Context, c: Container, networks_changed: list[str] | None =
     ctx.after(step)
 
 
-def remove(ctx: Context, name: str) -> Container:
+def running_processes(ctx: Context, c: Container) -> list[tuple[int, str]]:
+    """(PID, command) of the processes inside a container's own namespaces (exec'd commands,
+    servers): none for host mode, a sharer (they are the owner's) or a netns made by a runtime."""
+    if c.mode not in (MODE_BRIDGE, MODE_NONE) or c.external or not c.netns:
+        return []
+    return ctx.probe.netns_pids(c.netns)
+
+
+def remove(ctx: Context, name: str, force: bool = False) -> Container:
+    """Remove a container; one with processes running inside is refused unless `force`
+    (docker rm -f), which ends them by PID first."""
     ctx.require_root()
     with ctx.change():
         c = get(ctx, name)
+        name = c.name
         sharers = ctx.store.sharers(name)
         if sharers:
             raise Conflict(
                 f"container '{name}' shares its network namespace with {', '.join(sharers)} "
                 f"(--net container:{name}); remove {'them' if len(sharers) > 1 else sharers[0]} first"
             )
-        plan: list = [ops.LinkDel(e.host_ifname) for e in c.endpoints]
+        procs = running_processes(ctx, c)
+        if procs and not force:
+            listed = ", ".join(f"{pid} ({comm})" for pid, comm in procs)
+            raise Conflict(f"container '{name}' has processes running inside: PID {listed}; "
+                           f"stop them or use `netkit container rm -f {name}`")
+        _overlay_left(ctx, c, c.endpoints)
+        plan: list = [ops.ProcessesKill(tuple(pid for pid, _ in procs))] if procs else []
+        plan += [ops.LinkDel(e.host_ifname) for e in c.endpoints if e.host_ifname]
+        plan += [step for e in c.endpoints if e.host_ifname for step in unguard_steps(ctx, e)]
         if c.mode in (MODE_BRIDGE, MODE_NONE):
             plan.append(ops.NetnsDel(_netns_name(c)))
         if c.uts and c.mode != MODE_CONTAINER:
@@ -266,21 +372,26 @@ def remove(ctx: Context, name: str) -> Container:
 
 def connect(ctx: Context, network: str, name: str, ip: str | None = None, aliases: list[str] | None = None) -> Endpoint:
     ctx.require_root()
-    with ctx.change():
-        c = get(ctx, name)
-        if c.mode != MODE_BRIDGE:
-            raise UserError(
-                f"container '{name}' is in {c.mode} mode and cannot join networks; "
-                "create it with --net bridge or a network name"
-            )
-        net = networks.get(ctx, network)
-        ep, plan = plan_endpoint(ctx, c, net, ip, None, aliases)
-        ctx.apply(plan)
-        old = dataclasses.replace(c, endpoints=list(c.endpoints))
-        c.endpoints.append(ep)
-        ctx.store.put_container(c)
-        ctx.container_changed(old, c)
-        _sync_names(ctx, c, [network])
+    return _with_store_release(ctx, _connect, network, name, ip, aliases)
+
+
+def _connect(ctx: Context, network: str, name: str, ip: str | None, aliases: list[str] | None) -> Endpoint:
+    c = get(ctx, name)
+    name = c.name
+    if c.mode != MODE_BRIDGE:
+        raise UserError(
+            f"container '{name}' is in {c.mode} mode and cannot join networks; "
+            "create it with --net bridge or a network name"
+        )
+    net = networks.get(ctx, network)
+    network = net.name
+    ep, plan = plan_endpoint(ctx, c, net, ip, None, aliases)
+    ctx.apply(plan)
+    old = dataclasses.replace(c, endpoints=list(c.endpoints))
+    c.endpoints.append(ep)
+    ctx.store.put_container(c)
+    ctx.container_changed(old, c)
+    _sync_names(ctx, c, [network])
     return ep
 
 
@@ -288,11 +399,14 @@ def disconnect(ctx: Context, network: str, name: str) -> Endpoint:
     ctx.require_root()
     with ctx.change():
         c = get(ctx, name)
-        lookup.network(ctx, network)
+        name = c.name
+        network = lookup.network(ctx, network).name
         ep = c.endpoint(network)
         if not ep:
             raise UserError(f"container '{name}' is not connected to network '{network}'")
-        plan: list = [ops.LinkDel(ep.host_ifname)]
+        _overlay_left(ctx, c, [ep])
+        plan: list = ([ops.LinkDel(ep.host_ifname)] + unguard_steps(ctx, ep) if ep.host_ifname
+                      else [ops.LinkDel(ep.ifname, _netns_name(c))])
         remaining = [e for e in c.endpoints if e is not ep]
         if _route_holder(ctx, c) is ep and (nxt := _route_holder(ctx, c, remaining)) is not None:
             plan.append(ops.RouteReplace(_netns_name(c), nxt.gateway))  # like Docker: next network's gateway
@@ -335,28 +449,48 @@ def attach(ctx: Context, network: str, pid: int | None = None, netns_path: str |
             f"{'process ' + str(pid) if pid else netns_path} is in the host's network namespace; "
             "start it in its own (e.g. `unshare -n`, or a runtime's --net=none)"
         )
-    with ctx.change():
-        naming.validate_object_name("container", name)
-        if ctx.store.container(name):
-            raise Conflict(f"container '{name}' already exists; pass --name")
-        if probe.netns_exists(name):
-            raise Conflict(f"a network namespace named '{name}' already exists (see `ip netns list`); pass --name")
-        c = Container(name=name, id=naming.new_id(name), mode=MODE_BRIDGE, netns=named_netns(name),
-                      external=True, pid=pid, created=time.time())
-        names = names or ContainerRequest(name)
-        _apply_name_options(ctx, c, names)
-        plan: list = [ops.NetnsAttach(name, source, pid)]
-        net = networks.get(ctx, network)
-        ep, steps = plan_endpoint(ctx, c, net, ip, None, names.network_alias, ifname)
-        c.endpoints.append(ep)
-        ctx.apply(plan + steps)
-        ctx.store.put_container(c)
-        ctx.container_changed(None, c)
-        _sync_names(ctx, c)
+    return _with_store_release(ctx, _attach_change, network, name, source, pid, ip, names, ifname)
+
+
+def _attach_change(ctx: Context, network: str, name: str, source: str, pid: int | None, ip: str | None,
+                   names: ContainerRequest | None, ifname: str | None) -> Container:
+    probe = ctx.probe
+    naming.validate_object_name("container", name)
+    if ctx.store.container(name):
+        raise Conflict(f"container '{name}' already exists; pass --name")
+    if probe.netns_exists(name):
+        raise Conflict(f"a network namespace named '{name}' already exists (see `ip netns list`); pass --name")
+    c = Container(name=name, id=naming.new_id(name), mode=MODE_BRIDGE, netns=named_netns(name),
+                  external=True, pid=pid, created=time.time())
+    names = names or ContainerRequest(name)
+    _apply_name_options(ctx, c, names)
+    plan: list = [ops.NetnsAttach(name, source, pid)]
+    net = networks.get(ctx, network)
+    ep, steps = plan_endpoint(ctx, c, net, ip, None, names.network_alias, ifname)
+    c.endpoints.append(ep)
+    ctx.apply(plan + steps)
+    ctx.store.put_container(c)
+    ctx.container_changed(None, c)
+    _sync_names(ctx, c)
     return c
 
 
-def exec_in(ctx: Context, name: str, argv: list[str]) -> None:
+def parse_env(items: list[str]) -> dict[str, str]:
+    """`-e KEY=VALUE`, or `-e KEY` to pass this process's value on (skipped when unset), as Docker."""
+    env = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not key or any(ch.isspace() for ch in key):
+            raise UserError(f"invalid -e '{item}': use KEY=VALUE, or KEY to pass its current value")
+        if eq:
+            env[key] = value
+        elif key in os.environ:
+            env[key] = os.environ[key]
+    return env
+
+
+def exec_in(ctx: Context, name: str, argv: list[str], env: dict[str, str] | None = None,
+            workdir: str | None = None, user: str | None = None) -> None:
     """Become argv inside container `name` (its netns, hostname and /etc files); never returns."""
     from netkit.kernel import nsexec
 
@@ -366,11 +500,34 @@ def exec_in(ctx: Context, name: str, argv: list[str]) -> None:
         nsexec.exec_argv([])
     # container: mode shares the owner's files, which live under the owner's netns name.
     nsexec.enter(c.netns, c.uts, _netns_name(c))
-    nsexec.exec_argv(list(argv))
+    nsexec.exec_argv(list(argv), env, workdir, user)
+
+
+def forwarding_warning(ctx: Context, c: Container) -> str | None:
+    """Docker's line when a container needs forwarding and the host does not forward (the config
+    says "ip_forward": false, so netkit leaves it off)."""
+    from netkit.engine import reconcile
+
+    needs = any((n := ctx.store.network(e.network)) is not None and not n.internal for e in c.endpoints)
+    if needs and ctx.probe.sysctl(reconcile.IP_FORWARD) == "0":
+        return "WARNING: IPv4 forwarding is disabled. Networking will not work."
+    return None
 
 
 def list_views(ctx: Context) -> list[dict]:
     return [inspect_view(c) for c in ctx.store.containers()]
+
+
+def inspect(ctx: Context, name: str) -> dict:
+    """`container inspect`: with a cluster store, which host the container is on; a container of
+    another host is shown from the store (its overlay endpoints)."""
+    c = ctx.store.container(name)
+    if c is None and overlay.enabled(ctx):
+        return overlay.remote_view(ctx, name)
+    view = inspect_view(get(ctx, name))
+    if overlay.enabled(ctx):
+        view["host"] = overlay.this_host()
+    return view
 
 
 def inspect_view(c: Container) -> dict:

@@ -20,7 +20,7 @@ from netkit.state import Store, run_dir
 
 if TYPE_CHECKING:
     from netkit.kernel.executor import Executor
-    from netkit.kernel.firewall_backend import FirewallBackend
+    from netkit.kernel.fw import FirewallBackend
     from netkit.kernel.probe import Probe
 
 
@@ -46,6 +46,7 @@ class Context:
         self._probe = probe
         self._executor = executor
         self._firewall = firewall
+        self.firewall_choice = None  # fw.Choice: which backend and why, once chosen from the config
         self.run_dir = run_dir_path or run_dir()
         self.derive = derive
         self.printed = []
@@ -80,19 +81,37 @@ class Context:
 
     @property
     def firewall(self) -> FirewallBackend:
-        """The firewall backend netkit's rules are written to."""
+        """The firewall backend netkit's rules are written to: the config's `firewall_backend`
+        (auto: what the host's `iptables` is; "iptables": false: none)."""
         if self._firewall is None:
-            from netkit.kernel.firewall import backend
+            from netkit.kernel import fw
 
-            self._firewall = backend()
+            self._firewall, self.firewall_choice = fw.for_config(self.config)
         return self._firewall
+
+    def firewall_why(self) -> str:
+        """One line: why this backend (the config key, or what auto found)."""
+        if self.firewall_choice is not None:
+            return self.firewall_choice.reason
+        from netkit.kernel import fw
+
+        return fw.choose(self.config.firewall_backend, self.config.iptables, self.config.source).reason
+
+    def other_firewalls(self) -> list[FirewallBackend]:
+        """The kernel backends that are not the active one (where netkit's rules may be left over
+        from before a switch). None when the firewall was handed in (unit tests)."""
+        if self.firewall_choice is None:
+            return []
+        from netkit.kernel import fw
+
+        return [fw.get(n) for n in fw.KERNEL_NAMES if n != self.firewall.name]
 
     def executor(self) -> Executor:
         """Runs plans against the kernel."""
         if self._executor is None:
             from netkit.kernel.executor import kernel_executor
 
-            self._executor = kernel_executor(self._firewall)
+            self._executor = kernel_executor(self.firewall)
         return self._executor
 
     def close(self) -> None:

@@ -232,7 +232,7 @@ def kernel_objects(ctx: Context, fix: bool = False) -> Findings:
             problems += 1
             lines.append(f"problem: stray {what} is not in netkit's state (fix: netkit doctor --fix)")
     for net in ctx.store.networks():
-        if not probe.link_exists(net.bridge):
+        if net.bridge and not probe.link_exists(net.bridge):
             problems += 1
             lines.append(f"problem: bridge '{net.bridge}' of network '{net.name}' is missing "
                          f"(remove the network's containers and the network, then create them again)")
@@ -243,6 +243,12 @@ def kernel_objects(ctx: Context, fix: bool = False) -> Findings:
             continue
         holder, via = _route_via(ctx, c)
         for ep in c.endpoints:
+            if not ep.host_ifname:  # macvlan/ipvlan: the sub-interface lives inside only
+                if probe.link_info(ep.ifname, os.path.basename(c.netns)) is None:
+                    problems += 1
+                    lines.append(f"problem: '{ep.ifname}' of container '{c.name}' on network '{ep.network}' is "
+                                 f"missing inside its netns (netkit container rm {c.name}, then create it again)")
+                continue
             if not probe.link_exists(ep.host_ifname):
                 problems += 1
                 lines.append(f"problem: veth '{ep.host_ifname}' of container '{c.name}' on network "
@@ -257,18 +263,23 @@ def kernel_objects(ctx: Context, fix: bool = False) -> Findings:
 
 
 def firewall(ctx: Context, fix: bool = False) -> Findings:
-    """netkit's rules and the host settings they rely on, against what the state implies."""
+    """netkit's rules and the host settings they rely on, against what the state implies; and the
+    other firewall backends (netkit rules left there, forward-drop policies)."""
     lines: list[str] = []
     problems = 0
     if fix:
         ctx.require_root()
         with ctx.change():
-            pass  # the change's closing sync repairs everything
+            pass  # the change's closing sync repairs everything (and moves rules off an old backend)
         lines.append("fix: netkit's rules and host settings were synced with the state")
-    if not ctx.config.iptables:
-        lines.append(f"ok: netkit's firewall rules are off ({ctx.config.source}: \"iptables\": false)")
-        return lines, 0
+        stale = [b for b in ctx.other_firewalls() if reconcile.has_leftovers(b)]
+        ctx.executor().apply_all([ops.FirewallReset(b.name) for b in stale])
+        lines += [f"fix: removed netkit's rules left in the {b.name} backend" for b in stale]
     fw = ctx.firewall
+    if not fw.manages_rules:
+        lines.append(f"ok: netkit's firewall rules are off (backend none: {ctx.firewall_why()})")
+        more, count = other_backends(ctx)
+        return lines + more, count
     nets = ctx.store.networks()
     meta = ctx.store.meta(reconcile.META, {}) or {}
     if not any(n.iptables for n in nets) and not meta.get("active"):
@@ -294,12 +305,17 @@ def firewall(ctx: Context, fix: bool = False) -> Findings:
     if managed and ctx.config.ip_forward and facts.ip_forward != "1":
         problems += 1
         lines.append("problem: net.ipv4.ip_forward is 0: containers cannot reach outside (fix: netkit doctor --fix)")
+    elif managed and facts.ip_forward == "0":
+        problems += 1
+        lines.append(f"problem: net.ipv4.ip_forward is 0 and {ctx.config.source} says \"ip_forward\": false: containers "
+                     f"on {', '.join(n.name for n in managed)} cannot reach outside, nor be reached on published "
+                     "ports from other hosts (fix: set \"ip_forward\": true, or sysctl -w net.ipv4.ip_forward=1)")
     elif managed and ctx.config.ip_forward and "forward_policy_was" in meta and facts.forward_policy != "DROP":
         problems += 1
         lines.append(f"problem: the filter FORWARD policy is {facts.forward_policy}, netkit set DROP: the host "
                      "forwards for anyone (fix: netkit doctor --fix)")
     else:
-        lines.append(f"ok: net.ipv4.ip_forward={facts.ip_forward}, legacy filter FORWARD policy {facts.forward_policy}")
+        lines.append(f"ok: net.ipv4.ip_forward={facts.ip_forward}, {fw.name} FORWARD policy {facts.forward_policy}")
     if "ip_forward_was" in meta:
         lines.append(f"note: netkit turned ip_forward on (was {meta['ip_forward_was']}) and set the FORWARD "
                      f"policy to DROP (was {meta.get('forward_policy_was')}) so the host is no open router; "
@@ -308,21 +324,102 @@ def firewall(ctx: Context, fix: bool = False) -> Findings:
         if facts.route_localnet.get(n.bridge) not in ("1", None):
             problems += 1
             lines.append(f"problem: route_localnet is off on {n.bridge}: 127.0.0.1 publishing fails")
+    problems += _bridge_filtering(lines, nets, facts)
     if facts.hairpin_off:
         problems += 1
         lines.append(f"problem: hairpin mode off on {', '.join(facts.hairpin_off)}: containers cannot reach their "
                      "own published ports")
-    nft = ctx.probe.foreign_firewall()
-    if nft["iptables_nft_rules"]:
-        lines.append(f"warning: this host also has {nft['iptables_nft_rules']} iptables-nft rule(s): the `iptables` "
-                     f"command may show only those; netkit's rules are in the legacy backend "
-                     f"(`netkit rules` or `{fw.show_command}`)")
-    for chain in nft["forward_drop_chains"]:
+    more, count = other_backends(ctx)
+    return lines + more, problems + count
+
+
+# The nft chain that is iptables-nft's built-in FORWARD (reported as that backend's policy).
+_IPTABLES_NFT_FORWARD = "ip filter FORWARD"
+
+
+def other_backends(ctx: Context) -> Findings:
+    """netkit rules left in a backend that is not the active one, and forward-drop policies of any
+    backend but the active one (they drop netkit's forwarded traffic whatever its rules say)."""
+    fw = ctx.firewall
+    lines: list[str] = []
+    problems = 0
+    for backend in ctx.other_firewalls():
+        if not backend.available().ok:
+            continue
+        for left in backend.leftovers():
+            problems += 1
+            lines.append(f"problem: netkit rules left in the {backend.name} backend, not the active one ({fw.name}): "
+                         f"{left} (fix: netkit doctor --fix, or netkit reset)")
+        if backend.syntax == "iptables" and backend.policy(backend.snapshot(), rules.FILTER, "FORWARD") == "DROP":
+            problems += 1
+            tool = backend.name  # iptables-legacy / iptables-nft: the command of that backend
+            lines.append(f"warning: the {backend.name} FORWARD policy is DROP, but netkit's rules are in {fw.name}: "
+                         f"it drops containers' forwarded traffic (fix: {tool} -P FORWARD ACCEPT, or set "
+                         f"\"firewall_backend\": \"{backend.name}\")")
+    for chain in ctx.probe.foreign_firewall()["forward_drop_chains"]:
+        if chain.startswith("ip netkit ") or (chain == _IPTABLES_NFT_FORWARD and ctx.firewall_choice is not None):
+            continue  # netkit's own table; iptables-nft's FORWARD is judged above (or is the active one)
         problems += 1
         lines.append(f"warning: nft chain '{chain}' has policy drop on the forward hook: it drops netkit's "
                      "forwarded traffic whatever netkit's rules say; accept netkit's bridges there "
                      "(e.g. nft insert rule ... iifname \"br-*\" accept; and oifname)")
     return lines, problems
+
+
+def _bridge_filtering(lines: list[str], nets, facts: reconcile.HostFacts) -> int:
+    """--no-icc isolates only while bridged frames go through iptables (br_netfilter)."""
+    needy = reconcile.bridged_filtering(nets)
+    if not needy:
+        return 0
+    names = ", ".join(n.name for n in needy)
+    if facts.bridge_nf_call is None:
+        lines.append(f"problem: br_netfilter is not loaded ({reconcile.BRIDGE_NF_CALL} is missing): --no-icc on "
+                     f"{names} does not isolate containers (fix: modprobe br_netfilter, then netkit doctor --fix)")
+        return 1
+    off = [n for n in needy if facts.nf_call.get(n.bridge) != "1"]
+    for n in off:
+        lines.append(f"problem: bridge {n.bridge} does not pass its frames to iptables (nf_call_iptables "
+                     f"{facts.nf_call.get(n.bridge)}) and net.bridge.bridge-nf-call-iptables is "
+                     f"{facts.bridge_nf_call}: --no-icc on '{n.name}' does not isolate (fix: netkit doctor --fix)"
+                     if facts.bridge_nf_call != "1" else
+                     f"problem: bridge {n.bridge} has nf_call_iptables {facts.nf_call.get(n.bridge)}: --no-icc on "
+                     f"'{n.name}' stops isolating if net.bridge.bridge-nf-call-iptables goes to 0 "
+                     "(fix: netkit doctor --fix)")
+    if not off:
+        lines.append(f"ok: bridged frames of {names} go through iptables (per-bridge nf_call_iptables 1; "
+                     f"net.bridge.bridge-nf-call-iptables={facts.bridge_nf_call})")
+    return len(off)
+
+
+def port_guards(ctx: Context, fix: bool = False) -> Findings:
+    """Anti-spoofing (netkit/antispoof.py): every endpoint of a network that has it needs its three
+    elements, the chain its four rules, and no port the state does not know may keep elements."""
+    want = {(e.host_ifname, e.mac.lower(), e.ip): (c.name, e.network)
+            for c in ctx.store.containers() for e in c.endpoints
+            if e.host_ifname and ctx.firewall.manages_rules
+            and (n := ctx.store.network(e.network)) is not None and n.anti_spoofing}
+    have, intact, named = ctx.probe.port_guards()
+    lines: list[str] = []
+    plan: list = []
+    if want and not intact:
+        lines.append("anti-spoofing table 'bridge netkit' or its chain is missing or altered")
+        plan.append(ops.PortGuardTable())
+    for guard, (name, network) in sorted(want.items()):
+        if guard not in have:
+            lines.append(f"anti-spoofing missing for container '{name}' on network '{network}' "
+                         f"(port {guard[0]}, {guard[1]}, {guard[2]}): it can send with any address")
+            plan.append(ops.PortGuardAdd(*guard))
+    wanted_ifnames = {g[0] for g in want}
+    for ifname in sorted(named - wanted_ifnames):
+        lines.append(f"stale anti-spoofing elements of port {ifname}, which no container in the state has")
+        plan.append(ops.PortGuardForget(ifname))
+    if not lines:
+        return [f"ok: anti-spoofing holds for {len(want)} container port(s)"], 0
+    if fix:
+        ctx.require_root()
+        ctx.executor().apply_all(plan)
+        return [f"fix: {line}" for line in lines], 0
+    return [f"problem: {line} (fix: netkit doctor --fix)" for line in lines], len(lines)
 
 
 def names(ctx: Context, fix: bool) -> Findings:
@@ -334,7 +431,7 @@ def names(ctx: Context, fix: bool) -> Findings:
         with ctx.store.transaction():
             lines += [f"fix: {done}" for done in names_sync.repair(ctx)]
     for net in ctx.store.networks():
-        if net.default or not ctx.store.has_members(net.name):
+        if not names_sync.serves_dns(net) or not ctx.store.has_members(net.name):
             continue
         if supervisor.is_running(net.name, ctx.run_dir):
             lines.append(f"ok: DNS server of network '{net.name}' answers on {net.gateway}:53")
@@ -348,11 +445,33 @@ def names(ctx: Context, fix: bool) -> Findings:
     return lines, problems
 
 
+def cluster(ctx: Context) -> Findings:
+    """This host's share of the overlay networks against the cluster store (issue 15): its
+    containers' netns and VXLAN devices, and each device's FDB and neighbour entries."""
+    from netkit.cluster import agentctl, etcd
+    from netkit.engine import overlay
+
+    if not overlay.enabled(ctx):
+        return [], 0
+    try:
+        found = overlay.check(ctx)
+    except etcd.StoreUnavailable as err:
+        return [f"problem: {err}"], 1
+    lines = [f"problem: {line} (the host agent repairs entries on the next change; "
+             f"`netkit container rm` a container whose netns is gone)" for line in found]
+    if agentctl.running_pid(ctx.run_dir) is None and any(n.driver == overlay.OVERLAY for n in ctx.store.networks()):
+        lines.append("problem: the host agent is not running: remote containers' entries are not kept "
+                     "(`python -m netkit.cluster agent start`)")
+    if not lines:
+        lines.append(f"ok: this host's overlay data plane agrees with the cluster store {ctx.config.cluster_store}")
+    return lines, sum(line.startswith("problem") for line in lines)
+
+
 def run(ctx: Context, fix: bool = False) -> Findings:
     lines, problems = [], 0
     for part in (lambda: interrupted(ctx, fix), lambda: dns_orphans(ctx, fix), lambda: addresses(ctx, fix),
-                 lambda: kernel_objects(ctx, fix), lambda: firewall(ctx, fix), lambda: names(ctx, fix),
-                 lambda: stray_name_files(ctx, fix)):
+                 lambda: kernel_objects(ctx, fix), lambda: firewall(ctx, fix), lambda: port_guards(ctx, fix),
+                 lambda: names(ctx, fix), lambda: stray_name_files(ctx, fix), lambda: cluster(ctx)):
         more, count = part()
         lines += more
         problems += count

@@ -1,25 +1,57 @@
-"""Find a named object in the state or raise NotFound with the one line that says where to look."""
+"""Find a container or network the way Docker does: by exact name, then by full ID, then by a
+unique ID prefix; or raise NotFound / an ambiguity error with the one line that says what to do."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import re
+from typing import TYPE_CHECKING, Callable, Sequence, TypeVar
 
-from netkit.errors import NotFound
+from netkit.errors import NotFound, UserError
 from netkit.model import Container, Network
 
 if TYPE_CHECKING:
     from netkit.engine.context import Context
 
+_HEX = re.compile(r"[0-9a-fA-F]{1,64}")
+T = TypeVar("T", Container, Network)
+
+
+def by_id_prefix(items: Sequence[T], ref: str) -> list[T]:
+    """Objects whose ID is `ref` or starts with it (hex only, as Docker's IDs are)."""
+    if not _HEX.fullmatch(ref):
+        return []
+    ref = ref.lower()
+    exact = [o for o in items if o.id == ref]
+    return exact or [o for o in items if o.id.startswith(ref)]
+
+
+def _resolve(kind: str, ref: str, by_name: Callable[[str], T | None], everything: Callable[[], list[T]],
+             hint: str) -> T:
+    found = by_name(ref)
+    if found is not None:
+        return found
+    matches = by_id_prefix(everything(), ref)
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        names = ", ".join(f"{o.name} ({o.id[:12]})" for o in matches)
+        raise UserError(f"{kind} ID prefix '{ref}' is ambiguous: it matches {names}; give more characters")
+    raise NotFound(f"{kind} '{ref}' not found; see `{hint}`")
+
 
 def container(ctx: Context, name: str) -> Container:
-    c = ctx.store.container(name)
-    if not c:
-        raise NotFound(f"container '{name}' not found; see `netkit container ls`")
-    return c
+    """A container by name, full ID or unique ID prefix."""
+    return _resolve("container", name, ctx.store.container, ctx.store.containers, "netkit container ls")
 
 
 def network(ctx: Context, name: str) -> Network:
-    """A network by name (the default `bridge` network is made on first use by networks.get)."""
-    net = ctx.store.network(name)
-    if not net:
-        raise NotFound(f"network '{name}' not found; see `netkit network ls`")
-    return net
+    """A network by name, full ID or unique ID prefix (the default `bridge` network is made on
+    first use by networks.get)."""
+    return _resolve("network", name, ctx.store.network, ctx.store.networks, "netkit network ls")
+
+
+def find_container(ctx: Context, name: str) -> Container | None:
+    """Like container(), but None when nothing matches (an ambiguous prefix still raises)."""
+    try:
+        return container(ctx, name)
+    except NotFound:
+        return None

@@ -55,7 +55,7 @@ def _network_dns(ctx: Context, c: Container) -> str | None:
     """The embedded DNS address: the gateway of the first user-defined network (not `bridge`)."""
     for ep in c.endpoints:
         net = ctx.store.network(ep.network)
-        if net and not net.default:
+        if net and serves_dns(net):
             return net.gateway
     return None
 
@@ -107,14 +107,27 @@ def records_path(ctx: Context, network: str) -> str:
 
 
 def records(ctx: Context, net: Network) -> dict:
-    return {"records": ctx.store.dns_names(net.name), "upstreams": names.upstream_servers(host_resolv_text()),
+    names_here = ctx.store.dns_names(net.name)
+    if net.driver == "overlay":
+        # Names across hosts: every container on the network, wherever it runs (the host agent
+        # rewrites this as containers elsewhere come and go); the local names if the store is down.
+        from netkit.engine import overlay
+
+        names_here = overlay.dns_records(ctx, net) or names_here
+    return {"records": names_here, "upstreams": names.upstream_servers(host_resolv_text()),
             "clients": [net.subnet]}
+
+
+def serves_dns(net: Network) -> bool:
+    """Like Docker, no names on the default bridge network; macvlan/ipvlan networks neither (the
+    DNS server listens on the gateway, which is not on this host for them)."""
+    return not net.default and not net.parent
 
 
 def sync_network(ctx: Context, net: Network) -> None:
     """Rewrite the records (the server reloads on change) and start the server if it is not up."""
-    if net.default:
-        return  # like Docker: no name resolution on the default bridge network
+    if not serves_dns(net):
+        return
     from netkit.dns import supervisor
 
     path = records_path(ctx, net.name)
@@ -142,7 +155,7 @@ def repair(ctx: Context) -> list[str]:
     for c in ctx.store.containers():
         write_files(ctx, c)
     for net in ctx.store.networks():
-        if not net.default and ctx.store.has_members(net.name):
+        if serves_dns(net) and ctx.store.has_members(net.name):
             from netkit.dns import supervisor
 
             if not supervisor.is_running(net.name, ctx.run_dir):

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from netkit import config as config_mod
 from netkit import ipam, naming, ops
-from netkit.engine import lookup
-from netkit.errors import Conflict, NotFound, UserError
+from netkit.engine import lookup, overlay
+from netkit.errors import Conflict, EnvError, NotFound, UserError
 from netkit.model import Network
 
 if TYPE_CHECKING:
@@ -15,6 +16,7 @@ if TYPE_CHECKING:
 
 DEFAULT_NETWORK = "bridge"
 # Names that --net gives another meaning, as in Docker.
+BUILTIN = ("host", "none")  # always there, nothing to make: `--net host` and `--net none`
 RESERVED = {"bridge": "the default network", "host": "host mode", "none": "none mode", "default": "the default network"}
 
 
@@ -30,8 +32,22 @@ class NetworkRequest:
     icc: bool = True
     masquerade: bool = True
     driver: str = "bridge"
+    options: list[str] = field(default_factory=list)  # -o KEY=VALUE: bridge options, or macvlan/ipvlan parent=IF
+    anti_spoofing: bool = True
+    labels: dict[str, str] = field(default_factory=dict)
 
 
+def _check_bridged_filtering(ctx: Context, req: NetworkRequest) -> None:
+    """icc off is a FORWARD rule on bridged frames, which reach iptables only through br_netfilter:
+    without it the network would silently not isolate, so refuse (Docker loads the module)."""
+    from netkit.engine import reconcile
+
+    if not req.icc and ctx.config.iptables and ctx.probe.sysctl(reconcile.BRIDGE_NF_CALL) is None:
+        what = "--no-icc" if req.name != DEFAULT_NETWORK else f"{ctx.config.source}: \"icc\": false"
+        raise EnvError(f"{what} needs br_netfilter (bridged frames through iptables), which is not loaded: "
+                       "run `modprobe br_netfilter` and try again")
+
+DRIVERS = ("bridge", "overlay", "macvlan", "ipvlan")
 def _bridge_addresses(ctx: Context, name: str) -> list[str]:
     info = ctx.probe.link_info(name)
     if info is None:
@@ -64,16 +80,22 @@ def plan_network(ctx: Context, req: NetworkRequest, default: bool = False) -> tu
             raise UserError(f"{option} is empty; give a value or leave the option out")
     if req.name in RESERVED and not default:
         raise UserError(f"network name '{req.name}' is reserved: `--net {req.name}` means {RESERVED[req.name]}")
-    if req.driver != "bridge":
-        raise UserError(f"unknown network driver '{req.driver}': only 'bridge' is supported")
+    if req.driver not in DRIVERS:
+        raise UserError(f"unknown network driver '{req.driver}': use one of {', '.join(DRIVERS)}")
     if ctx.store.network(req.name):
         raise Conflict(f"network '{req.name}' already exists")
+    if req.driver in ("macvlan", "ipvlan"):
+        naming.validate_mtu(req.mtu)
+        return _plan_lower(ctx, req)  # -o parent=IF
+    _merge_bridge_options(req)  # -o com.docker.network.bridge.* and driver.mtu
     naming.validate_mtu(req.mtu)
+    _check_bridged_filtering(ctx, req)
 
+    net_id = naming.builtin_id(DEFAULT_NETWORK) if default else naming.new_id(req.name)
     if req.bridge:
         bridge = naming.validate_ifname(req.bridge, "bridge")
     else:
-        bridge = naming.bridge_name_for(req.name)
+        bridge = naming.bridge_name_for(req.name, net_id)
     owner = next((n.name for n in ctx.store.networks() if n.bridge == bridge), None)
     if owner:
         raise Conflict(f"bridge '{bridge}' already belongs to network '{owner}'")
@@ -95,14 +117,21 @@ def plan_network(ctx: Context, req: NetworkRequest, default: bool = False) -> tu
         ipam.check_overlap(subnet, others)
     else:
         taken = list(others.values()) + ctx.probe.host_routes()
-        subnet = ipam.pick_free_subnet(ctx.config.default_address_pools, taken)
+        reserved = [] if default else _reserved_for_default(ctx, taken)
+        try:
+            subnet = ipam.pick_free_subnet(ctx.config.default_address_pools, taken + reserved)
+        except Conflict:
+            if not reserved:
+                raise
+            subnet = ipam.pick_free_subnet(ctx.config.default_address_pools, taken)  # pools too small to keep it
     layout = ipam.plan_layout(subnet, gateway, req.ip_range)
 
     net = Network(
-        name=req.name, id=naming.new_id(req.name), bridge=bridge, subnet=str(layout.subnet),
+        name=req.name, id=net_id, bridge=bridge, subnet=str(layout.subnet),
         gateway=str(layout.gateway), ip_range=str(layout.ip_range) if layout.ip_range else None,
         mtu=req.mtu or ctx.config.mtu, internal=req.internal, icc=req.icc, masquerade=req.masquerade,
-        adopted=adopted, default=default, iptables=ctx.config.iptables, created=time.time(),
+        adopted=adopted, default=default, iptables=ctx.config.iptables, anti_spoofing=req.anti_spoofing,
+        created=time.time(), labels=dict(req.labels),
     )
     address = f"{net.gateway}/{layout.subnet.prefixlen}"
     if adopted:
@@ -113,8 +142,88 @@ def plan_network(ctx: Context, req: NetworkRequest, default: bool = False) -> tu
     return net, plan
 
 
+def _plan_lower(ctx: Context, req: NetworkRequest) -> tuple[Network, list]:
+    """macvlan/ipvlan: containers hang off the parent interface; no bridge and, as with Docker,
+    no firewall rules (iptables=False keeps the network out of the rule set)."""
+    from netkit import lowerdev
+
+    opts = lowerdev.parse_options(req.driver, req.options)
+    if req.bridge or req.internal:
+        raise UserError(f"--bridge and --internal do not apply to driver {req.driver}")
+    if not ctx.probe.link_exists(opts.parent):
+        raise UserError(f"parent interface '{opts.parent}' does not exist on this host (-o parent=IF)")
+    others = _taken_subnets(ctx)
+    if req.subnet:
+        subnet = ipam.parse_subnet(req.subnet)
+        ipam.check_overlap(subnet, others)
+    else:
+        subnet = ipam.pick_free_subnet(ctx.config.default_address_pools, list(others.values()) + ctx.probe.host_routes())
+    layout = ipam.plan_layout(subnet, req.gateway, req.ip_range)
+    net = Network(name=req.name, id=naming.new_id(req.name), bridge="", subnet=str(layout.subnet),
+                  gateway=str(layout.gateway), ip_range=str(layout.ip_range) if layout.ip_range else None,
+                  mtu=req.mtu or ctx.config.mtu, iptables=False, masquerade=False, created=time.time(),
+                  driver=req.driver, parent=opts.parent, driver_mode=opts.mode)
+    return net, []
+
+
+def _create_overlay(ctx: Context, req: NetworkRequest) -> Network:
+    """The network, its VNI and IPAM go to the cluster store; no local row or device until a
+    container of this host joins it (see get())."""
+    if req.bridge or req.ip_range or req.internal or req.options or req.mtu:
+        raise UserError("--bridge, --ip-range, --internal, --mtu and -o do not apply to overlay networks "
+                        "(bridge ovbrVNI and MTU 1450 on every host)")
+    naming.validate_object_name("network", req.name)
+    if req.name in RESERVED:
+        raise UserError(f"network name '{req.name}' is reserved: `--net {req.name}` means {RESERVED[req.name]}")
+    if ctx.store.network(req.name):
+        raise Conflict(f"network '{req.name}' already exists on this host")
+    snet = overlay.create_network(ctx, req.name, req.subnet, req.gateway)
+    if snet is None:  # dry run
+        return Network(name=req.name, id="", bridge="", subnet=req.subnet or "", gateway=req.gateway or "",
+                       driver=overlay.OVERLAY)
+    return overlay.reference(ctx, snet)
+
+
+def _merge_bridge_options(req: NetworkRequest) -> None:
+    """Fold `-o com.docker.network.bridge.*` into the request; a flag saying otherwise is refused."""
+    if not req.options:
+        return
+    from netkit import bridgeopts
+
+    opts = bridgeopts.parse(req.options)
+    pairs = [("bridge", "--bridge", opts.bridge, None), ("mtu", "--mtu", opts.mtu, None),
+             ("icc", "--no-icc", opts.icc, True), ("masquerade", "--no-masquerade", opts.masquerade, True)]
+    for attr, flag, value, unset in pairs:
+        if value is None:
+            continue
+        current = getattr(req, attr)
+        if current is not unset and current != value:
+            raise UserError(f"{flag} and -o disagree ({current} vs {value}); give one of them")
+        setattr(req, attr, value)
+
+
+def _reserved_for_default(ctx: Context, taken: list) -> list:
+    """The subnet the default `bridge` network will take when it is made (172.17.0.0/16 with
+    the default pools): kept free for it, as dockerd's docker0 always holds it."""
+    if ctx.store.network(DEFAULT_NETWORK):
+        return []
+    if ctx.config.bip:
+        return [ipam.parse_interface_cidr(ctx.config.bip).network]
+    if ctx.config.bridge != config_mod.DEFAULT_BRIDGE:
+        return []  # an adopted bridge brings its own addresses
+    try:
+        return [ipam.pick_free_subnet(ctx.config.default_address_pools, taken)]
+    except Conflict:
+        return []
+
+
 def create(ctx: Context, req: NetworkRequest) -> Network:
     ctx.require_root()
+    if req.driver == overlay.OVERLAY:
+        overlay.require(ctx)
+        return _create_overlay(ctx, req)
+    if overlay.enabled(ctx) and not ctx.dry_run and overlay.global_name_taken(ctx, req.name):
+        raise Conflict(f"network '{req.name}' already exists (an overlay network in the cluster store)")
     with ctx.change():
         net, plan = plan_network(ctx, req)
         ctx.apply(plan)
@@ -124,7 +233,8 @@ def create(ctx: Context, req: NetworkRequest) -> Network:
 
 def default_request(ctx: Context) -> tuple[NetworkRequest, bool]:
     cfg = ctx.config
-    req = NetworkRequest(name=DEFAULT_NETWORK, mtu=cfg.mtu, icc=cfg.icc, masquerade=cfg.ip_masq)
+    req = NetworkRequest(name=DEFAULT_NETWORK, mtu=cfg.mtu, icc=cfg.icc, masquerade=cfg.ip_masq,
+                         anti_spoofing=cfg.anti_spoofing)
     if cfg.bip:
         iface = ipam.parse_interface_cidr(cfg.bip)
         req.subnet, req.gateway = str(iface.network), str(iface.ip)
@@ -137,8 +247,15 @@ def get(ctx: Context, name: str) -> Network:
     net = ctx.store.network(name)
     if net:
         return net
+    if name not in RESERVED and (snet := overlay.find_network(ctx, name)) is not None:
+        # This host's first container on an overlay network: its local reference row, so that
+        # the rules, DNS and doctor see the host's bridge for it; removed with the last one.
+        net = overlay.reference(ctx, snet)
+        ctx.store.put_network(net)
+        ctx.network_changed()
+        return net
     if name != DEFAULT_NETWORK:
-        raise NotFound(f"network '{name}' not found; see `netkit network ls`")
+        return lookup.network(ctx, name)  # an ID or a unique prefix of one, or NotFound
     req, must_exist = default_request(ctx)
     if must_exist and not ctx.probe.link_exists(req.bridge):
         raise UserError(
@@ -152,17 +269,43 @@ def get(ctx: Context, name: str) -> Network:
     return net
 
 
+def _remove_overlay(ctx: Context, name: str):
+    local = ctx.store.network(name)
+    if local is not None and ctx.store.members(name):
+        raise Conflict(f"network '{name}' still has containers: {', '.join(ctx.store.members(name))}; "
+                       "remove them first")
+    if ctx.dry_run:
+        ctx.printed.append(f"# etcd {ctx.config.cluster_store}: delete /netkit/networks/{name}")
+        return local
+    snet = overlay.remove_network(ctx, name)  # refused while any host has a container on it
+    with ctx.change():
+        if ctx.store.network(name) is not None:
+            ctx.store.delete_network(name)
+            ctx.network_changed()
+        ctx.remove([ops.OverlayDel(snet.vni)])
+    return overlay.reference(ctx, snet)
+
+
 def remove(ctx: Context, name: str) -> Network:
+    if name in BUILTIN:
+        raise UserError(f"{name} is a pre-defined network and cannot be removed")
     ctx.require_root()
+    local = ctx.store.network(name)
+    if (local is not None and local.driver == overlay.OVERLAY) or \
+            (local is None and overlay.find_network(ctx, name) is not None):
+        return _remove_overlay(ctx, name)
     with ctx.change():
         net = lookup.network(ctx, name)
+        name = net.name
         members = ctx.store.members(name)
         if members:
             raise Conflict(
                 f"network '{name}' still has containers: {', '.join(members)}; "
                 "remove them or `netkit network disconnect` them first"
             )
-        if net.adopted:
+        if not net.bridge:
+            pass  # macvlan/ipvlan: nothing on the host
+        elif net.adopted:
             # Like dockerd -b: the bridge stays; only an address netkit added goes.
             ctx.remove([ops.AddrDel(net.bridge, f"{net.gateway}/{net.prefixlen}")] if net.address_added else [])
         else:
@@ -174,12 +317,38 @@ def remove(ctx: Context, name: str) -> Network:
     return net
 
 
+def prune(ctx: Context) -> list[Network]:
+    """Remove every network without containers but the default one (docker network prune)."""
+    ctx.require_root()
+    idle = [n.name for n in ctx.store.networks() if not n.default and not ctx.store.members(n.name)]
+    return [remove(ctx, name) for name in idle]
+
+
 def list_views(ctx: Context) -> list[dict]:
-    return [inspect(ctx, n.name) for n in ctx.store.networks()]
+    """Local networks, then (with a cluster store) every overlay network of the cluster, scope
+    `global`. A store that cannot be read leaves the overlays out, with one line on stderr."""
+    views = [inspect(ctx, n.name) for n in ctx.store.networks() if n.driver != overlay.OVERLAY]
+    if overlay.enabled(ctx):
+        from netkit.cluster import etcd
+
+        try:
+            views += overlay.global_views(ctx)
+        except etcd.StoreUnavailable as err:
+            import sys
+
+            print(f"warning: {err}", file=sys.stderr)
+            views += [inspect(ctx, n.name) for n in ctx.store.networks() if n.driver == overlay.OVERLAY]
+    return views
 
 
 def inspect(ctx: Context, name: str) -> dict:
+    net = ctx.store.network(name)
+    if (net is None or net.driver == overlay.OVERLAY) and overlay.enabled(ctx):
+        found = [v for v in overlay.global_views(ctx) if v["name"] == name]
+        if found:
+            return found[0]
     net = lookup.network(ctx, name)
+    name = net.name
     containers = {}
     for cname in ctx.store.members(name):
         c = ctx.store.container(cname)
@@ -187,9 +356,13 @@ def inspect(ctx: Context, name: str) -> dict:
         if ep:
             containers[cname] = {"ip": ep.ip, "prefix_length": ep.prefixlen, "mac": ep.mac,
                                  "interface": ep.ifname, "host_interface": ep.host_ifname}
-    return {
-        "name": net.name, "id": net.id, "driver": "bridge", "bridge": net.bridge, "subnet": net.subnet,
+    extra = {"parent": net.parent, "mode": net.driver_mode} if net.parent else {}
+    if net.driver == overlay.OVERLAY:
+        extra = {"vni": net.vni}
+    return extra | {
+        "name": net.name, "id": net.id, "driver": net.driver, "scope": "global" if net.vni else "local",
+        "bridge": net.bridge, "subnet": net.subnet,
         "gateway": net.gateway, "ip_range": net.ip_range, "mtu": net.mtu, "internal": net.internal,
         "icc": net.icc, "masquerade": net.masquerade, "adopted_bridge": net.adopted, "default": net.default,
-        "iptables": net.iptables, "containers": containers,
+        "iptables": net.iptables, "anti_spoofing": net.anti_spoofing, "containers": containers,
     }

@@ -41,8 +41,8 @@ def check_publishable(ctx: Context, c: Container, nets: dict) -> None:
     if c.mode == MODE_CONTAINER:
         raise UserError(f"container '{c.name}' shares the network of '{c.shares}' (--net container:{c.shares}): "
                         f"publish on '{c.shares}' instead")
-    if not ctx.config.iptables:
-        raise UserError(f"publishing needs firewall rules, but {ctx.config.source} sets \"iptables\": false; "
+    if not ctx.firewall.manages_rules:
+        raise UserError(f"publishing needs firewall rules, but the firewall backend is none ({ctx.firewall_why()}); "
                         "netkit writes no rules at all")
     if rules.publish_endpoint(c, nets) is None:
         for ep in c.endpoints:
@@ -74,7 +74,7 @@ def allocate(ctx: Context, c: Container, specs: list[portspec.PortSpec]) -> list
     out: list[PortMapping] = []
     cache: dict[str, list] = {}
     for spec in specs:
-        host_ip = spec.host_ip or "0.0.0.0"
+        host_ip = spec.host_ip or ctx.config.ip  # daemon.json's "ip": 0.0.0.0 unless set
         _check_local(ctx, host_ip)
         mine = [(m.host_ip, m.host_port, c.name) for m in c.ports + out if m.proto == spec.proto]
         given = [(m.host_ip, m.host_port) for m in out if m.proto == spec.proto]  # earlier specs of this command

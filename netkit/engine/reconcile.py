@@ -14,7 +14,11 @@ its bridges; hairpin mode on every port of its bridges. What netkit changed is r
 state (meta "firewall") so that `reset` can restore it.
 
 The seam for firewall backends: `desired()` (a rules.RuleSet) and `rules.diff(current, desired)`
-(list of rules.Op) are backend-neutral; a backend offers kernel.firewall_backend.FirewallBackend.
+(list of rules.Op) are backend-neutral; the active backend (ctx.firewall, kernel/fw's
+FirewallBackend, chosen by the config's `firewall_backend`) reads and writes them, and prints them
+in its own syntax. The state remembers which backend holds netkit's rules (meta "backend"): when
+the config names another one, the next sync removes netkit's rules from the old backend (and puts
+its FORWARD policy back) before writing the new one, so both are never active.
 """
 from __future__ import annotations
 
@@ -28,8 +32,12 @@ from netkit.model import Container, Network
 if TYPE_CHECKING:
     from netkit.engine.context import Context
 
-META = "firewall"  # {"active": bool, "ip_forward_was": "0", "forward_policy_was": "ACCEPT", "route_localnet_was": {br: "0"}}
+META = "firewall"  # {"active": bool, "backend": "iptables-nft", "ip_forward_was": "0", "forward_policy_was": "ACCEPT",
+#                    "route_localnet_was": {br: "0"}, "nf_call_was": {br: "0"}}
+LEGACY_OWNER = "iptables-legacy"  # states written before backends existed: their rules are legacy ones
 IP_FORWARD = "/proc/sys/net/ipv4/ip_forward"
+# br_netfilter's switch for every bridge of this netns; absent when br_netfilter is not loaded.
+BRIDGE_NF_CALL = "/proc/sys/net/bridge/bridge-nf-call-iptables"
 
 
 def route_localnet(bridge: str) -> str:
@@ -39,6 +47,14 @@ def route_localnet(bridge: str) -> str:
 def managed(nets: list[Network]) -> list[Network]:
     """Networks whose bridges netkit's rules forward for (iptables on, not internal)."""
     return [n for n in nets if n.iptables and not n.internal]
+
+
+def bridged_filtering(nets: list[Network]) -> list[Network]:
+    """Networks whose own rules act on frames bridged between two ports (icc off: `-i br -o br
+    -j DROP` and the --link holes). Those frames reach iptables only through br_netfilter: each
+    such bridge gets its per-bridge nf_call_iptables on, so isolation holds whatever the global
+    net.bridge.bridge-nf-call-iptables says (the kernel ORs the two)."""
+    return [n for n in nets if n.iptables and not n.icc]
 
 
 def hairpin_ports(containers: list[Container], nets: list[Network]) -> list[str]:
@@ -77,13 +93,17 @@ class HostFacts:
     forward_policy: str  # current filter FORWARD policy
     route_localnet: dict[str, str | None] = field(default_factory=dict)  # bridge -> current value
     hairpin_off: list[str] = field(default_factory=list)  # ports of managed bridges with hairpin off
+    nf_call: dict[str, str | None] = field(default_factory=dict)  # bridge -> per-bridge nf_call_iptables
+    bridge_nf_call: str | None = None  # net.bridge.bridge-nf-call-iptables (None: br_netfilter absent)
 
 
 def plan_full(current: dict, want: rules.RuleSet, nets: list[Network], facts: HostFacts, forward_wanted: bool,
-              meta: dict, planned_bridges: bool = False) -> tuple[list, dict]:
+              meta: dict, planned_bridges: bool = False, claim_forward: bool = False) -> tuple[list, dict]:
     """Ops that make netkit's part of the firewall (`current`, rules.netkit_part form) and the host
     settings match the state, and the meta to remember. `planned_bridges`: bridges of the plan may
-    not exist yet (a dry run), so a missing route_localnet counts as off."""
+    not exist yet (a dry run), so a missing route_localnet counts as off. `claim_forward`: netkit
+    turned forwarding on while writing another backend (a backend switch): this backend's FORWARD
+    policy becomes DROP too, remembering its own old value."""
     meta = dict(meta)
     changes = rules.diff(current, want)
     plan: list = []
@@ -93,6 +113,10 @@ def plan_full(current: dict, want: rules.RuleSet, nets: list[Network], facts: Ho
         meta.setdefault("ip_forward_was", "0")
         meta.setdefault("forward_policy_was", facts.forward_policy)
         changes.append(rules.Op(rules.FILTER, "P", "FORWARD", "DROP", was=facts.forward_policy))
+    elif claim_forward and bool(managed(nets)) and "ip_forward_was" in meta:
+        meta["forward_policy_was"] = facts.forward_policy
+        if facts.forward_policy != "DROP":
+            changes.append(rules.Op(rules.FILTER, "P", "FORWARD", "DROP", was=facts.forward_policy))
     elif "forward_policy_was" in meta and forward_wanted and facts.forward_policy != "DROP" and managed(nets):
         # netkit set DROP when it turned forwarding on; someone flipped it back: the host routes
         # for anyone again. Put DROP back (doctor reports it).
@@ -109,6 +133,15 @@ def plan_full(current: dict, want: rules.RuleSet, nets: list[Network], facts: Ho
                 was.setdefault(n.bridge, value)
             plan.append(ops.SysctlSet(route_localnet(n.bridge), "1", was=value))
     meta["route_localnet_was"] = was
+    nf_was = dict(meta.get("nf_call_was") or {})
+    for n in bridged_filtering(nets):
+        value = facts.nf_call.get(n.bridge)
+        if value != "1" and (value is not None or planned_bridges):
+            if value is not None:
+                nf_was.setdefault(n.bridge, value)
+            plan.append(ops.BridgeNfCall(n.bridge, "1", was=value))
+    if nf_was:
+        meta["nf_call_was"] = nf_was
     # Always the last step, even with no port to fix: a failure after the rules are committed
     # must find them undone (tests/integration/test_firewall.py injects one here).
     plan.append(ops.HairpinOn(tuple(facts.hairpin_off)))
@@ -141,7 +174,8 @@ def as_current(rs: rules.RuleSet, present: bool) -> dict:
     return cur
 
 
-def plan_reset(current: dict, policy_now: str | None, meta: dict, route_localnet_now: dict[str, str | None]) -> list:
+def plan_reset(current: dict, policy_now: str | None, meta: dict, route_localnet_now: dict[str, str | None],
+               nf_call_now: dict[str, str | None] | None = None) -> list:
     """Ops that remove every netkit chain and hook and put back what netkit changed on the host."""
     changes = rules.reset_ops(current)
     if "forward_policy_was" in meta and policy_now != meta["forward_policy_was"]:
@@ -152,6 +186,11 @@ def plan_reset(current: dict, policy_now: str | None, meta: dict, route_localnet
     for bridge, value in (meta.get("route_localnet_was") or {}).items():
         if route_localnet_now.get(bridge) is not None:
             plan.append(ops.SysctlSet(route_localnet(bridge), value))
+    for bridge, value in (meta.get("nf_call_was") or {}).items():
+        if (nf_call_now or {}).get(bridge) is not None:
+            plan.append(ops.BridgeNfCall(bridge, value))
+    # The anti-spoofing table (netkit/antispoof.py) goes too; nothing there if it never was.
+    plan.append(ops.PortGuardTableDel())
     return plan
 
 
@@ -165,25 +204,49 @@ def host_facts(ctx: Context, nets: list[Network], snapshot: dict | None) -> Host
         ip_forward=probe.sysctl(IP_FORWARD), forward_policy=policy,
         route_localnet={n.bridge: probe.sysctl(route_localnet(n.bridge)) for n in mine},
         hairpin_off=probe.hairpin_off(hairpin_ports(ctx.store.containers(), nets)),
+        nf_call={n.bridge: probe.sysctl(ops.bridge_nf_call_path(n.bridge)) for n in bridged_filtering(nets)},
+        bridge_nf_call=probe.sysctl(BRIDGE_NF_CALL),
     )
+
+
+def owner(meta: dict) -> str | None:
+    """The backend that holds netkit's rules according to the state (None: no rules written)."""
+    return meta.get("backend", LEGACY_OWNER) if meta.get("active") else None
+
+
+def leave_backend(name: str, meta: dict) -> tuple[list, dict]:
+    """The step that removes netkit's rules from backend `name` (no longer the active one) and
+    puts back the FORWARD policy netkit set there; and the meta without that backend's policy."""
+    step = ops.FirewallReset(name, meta.get("forward_policy_was"))
+    meta = dict(meta)
+    meta.pop("forward_policy_was", None)
+    meta["active"] = False
+    return [step], meta
 
 
 def sync(ctx: Context) -> None:
     """Make netkit's rules and host settings match the state (in a dry run: print the changes)."""
     hint = ctx.firewall_hint
     ctx.firewall_hint = None
-    if not ctx.config.iptables:
-        return
+    fw = ctx.firewall
     nets = ctx.store.networks()
     meta = ctx.store.meta(META, {}) or {}
+    holder = owner(meta)
+    moving = holder is not None and holder != fw.name  # the config names another backend now
+    if not fw.manages_rules and not moving:
+        return
     if not any(n.iptables for n in nets) and not meta.get("active"):
         if not ctx.dry_run and journal.host_originals(ctx.store.directory):
             _undo_interrupted_first_change(ctx)
         return
     if ctx.dry_run:
-        ctx.printed.extend(ops.render_plan(_dry_plan(ctx, hint, nets, meta)))
+        if moving:
+            ctx.printed.append(f"# netkit's rules move from {holder} to {fw.name}: `netkit reset` runs on {holder}")
+        # After a move the new backend starts empty: plan as if no rules were written yet.
+        ctx.printed.extend(render(ctx, _dry_plan(ctx, None if moving else hint, nets,
+                                                 {**meta, "active": False} if moving else meta, moving)))
         return
-    if hint is not None and meta.get("active"):
+    if hint is not None and meta.get("active") and not moving:
         try:
             if ctx.config.ip_forward and ctx.probe.sysctl(IP_FORWARD) == "0":
                 raise NeedFull
@@ -191,16 +254,26 @@ def sync(ctx: Context) -> None:
             return
         except (KernelError, NeedFull):
             pass  # e.g. someone deleted netkit's chains: the full sync puts everything back
-    fw = ctx.firewall
     with fw.locked():
+        leave: list = []
+        if moving:
+            leave, meta = leave_backend(holder, meta)
+        if not fw.manages_rules:
+            ctx.executor().apply(leave)
+            ctx.store.put_meta(META, meta)
+            return
         snap = fw.snapshot()
         plan, meta = plan_full(rules.netkit_part(snap), desired(ctx, nets), nets, host_facts(ctx, nets, snap),
-                               ctx.config.ip_forward, meta)
+                               ctx.config.ip_forward, meta, claim_forward=moving)
         originals = {k: v for k, v in meta.items() if k.endswith("_was") and v}
         if originals:  # durable before the change: a kill during it must not lose them
             journal.save_host_originals(ctx.store.directory, originals)
-        ctx.apply(plan)
+        # Rules (re)written from nothing (first change, after `netkit reset`, after a backend
+        # move): the existing containers' anti-spoofing comes back with them.
+        guards = [] if meta.get("active") and not moving else port_guards(ctx.store.containers(), nets)
+        ctx.apply(leave + plan + guards)  # recorded: a failed commit undoes it
     meta["active"] = True
+    meta["backend"] = fw.name
     ctx.store.put_meta(META, meta)
 
 
@@ -211,14 +284,29 @@ def _undo_interrupted_first_change(ctx: Context) -> None:
     fw = ctx.firewall
     meta = journal.host_originals(ctx.store.directory)
     with fw.locked():
-        snap = fw.snapshot()
         now = {b: ctx.probe.sysctl(route_localnet(b)) for b in (meta.get("route_localnet_was") or {})}
-        plan = plan_reset(rules.netkit_part(snap), fw.policy(snap, rules.FILTER, "FORWARD"), meta, now)
-        ctx.executor().apply_all(plan)
+        host = [op for op in plan_reset({}, None, meta, now, {}) if not isinstance(op, ops.FirewallChange)]
+        ctx.executor().apply_all([ops.FirewallReset(fw.name, meta.get("forward_policy_was"))] + host)
     journal.clear_host_originals(ctx.store.directory)
 
 
-def _dry_plan(ctx: Context, hint, nets: list[Network], meta: dict) -> list:
+def port_guards(containers: list, nets: list[Network]) -> list:
+    """Anti-spoofing elements of every bridge-port endpoint on a network that has it (adding an
+    element that exists changes nothing)."""
+    guarded = {n.name for n in nets if n.anti_spoofing}
+    return [ops.PortGuardAdd(e.host_ifname, e.mac, e.ip)
+            for c in containers for e in c.endpoints if e.host_ifname and e.network in guarded]
+
+
+def render(ctx: Context, plan: list) -> list[str]:
+    """A plan as text; its rule changes in the active backend's own syntax (nft for nftables)."""
+    out: list[str] = []
+    for step in plan:
+        out += ctx.firewall.render(list(step.changes)) if isinstance(step, ops.FirewallChange) else step.render()
+    return out
+
+
+def _dry_plan(ctx: Context, hint, nets: list[Network], meta: dict, claim_forward: bool = False) -> list:
     if hint is not None and meta.get("active"):
         try:
             plan = plan_fast(hint[0], hint[1], nets)
@@ -237,14 +325,16 @@ def _dry_plan(ctx: Context, hint, nets: list[Network], meta: dict) -> list:
         old.close()
     # (Ports this plan makes do not exist yet, so the probe does not count them as hairpin off.)
     plan, _ = plan_full(as_current(before, bool(meta.get("active"))), desired(ctx, nets), nets,
-                        host_facts(ctx, nets, None), ctx.config.ip_forward, meta, planned_bridges=True)
+                        host_facts(ctx, nets, None), ctx.config.ip_forward, meta, planned_bridges=True,
+                        claim_forward=claim_forward)
     return plan
 
 
 # ---- read back and reset ------------------------------------------------------------------
 
 def kernel_rules(ctx: Context) -> dict:
-    """netkit's chains and hooks as the backend holds them: {table: {chain: [spec]}}."""
+    """netkit's chains and hooks as the backend holds them: {table: {chain: [spec]}} (for nftables,
+    translated back into iptables-save text: the JSON shape is the same for every backend)."""
     snap = ctx.firewall.snapshot()
     return {t: chains for t, chains in rules.netkit_part(snap).items() if chains}
 
@@ -254,23 +344,15 @@ def backend_info(ctx: Context) -> tuple[str, str]:
     return ctx.firewall.name, ctx.firewall.show_command
 
 
-def render_kernel_rules(part: dict) -> list[str]:
-    lines = []
-    for table in rules.TABLES:
-        chains = part.get(table)
-        if not chains:
-            continue
-        lines.append(f"*{table}")
-        lines += [f":{c} -" for c in chains if c.startswith(rules.PREFIX)]
-        for chain in sorted(chains, key=lambda c: (c.startswith(rules.PREFIX), c)):
-            lines += [f"-A {chain} {s}" for s in chains[chain]]
-        lines.append("COMMIT")
-    return lines
+def native_rules(ctx: Context) -> list[str]:
+    """netkit's rules as the active backend holds them, in its own syntax."""
+    return ctx.firewall.native()
 
 
 def reset(ctx: Context) -> list[str]:
-    """Remove every netkit chain and hook; restore ip_forward, the FORWARD policy and
-    route_localnet as they were before netkit. Foreign rules are untouched."""
+    """Remove every netkit chain and hook (in every backend: rules left from before a backend
+    switch too); restore ip_forward, the FORWARD policy and route_localnet as they were before
+    netkit. Foreign rules are untouched."""
     ctx.require_root()
     fw = ctx.firewall
     done = []
@@ -281,25 +363,41 @@ def reset(ctx: Context) -> list[str]:
         meta = {**saved, **(ctx.store.meta(META, {}) or {})}
         meta["route_localnet_was"] = {**(saved.get("route_localnet_was") or {}),
                                       **(meta.get("route_localnet_was") or {})}
+        holder = owner(meta) or fw.name
         with fw.locked():
-            snap = fw.snapshot()
-            part = rules.netkit_part(snap)
             now = {b: ctx.probe.sysctl(route_localnet(b)) for b in (meta.get("route_localnet_was") or {})}
-            plan = plan_reset(part, fw.policy(snap, rules.FILTER, "FORWARD"), meta, now)
-            changes = [c for op in plan if isinstance(op, ops.FirewallChange) for c in op.changes]
+            nf_now = {b: ctx.probe.sysctl(ops.bridge_nf_call_path(b)) for b in (meta.get("nf_call_was") or {})}
+            # host settings, bridge switches and the anti-spoofing table: the same in every backend
+            host = [op for op in plan_reset({}, None, meta, now, nf_now) if not isinstance(op, ops.FirewallChange)]
+            backends = [fw] + [b for b in ctx.other_firewalls() if b.name == holder or has_leftovers(b)]
+            policies = [meta.get("forward_policy_was") if b.name == holder else None for b in backends]
+            # What each reset removes, read before (and, in a dry run, instead of) doing it.
+            reports = [b.reset(p, dry_run=True) for b, p in zip(backends, policies)]
             if ctx.dry_run:
-                return rules.render(changes)
-            # Best effort, step by step, as deletions are: a flush cannot be undone anyway.
-            ctx.executor().apply_all(plan)
-        removed = sum(1 for o in changes if o.action == "X")
-        done.append(f"removed {removed} netkit chain(s) and their hooks")
-        user = part.get(rules.FILTER, {}).get(rules.CHAIN_USER)
-        if user:
-            done.append(f"kept {rules.CHAIN_USER}: it holds {len(user)} rule(s) of yours")
+                return [line for r in reports for line in r.lines] + render(ctx, host)
+            # Best effort, step by step, as deletions are.
+            ctx.executor().apply_all([ops.FirewallReset(b.name, p) for b, p in zip(backends, policies)] + host)
+        for backend, report in zip(backends, reports):
+            if backend is fw:
+                done.append(f"removed {report.removed_chains} netkit chain(s) and their hooks, and the anti-spoofing table")
+            else:
+                done.append(f"removed {report.removed_chains} netkit chain(s) and their hooks from {backend.name} "
+                            f"(not the active backend {fw.name})")
+            if report.kept_user_rules:
+                done.append(f"kept {rules.CHAIN_USER} ({backend.name}): it holds {report.kept_user_rules} rule(s) of yours")
         if "ip_forward_was" in meta:
             done.append(f"restored net.ipv4.ip_forward={meta['ip_forward_was']} and FORWARD policy "
                         f"{meta.get('forward_policy_was')}")
         ctx.store.delete_meta(META)
         journal.clear_host_originals(ctx.store.directory)
-    done.append("the next netkit change (or `netkit doctor --fix`) puts the rules of existing networks back")
+    done.append("the next netkit change (or `netkit doctor --fix`) puts the rules and the anti-spoofing of "
+                "existing networks and containers back")
     return done
+
+
+def has_leftovers(backend) -> bool:
+    """Whether a backend holds netkit objects (read only; one that cannot be read holds none)."""
+    try:
+        return backend.available().ok and bool(backend.leftovers())
+    except Exception:  # noqa: BLE001 - a backend that cannot even be read holds nothing of ours
+        return False

@@ -104,7 +104,7 @@ class _Engine:
     def remove_container(self, name: str) -> None:
         from netkit.engine import containers
 
-        containers.remove(self.ctx, name)
+        containers.remove(self.ctx, name, force=True)  # like compose down: the service's processes stop
 
 
 def _located(proj: compose.Project, spec, kind: str, err: UserError) -> UserError:

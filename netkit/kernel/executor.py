@@ -78,9 +78,10 @@ class Executor:
 
 def kernel_executor(firewall=None) -> Executor:
     """The executor that changes this host's kernel. `firewall`: the backend for rule changes
-    (default: kernel.firewall.backend()). pyroute2 is imported by the first step that needs it:
+    (kernel/fw; default: the legacy one). pyroute2 is imported by the first step that needs it:
     a publish (rule changes only) never pays for it."""
     from netkit.kernel import firewall as fw_mod
+    from netkit.lowerdev import SubInterfaceAdd
 
     handles = None
 
@@ -99,7 +100,20 @@ def kernel_executor(firewall=None) -> Executor:
         return lambda op: getattr(links(), name)(shared(), op)
 
     def firewall_change(op: ops.FirewallChange) -> None:
-        (firewall or fw_mod.backend()).apply(list(op.changes), thorough=op.thorough)
+        if firewall is None:
+            from netkit.kernel import fw
+
+            backend = fw.get("iptables-legacy")
+        else:
+            backend = firewall
+        backend.apply(list(op.changes), thorough=op.thorough)
+
+    def firewall_reset(op: ops.FirewallReset) -> None:
+        from netkit.kernel import fw
+
+        backend = firewall if firewall is not None and firewall.name == op.backend else fw.get(op.backend)
+        if backend.available().ok:  # a backend that cannot work here holds nothing of netkit's
+            backend.reset(op.forward_policy)
 
     def sysctl_set(op: ops.SysctlSet) -> None:
         fw_mod.write_sysctl(op.path, op.value)
@@ -115,6 +129,40 @@ def kernel_executor(firewall=None) -> Executor:
             conntrack.delete_mapping(op.proto, op.host_port, op.container_ip, op.container_port)
         except Exception:  # noqa: BLE001 - best effort: the rules are what matters
             pass
+
+    def overlay_add(op: ops.OverlayAdd) -> None:
+        from netkit.kernel import vxlan
+
+        vxlan.ensure(op.vni, op.local_ip, op.gateway, op.prefixlen, op.mtu)
+
+    def overlay_del(op: ops.OverlayDel) -> None:
+        from netkit.kernel import vxlan
+
+        vxlan.remove(op.vni)
+
+    def subinterface_add(op) -> None:
+        from netkit.kernel import lowerdev
+
+        lowerdev.add(op)
+
+    def port_guard(name: str) -> Handler:
+        def run(op) -> None:
+            from netkit.kernel import antispoof
+
+            if name == "remove_table":
+                antispoof.remove_table()
+            elif name == "ensure_table":
+                antispoof.ensure_table()
+            elif name == "forget":
+                antispoof.forget(op.ifname)
+            else:
+                getattr(antispoof, name)(op.ifname, op.mac, op.ip)
+        return run
+
+    def processes_kill(op: ops.ProcessesKill) -> None:
+        from netkit.kernel import procs
+
+        procs.kill(op.pids)
 
     def close() -> None:
         if handles is not None:
@@ -137,8 +185,19 @@ def kernel_executor(firewall=None) -> Executor:
         ops.UtsAdd: link_step("uts_add"),
         ops.UtsDel: link_step("uts_del"),
         ops.HairpinOn: hairpin_on,
+        ops.ProcessesKill: processes_kill,
         ops.SysctlSet: sysctl_set,
         ops.FirewallChange: firewall_change,
+        ops.FirewallReset: firewall_reset,
         ops.ConntrackForget: conntrack_forget,
+        ops.OverlayAdd: overlay_add,
+        ops.OverlayDel: overlay_del,
+        SubInterfaceAdd: subinterface_add,
+        ops.PortGuardAdd: port_guard("guard"),
+        ops.PortGuardDel: port_guard("unguard"),
+        ops.PortGuardTableDel: port_guard("remove_table"),
+        ops.PortGuardTable: port_guard("ensure_table"),
+        ops.PortGuardForget: port_guard("forget"),
+        ops.BridgeNfCall: lambda op: fw_mod.write_sysctl(ops.bridge_nf_call_path(op.bridge), op.value),
     }
     return Executor(table, close=close, describe=describe)

@@ -6,30 +6,22 @@ refreshes the handle, changes one table, commits once, retries on EAGAIN, refres
 checks that each added rule is really there (docs/facts.md, "python-iptables": unlocked or stale writers lose rules
 silently). Reading uses `iptables-legacy-save`, which is fast and never creates a table.
 
-The interface is what an nftables backend would also offer: snapshot(), apply(ops), locked(),
-plus `name` and `show_command` for messages.
+kernel/fw/legacy.py puts this behind the one firewall interface (kernel/fw: FirewallBackend).
 """
 from __future__ import annotations
 
 import ctypes
 import errno
-import fcntl
 import os
 import subprocess
 import time
-from contextlib import contextmanager
 
 from netkit import programs
-from netkit.errors import EnvError, KernelError
+from netkit.errors import KernelError
+from netkit.kernel import xtlock
 from netkit.rules import TABLES, Op, inverse, parse_save
 
-DEFAULT_LOCKFILE = "/run/xtables.lock"
-LOCK_TIMEOUT = 10.0
 COMMIT_RETRIES = 6
-
-
-def lockfile() -> str:
-    return os.environ.get("XTABLES_LOCKFILE") or DEFAULT_LOCKFILE
 
 
 class IptablesLegacy:
@@ -37,42 +29,12 @@ class IptablesLegacy:
     show_command = "iptables-legacy-save"
 
     def __init__(self):
-        self._lock_depth = 0
-        self._lock_fd: int | None = None
+        self._lock = xtlock.shared()
         self._check = None
 
-    # ---- lock ------------------------------------------------------------------------
-    @contextmanager
     def locked(self):
         """Hold the xtables lock (re-entrant within this process)."""
-        if self._lock_depth == 0:
-            path = lockfile()
-            try:
-                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            except OSError as err:
-                raise EnvError(f"cannot open the xtables lock {path}: {err.strerror}") from None
-            deadline, delay = time.monotonic() + LOCK_TIMEOUT, 0.001
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        os.close(fd)
-                        raise EnvError(f"another program has held the xtables lock {path} for "
-                                       f"{LOCK_TIMEOUT:.0f} s; try again") from None
-                    time.sleep(delay)
-                    delay = min(delay * 2, 0.05)
-            self._lock_fd = fd
-        self._lock_depth += 1
-        try:
-            yield self
-        finally:
-            self._lock_depth -= 1
-            if self._lock_depth == 0 and self._lock_fd is not None:
-                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-                os.close(self._lock_fd)
-                self._lock_fd = None
+        return self._lock.held()
 
     # ---- reading ---------------------------------------------------------------------
     def snapshot(self) -> dict:

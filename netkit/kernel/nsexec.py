@@ -54,12 +54,59 @@ def enter(netns_path: str | None, uts_path: str | None, etc_name: str | None) ->
         raise EnvError(f"cannot enter the container's namespaces: {err}") from None
 
 
-def exec_argv(argv: list[str]) -> None:
-    if not argv:
-        raise UserError("no command given; usage: netkit exec NAME -- CMD [ARGS...]")
+class CannotRun(UserError):
+    """The command could not be started: exit 127 when it is not found, 126 when it cannot be
+    run (not executable, bad working directory or user), as `docker exec` and shells do."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def _become(user: str) -> dict[str, str]:
+    """Switch to USER[:GROUP] (names or numbers, as `docker exec -u`); returns env to set."""
+    import grp
+    import pwd
+
+    name, _, group = user.partition(":")
     try:
-        os.execvp(argv[0], argv)
+        entry = pwd.getpwuid(int(name)) if name.isdigit() else pwd.getpwnam(name)
+        uid, gid, home = entry.pw_uid, entry.pw_gid, entry.pw_dir
+    except KeyError:
+        if not name.isdigit():
+            raise CannotRun(f"unable to find user {name}: no matching entries in passwd file", 126) from None
+        uid, gid, home = int(name), int(name), "/"
+    if group:
+        try:
+            gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+        except KeyError:
+            raise CannotRun(f"unable to find group {group}: no matching entries in group file", 126) from None
+    os.setgroups([])
+    os.setgid(gid)
+    os.setuid(uid)
+    return {"HOME": home}
+
+
+def exec_argv(argv: list[str], env: dict[str, str] | None = None, workdir: str | None = None,
+              user: str | None = None) -> None:
+    """Become argv; `env` is added to the environment, `workdir` is the working directory and
+    `user` USER[:GROUP] the identity (docker exec -e, -w, -u)."""
+    if not argv:
+        raise UserError("no command given; usage: netkit exec NAME [-it] [-e K=V] [-w DIR] [-u USER] CMD [ARGS...]")
+    environ = dict(os.environ)
+    if user:
+        environ.update(_become(user))
+    if workdir:
+        try:
+            os.chdir(workdir)
+        except OSError as err:
+            raise CannotRun(f"cannot change to working directory {workdir}: {err.strerror}", 126) from None
+    environ.update(env or {})
+    try:
+        os.execvpe(argv[0], argv, environ)
     except FileNotFoundError:
-        raise UserError(f"command not found: {argv[0]}") from None
+        raise CannotRun(f"command not found: {argv[0]}", 127) from None
     except PermissionError:
-        raise UserError(f"command not executable: {argv[0]}") from None
+        raise CannotRun(f"command not executable: {argv[0]} (permission denied)", 126) from None
+    except OSError as err:
+        raise CannotRun(f"cannot run {argv[0]}: {err.strerror}", 126) from None

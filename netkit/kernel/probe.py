@@ -26,6 +26,7 @@ class Probe(Protocol):
     def is_netns_file(self, path: str) -> bool: ...
     def same_netns(self, path_a: str, path_b: str) -> bool: ...
     def process_exists(self, pid: int) -> bool: ...
+    def netns_pids(self, netns_path: str) -> list[tuple[int, str]]: ...
     def port_busy(self, proto: str, ip: str, port: int) -> bool: ...
     def is_local_address(self, ip: str) -> bool: ...
     def host_routes(self) -> list[IPv4Network]: ...
@@ -33,6 +34,7 @@ class Probe(Protocol):
     def sysctl(self, path: str) -> str | None: ...
     def hairpin_off(self, ifnames: list[str]) -> list[str]: ...
     def foreign_firewall(self) -> dict: ...
+    def port_guards(self) -> tuple[set, bool, set]: ...
 
 
 _SOCK = {"tcp": (socket.SOCK_STREAM, 0), "udp": (socket.SOCK_DGRAM, 0), "sctp": (socket.SOCK_STREAM, 132)}
@@ -88,6 +90,11 @@ class HostProbe:
     def process_exists(self, pid: int) -> bool:
         return pid > 0 and os.path.exists(f"/proc/{pid}/ns/net")
 
+    def netns_pids(self, netns_path: str) -> list[tuple[int, str]]:
+        from netkit.kernel import procs
+
+        return procs.netns_pids(netns_path)
+
     def port_busy(self, proto: str, ip: str, port: int) -> bool:
         """Does a host socket hold ip:port (a TCP listener, a bound UDP socket)? Asked by binding,
         which is microseconds; reading /proc/net/tcp walks the kernel's global hash (milliseconds).
@@ -140,6 +147,16 @@ class HostProbe:
 
         return firewall.nft_report()
 
+    def port_guards(self) -> tuple[set, bool, set]:
+        """The anti-spoofing table: (complete (ifname, mac, ip) guards, whether its chain is intact,
+        ifnames with any element), see netkit/antispoof.py."""
+        from netkit import antispoof
+        from netkit.kernel import antispoof as kernel_antispoof
+
+        listing = kernel_antispoof.listing()
+        guards, intact = antispoof.read_listing(listing)
+        return guards, intact, antispoof.partial(listing)
+
 
 @dataclass
 class FakeProbe:
@@ -153,6 +170,7 @@ class FakeProbe:
     netns: set[str] = field(default_factory=set)
     files: dict[str, str] = field(default_factory=dict)  # path -> "netns" | "file" | "dir"
     processes: set[int] = field(default_factory=set)
+    netns_procs: dict[str, list[tuple[int, str]]] = field(default_factory=dict)  # netns path -> (PID, comm)
     busy: set[tuple[str, str, int]] = field(default_factory=set)
     local_addresses: set[str] = field(default_factory=lambda: {"127.0.0.1", "198.18.0.1"})
     routes: list[IPv4Network] = field(default_factory=list)
@@ -161,6 +179,8 @@ class FakeProbe:
     hairpin: dict[str, bool] = field(default_factory=dict)
     host_netns: str = "/proc/thread-self/ns/net"
     foreign: dict = field(default_factory=lambda: {"iptables_nft_rules": None, "forward_drop_chains": []})
+    guards: set = field(default_factory=set)  # (ifname, mac, ip) anti-spoofing elements
+    guard_table: bool = False
 
     def link_exists(self, ifname: str) -> bool:
         return ifname in self.links
@@ -202,6 +222,9 @@ class FakeProbe:
     def process_exists(self, pid: int) -> bool:
         return pid in self.processes
 
+    def netns_pids(self, netns_path: str) -> list[tuple[int, str]]:
+        return list(self.netns_procs.get(netns_path, []))
+
     def port_busy(self, proto: str, ip: str, port: int) -> bool:
         return any(p == proto and n == port and (i == ip or "0.0.0.0" in (i, ip)) for p, i, n in self.busy)
 
@@ -222,3 +245,6 @@ class FakeProbe:
 
     def foreign_firewall(self) -> dict:
         return self.foreign
+
+    def port_guards(self) -> tuple[set, bool, set]:
+        return set(self.guards), self.guard_table, {g[0] for g in self.guards}

@@ -50,7 +50,9 @@ def _read(p: str) -> str | None:
 
 def sysctls(path: str | None, ifnames: list[str]) -> dict:
     """ip_forward, rp_filter (all, default and per interface), bridge-nf-call-iptables (None when
-    br_netfilter is absent), as strings the way `sysctl` prints them."""
+    br_netfilter is absent), as strings the way `sysctl` prints them; for each bridge among
+    `ifnames`, its own nf_call_iptables switch as "bridge.NAME.nf_call_iptables" (the kernel ORs it
+    with the global one)."""
     out: dict = {}
     with inside(path):
         # /proc/sys/net follows the netns of the thread that opens the file.
@@ -60,6 +62,10 @@ def sysctls(path: str | None, ifnames: list[str]) -> dict:
             if value is not None:
                 out[f"net.ipv4.conf.{scope}.rp_filter"] = value
         out["net.bridge.bridge-nf-call-iptables"] = _read("/proc/sys/net/bridge/bridge-nf-call-iptables")
+        for name in ifnames:
+            value = _read(f"/sys/class/net/{name}/bridge/nf_call_iptables")
+            if value is not None:
+                out[f"bridge.{name}.nf_call_iptables"] = value
     return out
 
 

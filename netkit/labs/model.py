@@ -4,6 +4,7 @@ A lab is a folder `labs/NN-topic/` with README.md and lab.yaml:
 
     title: one line
     about: what the lab is about, one line
+    hosts: 2                      # optional: a multi-host lab (`netkit sandbox --hosts N`; on h1)
     config: {icc: false}          # optional: netkit settings of the lab (written to $NETKIT_CONFIG)
     compose: compose.yaml         # optional: the starting topology (`netkit up`)
     setup: |                      # optional: shell lines run after that (start servers, break things)
@@ -23,8 +24,8 @@ from dataclasses import dataclass, field
 
 from netkit.errors import UserError
 
-PLANNED = [("overlay", "Overlay networks: VXLAN between two hosts (lands with multi-host support)")]
-LAB_KEYS = {"title", "about", "config", "compose", "setup", "steps"}
+PLANNED: list[tuple[str, str]] = []
+LAB_KEYS = {"title", "about", "hosts", "config", "compose", "setup", "steps"}
 STEP_KEYS = {"title", "text", "do", "check", "hint", "skip_test"}
 _FOLDER = re.compile(r"^(\d\d)-[a-z0-9-]+$")
 
@@ -51,6 +52,7 @@ class Lab:
     config: dict | None = None
     compose: str | None = None  # path of the compose file
     setup: list[str] = field(default_factory=list)
+    hosts: int = 1  # more than one: played in `netkit sandbox --hosts N`, from h1
 
     @property
     def readme(self) -> str:
@@ -88,6 +90,10 @@ def load(folder: str) -> Lab:
             fail(doc.lines[key], f"{key}: unknown key; known: {', '.join(sorted(LAB_KEYS))}")
     lab = Lab(int(m.group(1)), name[3:], folder, str(doc.get("title", "")), str(doc.get("about", "")),
               config=dict(doc["config"]) if doc.get("config") else None, setup=lines(doc.get("setup")))
+    if "hosts" in doc:
+        if not str(doc["hosts"]).isdigit() or not 1 <= int(doc["hosts"]) <= 9:
+            fail(doc.lines["hosts"], "hosts: a number of hosts from 1 to 9")
+        lab.hosts = int(doc["hosts"])
     if doc.get("compose"):
         lab.compose = os.path.join(folder, doc["compose"])
         if not os.path.exists(lab.compose):

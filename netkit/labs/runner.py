@@ -4,7 +4,7 @@ Everything here runs only inside `netkit sandbox` (the CLI re-executes itself th
 can break ip_forward or delete rules without touching the machine. Commands and checks run in
 bash with the lab's environment: $LAB (the student's folder, /run/netkit/lab: a sandbox tmpfs),
 $NETKIT_CONFIG (the lab's netkit settings), and $IPTABLES / $IPTABLES_SAVE, the commands that
-show netkit's rules (see FIREWALL_COMMANDS).
+show netkit's rules (see firewall_commands: plain `iptables` with the default backend).
 """
 from __future__ import annotations
 
@@ -21,26 +21,53 @@ from netkit.labs.model import Lab, Step
 
 LAB_DIR = "/run/netkit/lab"
 MARKER = ".lab"  # which lab this sandbox holds
-# The ONE place naming the commands that list netkit's rules. netkit writes through
-# python-iptables (legacy x_tables), which Debian's plain `iptables` (nft backend) does not show;
-# when netkit's iptables-nft backend is active this becomes {"IPTABLES": "iptables", ...}.
-FIREWALL_COMMANDS = {"IPTABLES": "iptables-legacy", "IPTABLES_SAVE": "iptables-legacy-save"}
+# The ONE place naming the commands that list netkit's rules ($IPTABLES, $IPTABLES_SAVE), per
+# active firewall backend. Plain `iptables` whenever it is that backend's tool on this host: with
+# the default (auto) it always is, so students type what the course notes say.
+FIREWALL_COMMANDS = {
+    "plain": {"IPTABLES": "iptables", "IPTABLES_SAVE": "iptables-save"},
+    "iptables-legacy": {"IPTABLES": "iptables-legacy", "IPTABLES_SAVE": "iptables-legacy-save"},
+    "iptables-nft": {"IPTABLES": "iptables-nft", "IPTABLES_SAVE": "iptables-nft-save"},
+}
 COMMAND_TIMEOUT = 60
 CHECK_TIMEOUT = 30
 
 
+def firewall_commands(config_path: str) -> dict[str, str]:
+    """$IPTABLES and $IPTABLES_SAVE for the backend the lab's settings file chooses."""
+    from netkit import config
+
+    cfg = config.load(config_path)
+    return commands_for(cfg.firewall_backend, cfg.iptables)
+
+
+def commands_for(setting: str = "auto", iptables: bool = True) -> dict[str, str]:
+    """$IPTABLES and $IPTABLES_SAVE for a `firewall_backend` setting. (nftables and none have no
+    iptables view: plain `iptables`; `netkit rules` shows nftables' table.)"""
+    from netkit.kernel import fw
+
+    name = fw.choose(setting, iptables).name
+    plain = {"nf_tables": "iptables-nft", "legacy": "iptables-legacy"}.get(fw.iptables_kind() or "")
+    return FIREWALL_COMMANDS["plain" if name == plain or name not in FIREWALL_COMMANDS else name]
+
+
 def environment() -> dict[str, str]:
     env = dict(os.environ)
-    env.update(FIREWALL_COMMANDS)
     env["LAB"] = LAB_DIR
     env["NETKIT_CONFIG"] = os.path.join(LAB_DIR, "netkit-config.json")
+    env.update(firewall_commands(env["NETKIT_CONFIG"]))
     return env
 
 
-def require_sandbox(lab: Lab, what: str) -> None:
+def on_hosts(lab: Lab) -> bool:
+    """Whether this process runs where the lab needs: a sandbox, with its hosts if it has several."""
     from netkit import sandbox
 
-    if not sandbox.in_sandbox():
+    return sandbox.in_sandbox() and (lab.hosts == 1 or bool(os.environ.get("NETKIT_HOST")))
+
+
+def require_sandbox(lab: Lab, what: str) -> None:
+    if not on_hosts(lab):
         raise EnvError(f"`netkit lab {what}` works inside a lab's sandbox: run `netkit lab start {lab.number}`, "
                        f"then `netkit lab {what} {lab.number}` in its shell")
 
@@ -73,8 +100,13 @@ def prepare(lab: Lab, echo=print) -> None:
         raise UserError(f"this sandbox already holds a lab; start lab {lab.number} in a fresh one "
                         f"(exit this shell, then `netkit lab start {lab.number}`)")
     env = environment()
+    settings = dict(lab.config or {})
+    if lab.hosts > 1:
+        # On a host of a multi-host sandbox: keep the host's cluster settings under the lab's.
+        with open(os.environ["NETKIT_CONFIG"]) as fh:
+            settings = json.load(fh) | settings
     with open(env["NETKIT_CONFIG"], "w") as fh:
-        json.dump(lab.config or {}, fh, indent=2)
+        json.dump(settings, fh, indent=2)
     if lab.compose:
         shutil.copy(lab.compose, os.path.join(LAB_DIR, "compose.yaml"))
         rc, out = run_shell("netkit up -f compose.yaml")

@@ -118,7 +118,7 @@ class Demo:
     def ip_of(self, name: str) -> str:
         import json
 
-        data = json.loads(self.netkit("container", "inspect", name))
+        data = json.loads(self.netkit("container", "inspect", "--netkit", name))
         return data["endpoints"][0]["ip"]
 
     def server(self, where: list[str], host: str, port: int, name: str) -> None:

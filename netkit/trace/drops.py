@@ -333,19 +333,22 @@ def refused(first: list[Hop], answer: list[Hop], names: Names, topo: Topology) -
 
 
 def br_netfilter_note(hops: list[Hop], topo: Topology) -> str | None:
-    """When bridged traffic skips iptables (bridge-nf-call-iptables=0), icc=false, isolation and
-    netkit's raw drops do not apply to it: say so where it matters."""
+    """When bridged traffic skips iptables (bridge-nf-call-iptables=0 and the bridge's own
+    nf_call_iptables switch off), icc=false, isolation and netkit's raw drops do not apply to it:
+    say so where it matters."""
     ns = "host"
-    value = topo.settings.get(ns, {}).get("net.bridge.bridge-nf-call-iptables")
+    settings = topo.settings.get(ns, {})
+    value = settings.get("net.bridge.bridge-nf-call-iptables")
     if value != "0":
         return None
-    bridges = {h.point.bridge for h in hops if h.point.bridge}
+    bridges = {h.point.bridge for h in hops if h.point.bridge
+               and settings.get(f"bridge.{h.point.bridge}.nf_call_iptables") != "1"}
     nets = [topo.networks[b] for b in bridges if b in topo.networks]
     if not nets:
         return None
     names = ", ".join(n["name"] for n in nets)
     icc = [n["name"] for n in nets if not n["icc"]]
-    text = (f"br_netfilter is off in {ns} (net.bridge.bridge-nf-call-iptables=0): frames bridged on {names} "
+    text = (f"br_netfilter is off in {ns} (net.bridge.bridge-nf-call-iptables=0, and on the bridge): frames bridged on {names} "
             "skip iptables, so netkit's rules for them do not apply")
     if icc:
         text += f" (icc=false on {', '.join(icc)} is not enforced)"

@@ -148,7 +148,9 @@ def enrich(topo: Topology, world) -> None:
             facts = tracefacts.links_and_addresses(path)
         except OSError:
             continue
-        settings = tracefacts.sysctls(path, [p.ifname for p in topo.points if p.netns == ns])
+        names = [p.ifname for p in topo.points if p.netns == ns]
+        names += sorted({p.bridge for p in topo.points if p.netns == ns and p.bridge} - set(names))
+        settings = tracefacts.sysctls(path, names)
         topo.settings[ns] = settings
         fwd = settings.get("net.ipv4.ip_forward")
         topo.forwarding[ns] = None if fwd is None else fwd == "1"

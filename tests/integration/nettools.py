@@ -6,6 +6,7 @@ import os
 import sys
 
 import netstate
+from fwbackend import every_rule
 from waiting import first_line, wait_for
 
 ECHO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "echo.py")
@@ -53,7 +54,7 @@ def send_echo(sandbox, where: str | None, proto: str, ip: str, port: int, msg: s
 def snapshot(sandbox) -> dict:
     """What 'nothing changed' compares: the network configuration of the host and every netns
     (netstate.py: never the state the kernel changes on its own), netns names, UTS pins,
-    /etc/netns, DNS servers, legacy iptables rules as configuration, and netkit's state."""
+    /etc/netns, DNS servers, the firewall rules of every backend as configuration, and netkit's state."""
     return {
         "net": netstate.network_config(),
         "netns": netstate.all_netns(),
@@ -61,7 +62,7 @@ def snapshot(sandbox) -> dict:
         "etc": sorted(os.listdir("/etc/netns")),
         "dns": sorted(f for f in os.listdir("/run/netkit/dns") if f.endswith(".pid"))
         if os.path.isdir("/run/netkit/dns") else [],
-        "iptables": netstate.iptables_config(sandbox.sh("iptables-legacy-save").stdout),
+        "iptables": every_rule(sandbox),
         "containers": json.loads(sandbox.netkit("container", "ls", "--json").stdout),
         "networks": json.loads(sandbox.netkit("network", "ls", "--json").stdout),
     }

@@ -9,6 +9,7 @@ import sqlite3
 
 import pytest
 
+from fwbackend import every_rule
 from required import need
 
 pytestmark = pytest.mark.root
@@ -60,7 +61,7 @@ def kernel(sandbox) -> dict:
     for ns, prefix in spaces.items():
         snap[ns] = {"links": links(prefix), "addrs": addrs(prefix),
                     "routes": sandbox.sh(f"{prefix}ip -4 route show table all | sort").stdout}
-    snap["iptables"] = sandbox.sh("iptables-legacy-save | grep -v '^#' | sed -E 's/\\[[0-9]+:[0-9]+\\]//'").stdout
+    snap["iptables"] = every_rule(sandbox)
     snap["sysctl"] = sandbox.sh("sysctl -n net.ipv4.ip_forward").stdout
     etc = {}
     for base, _dirs, names in os.walk("/etc/netns"):
@@ -81,7 +82,7 @@ def state(sandbox) -> dict:
 
 @pytest.fixture
 def shop(sandbox, tmp_path):
-    need("ip", "iptables-legacy-save", "sysctl")
+    need("ip", "iptables-legacy-save", "nft", "sysctl")
     path = tmp_path / "compose.yaml"
     path.write_text(FILE)
     # Something the file did not make, which up and down must leave alone.

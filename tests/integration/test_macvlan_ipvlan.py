@@ -68,3 +68,26 @@ def test_missing_parent_is_one_clear_line(sandbox):
     _container("x1")
     with pytest.raises(UserError, match=r"^parent interface 'nosuch0' does not exist on this host$"):
         _attach("macvlan", "x1", "198.18.0.71", parent="nosuch0")
+
+
+def test_macvlan_through_the_engine(sandbox):
+    """`netkit network create --driver macvlan -o parent=uplink`, containers on it, rm: real kernel."""
+    need("ip", "ping")
+    import sys
+
+    kit = f"{sys.executable} -m netkit"
+    sandbox.sh(f"{kit} network create --driver macvlan mv -o parent=uplink --subnet 198.18.0.0/24 "
+               f"--gateway 198.18.0.2 --ip-range 198.18.0.64/26")
+    sandbox.sh(f"{kit} container create m1 --net mv")
+    sandbox.sh(f"{kit} container create m2 --net mv")
+    assert "macvlan mode bridge" in sandbox.ns("m1", "ip -d -o link show eth0").stdout
+    sandbox.ns("m1", "ping -c1 -W2 198.18.0.65")  # m2, its sibling
+    sandbox.ns("m2", "ping -c1 -W2 198.18.0.2")  # the wire's `outside` host
+    assert "macvlan" in sandbox.sh(f"{kit} network ls").stdout
+    bad = subprocess.run(f"{kit} network create --driver macvlan mv2 -o parent=nosuch0", shell=True,
+                         capture_output=True, text=True)
+    assert (bad.returncode, bad.stderr.strip()) == \
+        (2, "netkit: parent interface 'nosuch0' does not exist on this host (-o parent=IF)")
+    sandbox.sh(f"{kit} container rm m1 m2")
+    sandbox.sh(f"{kit} network rm mv")
+    assert "m1" not in sandbox.sh("ip netns list").stdout

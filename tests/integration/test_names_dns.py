@@ -5,6 +5,7 @@ import hashlib
 import os
 import signal
 import sys
+import time
 
 import pytest
 from nettools import foreign_netns_process

@@ -1,11 +1,14 @@
 """Publishing with real traffic: outside, host and 127.0.0.1, hairpin, address binds, direct-routing
-hole, conflicts, bad input, UDP conntrack, -P, --dry-run, removal."""
+hole, conflicts, bad input, UDP conntrack, -P, --dry-run, removal; each with every kernel firewall
+backend (the `backend` fixture) but -P, which does not depend on it."""
+import json
 import os
 import socket
 
 import pytest
 
-from publish_helpers import Sniffer, ask, crafted_syn, legacy_save, mac_of, one_cpu, send_frame
+from fwbackend import backend, show  # noqa: F401 - backend: a fixture
+from publish_helpers import Sniffer, ask, crafted_syn, mac_of, one_cpu, send_frame
 from publish_helpers import servers  # noqa: F401,F811 - a fixture: pytest finds it by name
 from required import need
 from waiting import wait_for
@@ -18,7 +21,19 @@ def _net(sandbox, name="app", subnet="172.20.0.0/24", *extra):
     sandbox.netkit("network", "create", name, "--subnet", subnet, *extra)
 
 
-def test_outside_host_and_localhost(sandbox, servers):
+def rule_lines(sandbox) -> list[str]:
+    """netkit's rules read back (`netkit rules --json`: iptables-save text for every backend)."""
+    tables = json.loads(sandbox.netkit("rules", "--json").stdout)["tables"]
+    return [f"-A {chain} {spec}" for chains in tables.values() for chain, specs in chains.items() for spec in specs]
+
+
+# How the DNAT of 8088 -> 172.20.0.2:80 reads in each backend's own listing.
+NATIVE_DNAT = {"iptables-legacy": "-A NETKIT -p tcp -m tcp --dport 8088 -j DNAT --to-destination 172.20.0.2:80",
+               "iptables-nft": "-A NETKIT -p tcp -m tcp --dport 8088 -j DNAT --to-destination 172.20.0.2:80",
+               "nftables": "tcp . 8088 : 172.20.0.2 . 80"}
+
+
+def test_outside_host_and_localhost(sandbox, backend, servers):
     _net(sandbox)
     sandbox.netkit("container", "create", "web", "--net", "app", "-p", "8088:80", "-p", "8053:53/udp")
     servers("web", "tcp", 80)
@@ -32,13 +47,14 @@ def test_outside_host_and_localhost(sandbox, servers):
     assert ask(None, "udp", "127.0.0.1", 8053).startswith("web ")
     assert ":8088" not in sandbox.sh("ss -Hltnp").stdout
     assert sandbox.netkit("port", "web").stdout.split("\n")[:2] == ["53/udp -> 0.0.0.0:8053", "80/tcp -> 0.0.0.0:8088"]
-    assert sandbox.netkit("port", "web", "80").stdout.strip() == "80/tcp -> 0.0.0.0:8088"
-    assert "DNAT --to-destination 172.20.0.2:80" in sandbox.netkit("rules").stdout
+    assert sandbox.netkit("port", "web", "80").stdout.strip() == "0.0.0.0:8088"  # Docker's form for one port
+    assert "-A NETKIT -p tcp -m tcp --dport 8088 -j DNAT --to-destination 172.20.0.2:80" in rule_lines(sandbox)
+    assert NATIVE_DNAT[backend] in show(sandbox, backend)
     assert open("/proc/sys/net/ipv4/conf/br-app/route_localnet").read().strip() == "1"
     assert open("/proc/sys/net/ipv4/conf/all/route_localnet").read().strip() == "0"
 
 
-def test_hairpin_self_sibling_and_gateway(sandbox, servers):
+def test_hairpin_self_sibling_and_gateway(sandbox, backend, servers):
     _net(sandbox)
     sandbox.netkit("container", "create", "web", "--net", "app", "-p", "8088:80")
     sandbox.netkit("container", "create", "web2", "--net", "app")
@@ -50,7 +66,7 @@ def test_hairpin_self_sibling_and_gateway(sandbox, servers):
     assert ask("web2", "tcp", "172.20.0.1", 8088) == "web 172.20.0.1"  # via the gateway address
 
 
-def test_address_bound_publishes(sandbox, servers):
+def test_address_bound_publishes(sandbox, backend, servers):
     _net(sandbox)
     sandbox.netkit("container", "create", "web", "--net", "app", "-p", "127.0.0.1:8090:80", "-p", f"{UP}:8091:80")
     servers("web", "tcp", 80)
@@ -71,7 +87,7 @@ def test_address_bound_publishes(sandbox, servers):
     assert 40000 not in sniff.stop()
 
 
-def test_unpublished_ports_closed_to_routed_neighbours(sandbox, servers):
+def test_unpublished_ports_closed_to_routed_neighbours(sandbox, backend, servers):
     _net(sandbox)
     sandbox.netkit("container", "create", "web", "--net", "app", "-p", "8088:80")
     servers("web", "tcp", 80)
@@ -83,10 +99,10 @@ def test_unpublished_ports_closed_to_routed_neighbours(sandbox, servers):
     assert ask("outside", "tcp", UP, 8088) == f"web {OUT}"
 
 
-def test_conflicts_are_refused_naming_the_holder(sandbox):
+def test_conflicts_are_refused_naming_the_holder(sandbox, backend):
     _net(sandbox)
     sandbox.netkit("container", "create", "web", "--net", "app", "-p", "127.0.0.1:8088:80")
-    before = legacy_save(sandbox)
+    before = show(sandbox, backend)
     for spec in ("8088:80", "127.0.0.1:8088:80"):
         p = sandbox.netkit("container", "create", "web2", "--net", "app", "-p", spec, check=False)
         assert p.returncode == 2 and "already published by container 'web'" in p.stderr
@@ -105,20 +121,20 @@ def test_conflicts_are_refused_naming_the_holder(sandbox):
         assert p.returncode == 2 and "listening socket" in p.stderr
     finally:
         holder.close()
-    assert legacy_save(sandbox) == before
+    assert show(sandbox, backend) == before
 
 
 BAD = ["8088:", ":80", "80:abc", "70000", "0-5:80", "90-80", "8000-8002:80-81", "80/icmp",
        "localhost:8088:80", "[::1]:8088:80"]
 
 
-def test_bad_input_one_line_exit_2_nothing_changed(sandbox):
+def test_bad_input_one_line_exit_2_nothing_changed(sandbox, backend):
     _net(sandbox)
     sandbox.netkit("container", "create", "web", "--net", "app")
     sandbox.netkit("container", "create", "h", "--net", "host")
     sandbox.netkit("container", "create", "n", "--net", "none")
     sandbox.netkit("container", "create", "s", "--net", "container:web")
-    before = legacy_save(sandbox)
+    before = show(sandbox, backend)
     cases = [("publish", spec, "web") for spec in BAD] + [
         ("publish", "80", "h"), ("publish", "80", "n"), ("publish", "80", "s"), ("publish", "80", "ghost"),
         ("unpublish", "80", "web")]
@@ -130,10 +146,10 @@ def test_bad_input_one_line_exit_2_nothing_changed(sandbox):
     assert "IPv6" in sandbox.netkit("publish", "[::1]:8088:80", "web", check=False).stderr
     p = sandbox.netkit("container", "create", "bad", "--net", "app", "-p", "8088:", check=False)
     assert p.returncode == 2 and "bad" not in sandbox.netkit("container", "ls").stdout
-    assert legacy_save(sandbox) == before
+    assert show(sandbox, backend) == before
 
 
-def test_udp_conntrack_follows_the_new_mapping(sandbox, servers):
+def test_udp_conntrack_follows_the_new_mapping(sandbox, backend, servers):
     _net(sandbox)
     sandbox.netkit("container", "create", "a", "--net", "app", "-p", "5353:53/udp")
     sandbox.netkit("container", "create", "b", "--net", "app")
@@ -164,28 +180,41 @@ def test_publish_all_uses_the_ephemeral_range(sandbox, servers):
     assert out == "80/tcp -> 0.0.0.0:8000"
 
 
-def test_dry_run_prints_iptables_save_syntax(sandbox):
+DRY_PUBLISH = {
+    "iptables": ["*raw", "-A NETKIT-RAW -d 127.0.0.1/32 ! -i lo -p tcp -m tcp --dport 8088 -j DROP", "COMMIT",
+                 "*nat", "-A NETKIT -d 127.0.0.1/32 -p tcp -m tcp --dport 8088 -j DNAT --to-destination 172.20.0.2:80",
+                 "COMMIT"],
+    "nftables": ["add element ip netkit dnat_addr { 127.0.0.1 . tcp . 8088 : 172.20.0.2 . 80 }",
+                 "add element ip netkit raw_lo { 127.0.0.1 . tcp . 8088 }"],
+}
+DRY_CREATE = {
+    "iptables": ["-A NETKIT -p tcp -m tcp --dport 9000 -j DNAT --to-destination 172.20.0.3:90",
+                 "-A NETKIT-RAW -d 172.20.0.3/32 ! -i br-app -j DROP"],
+    "nftables": ["add element ip netkit dnat_any { tcp . 9000 : 172.20.0.3 . 90 }",
+                 "add element ip netkit raw_ep_addrs { 172.20.0.3 }"],
+}
+
+
+def test_dry_run_prints_the_backends_syntax(sandbox, backend):
     _net(sandbox)
     sandbox.netkit("container", "create", "web", "--net", "app")
-    before = legacy_save(sandbox)
+    before = show(sandbox, backend)
+    syntax = "nftables" if backend == "nftables" else "iptables"
     out = sandbox.netkit("publish", "127.0.0.1:8088:80", "web", "--dry-run").stdout.splitlines()
-    assert out == ["*raw", "-A NETKIT-RAW -d 127.0.0.1/32 ! -i lo -p tcp -m tcp --dport 8088 -j DROP", "COMMIT",
-                   "*nat", "-A NETKIT -d 127.0.0.1/32 -p tcp -m tcp --dport 8088 -j DNAT --to-destination 172.20.0.2:80",
-                   "COMMIT"]
+    assert out == DRY_PUBLISH[syntax]
     out = sandbox.netkit("container", "create", "web2", "--net", "app", "-p", "9000:90", "--dry-run").stdout
-    assert "-A NETKIT -p tcp -m tcp --dport 9000 -j DNAT --to-destination 172.20.0.3:90" in out
-    assert "-A NETKIT-RAW -d 172.20.0.3/32 ! -i br-app -j DROP" in out
-    assert legacy_save(sandbox) == before
+    assert all(line in out for line in DRY_CREATE[syntax]), out
+    assert show(sandbox, backend) == before
 
 
-def test_removal_removes_exactly_its_rules(sandbox):
+def test_removal_removes_exactly_its_rules(sandbox, backend):
     _net(sandbox)
     _net(sandbox, "other", "172.21.0.0/24")
     sandbox.netkit("container", "create", "a", "--net", "app", "-p", "8088:80", "-p", "127.0.0.1:8089:80")
     sandbox.netkit("container", "create", "b", "--net", "app", "-p", "9088:80")
-    with_a = sandbox.netkit("rules").stdout.splitlines()
+    with_a = rule_lines(sandbox)
     sandbox.netkit("container", "rm", "a")
-    without_a = sandbox.netkit("rules").stdout.splitlines()
+    without_a = rule_lines(sandbox)
     gone = [line for line in with_a if line not in without_a]
     assert sorted(gone) == sorted([
         "-A NETKIT -p tcp -m tcp --dport 8088 -j DNAT --to-destination 172.20.0.2:80",
@@ -194,6 +223,6 @@ def test_removal_removes_exactly_its_rules(sandbox):
         "-A NETKIT-RAW -d 172.20.0.2/32 ! -i br-app -j DROP"])
     assert not [line for line in without_a if line not in with_a]
     sandbox.netkit("network", "rm", "other")
-    after = sandbox.netkit("rules").stdout
+    after = show(sandbox, backend)
     assert "br-other" not in after and "172.21.0.0" not in after and "br-app" in after
     assert os.path.exists("/proc/sys/net/ipv4/conf/br-app")

@@ -13,6 +13,8 @@ import pytest
 
 from nettools import send_echo, start_echo
 
+from netkit.kernel import fw
+
 pytestmark = pytest.mark.root
 NETKIT = [sys.executable, "-m", "netkit"]
 
@@ -80,7 +82,7 @@ def test_icc_false_names_the_forward_rule(sandbox):
     d = the_drop(rep, "rule")
     assert d["setting"] == "icc=false"
     assert d["rule"]["chain"] == "NETKIT-FORWARD" and d["rule"]["table"] == "filter"
-    assert d["rule"]["rule"].endswith("-j DROP") and d["rule"]["backend"] == "iptables-legacy"
+    assert d["rule"]["rule"].endswith("-j DROP") and d["rule"]["backend"] == fw.choose().name  # the active one
     assert d["rule"]["packets"] >= 1
     assert "--no-icc (icc=false)" in d["text"] and "setting behind it: icc=false" in text
     assert "NETKIT-FORWARD" in text
@@ -212,6 +214,10 @@ def test_br_netfilter_off_explains_why_icc_false_lets_packets_through(sandbox):
     sandbox.netkit("container", "create", "a", "--net", "quiet")
     sandbox.netkit("container", "create", "b", "--net", "quiet")
     sandbox.sh("sysctl -qw net.bridge.bridge-nf-call-iptables=0")
+    # netkit turned on the bridge's own switch (nf_call_iptables): icc=false still holds
+    rep, text = trace(lambda: udp(sandbox, "a", ip_of(sandbox, "b")), "a", "b", "--proto", "udp")
+    assert rep["drops"] and not any("br_netfilter is off" in n for f in rep["flows"] for n in f["notes"])
+    sandbox.sh("ip link set br-quiet type bridge nf_call_iptables 0")
     rep, text = trace(lambda: udp(sandbox, "a", ip_of(sandbox, "b")), "a", "b", "--proto", "udp")
     assert not rep["drops"]
     (flow,) = rep["flows"]

@@ -28,6 +28,8 @@ class FakeFirewall:
 
     name = "fake-iptables"
     show_command = "fake-save"
+    syntax = "iptables"
+    manages_rules = True
 
     def __init__(self):
         self.tables = {t: {c: [] for c in chains} for t, chains in BUILTIN.items()}
@@ -48,6 +50,28 @@ class FakeFirewall:
 
     def policy(self, snapshot: dict, table: str, chain: str):
         return snapshot.get(table, {}).get(":policy", {}).get(chain)
+
+    # The rest of kernel/fw's FirewallBackend, as the iptables backends do it.
+    def available(self):
+        from netkit.kernel.fw import Availability
+
+        return Availability(True)
+
+    def render(self, ops: list[rules.Op]) -> list[str]:
+        return rules.render(ops)
+
+    def native(self) -> list[str]:
+        from netkit.kernel.fw.legacy import render_part
+
+        return render_part(rules.netkit_part(self.snapshot()))
+
+    def reset(self, forward_policy=None, dry_run=False):
+        from netkit.kernel.fw.legacy import reset_with
+
+        return reset_with(self, forward_policy, dry_run)
+
+    def leftovers(self) -> list[str]:
+        return []
 
     def apply(self, changes: list[rules.Op], thorough: bool = True):
         if self.fail_next is not None:
@@ -122,6 +146,7 @@ class FakeKernel:
         self.probe = FakeProbe()
         self.firewall = FakeFirewall()
         self.probe.sysctls["/proc/sys/net/ipv4/ip_forward"] = "0"
+        self.probe.sysctls["/proc/sys/net/bridge/bridge-nf-call-iptables"] = "1"  # br_netfilter loaded
         self.log: list = []  # every step run, undo steps included
         self.fail_on: type | None = None  # a step class whose handler raises
         self._index = itertools.count(2)
@@ -160,6 +185,7 @@ class FakeKernel:
             raise FileExistsError(op.name)
         self.probe.links[op.name] = self._link("bridge", address=op.mac, ipv4=[op.address] if op.address else [])
         self.probe.sysctls[f"/proc/sys/net/ipv4/conf/{op.name}/route_localnet"] = "0"
+        self.probe.sysctls[ops.bridge_nf_call_path(op.name)] = "0"
 
     def _BridgeDel(self, op):
         self._LinkDel(ops.LinkDel(op.name))
@@ -209,20 +235,55 @@ class FakeKernel:
         for name in op.ifnames:
             self.probe.hairpin[name] = True
 
+    def _ProcessesKill(self, op):
+        for procs in self.probe.netns_procs.values():
+            procs[:] = [(pid, comm) for pid, comm in procs if pid not in op.pids]
+
     def _SysctlSet(self, op):
         self.probe.sysctls[op.path] = op.value
 
     def _FirewallChange(self, op):
         self.firewall.apply(list(op.changes), op.thorough)
 
+    def _FirewallReset(self, op):
+        self.firewall.reset(op.forward_policy)  # the one fake backend stands for every backend
+
     def _ConntrackForget(self, op):
         pass
 
+    def _PortGuardAdd(self, op):
+        self.probe.guard_table = True
+        self.probe.guards.add((op.ifname, op.mac.lower(), op.ip))
+
+    def _PortGuardDel(self, op):
+        self.probe.guards.discard((op.ifname, op.mac.lower(), op.ip))
+
+    def _PortGuardTable(self, op):
+        self.probe.guard_table = True
+
+    def _PortGuardForget(self, op):
+        self.probe.guards = {g for g in self.probe.guards if g[0] != op.ifname}
+
+    def _BridgeNfCall(self, op):
+        self.probe.sysctls[ops.bridge_nf_call_path(op.bridge)] = op.value
+
+    def _PortGuardTableDel(self, op):
+        self.probe.guard_table = False
+        self.probe.guards.clear()
+
     def context(self, store_dir: str, dry_run: bool = False, **config) -> Context:
-        return Context(dry_run=dry_run, store=Store(store_dir), config=Config(**config), probe=self.probe,
-                       executor=self.executor, firewall=self.firewall, run_dir_path=store_dir, derive=False)
+        """A Context over this fake host. The config's "iptables": false (or firewall_backend
+        "none") gets the real `none` backend, as fw.choose picks it."""
+        from netkit.kernel import fw
+
+        cfg = Config(**config)
+        none = not cfg.iptables or cfg.firewall_backend == "none"
+        return Context(dry_run=dry_run, store=Store(store_dir), config=cfg, probe=self.probe,
+                       executor=self.executor, firewall=fw.get("none") if none else self.firewall,
+                       run_dir_path=store_dir, derive=False)
 
 
 _STEPS = (ops.NetnsAdd, ops.NetnsAttach, ops.NetnsDel, ops.BridgeAdd, ops.BridgeDel, ops.AddrAdd, ops.AddrDel,
-          ops.EndpointAdd, ops.LinkDel, ops.RouteReplace, ops.UtsAdd, ops.UtsDel, ops.HairpinOn, ops.SysctlSet,
-          ops.FirewallChange, ops.ConntrackForget)
+          ops.EndpointAdd, ops.LinkDel, ops.RouteReplace, ops.UtsAdd, ops.UtsDel, ops.HairpinOn, ops.ProcessesKill,
+          ops.SysctlSet, ops.FirewallChange, ops.FirewallReset, ops.ConntrackForget, ops.PortGuardAdd, ops.PortGuardDel,
+          ops.PortGuardTableDel, ops.PortGuardTable, ops.PortGuardForget, ops.BridgeNfCall)

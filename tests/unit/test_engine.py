@@ -74,7 +74,9 @@ def test_network_without_subnet_avoids_host_routes(ctx, kernel):
 
     kernel.probe.routes = [ip_network("172.17.0.0/16")]
     net = networks.create(ctx, NetworkRequest("auto"))
-    assert net.subnet == "172.18.0.0/16"
+    # 172.18 is the first free pool: kept for the default network, made later (Docker's docker0 holds it).
+    assert net.subnet == "172.19.0.0/16"
+    assert networks.get(ctx, "bridge").subnet == "172.18.0.0/16"
 
 
 def test_network_rm(ctx, kernel):
@@ -160,8 +162,8 @@ def test_container_rm_runs_deletions_after_the_commit(ctx, kernel):
     kernel.log.clear()
     containers.remove(ctx, "web")
     host_if = c.endpoints[0].host_ifname
-    assert [type(op) for op in kernel.log] == [ops.FirewallChange, ops.ConntrackForget, ops.LinkDel, ops.NetnsDel,
-                                               ops.UtsDel]
+    assert [type(op) for op in kernel.log] == [ops.FirewallChange, ops.ConntrackForget, ops.LinkDel,
+                                               ops.PortGuardDel, ops.NetnsDel, ops.UtsDel]
     assert kernel.log[1] == ops.ConntrackForget("tcp", 8080, "172.20.0.2", 80)
     assert host_if not in kernel.probe.links and "web" not in kernel.probe.netns
     assert "172.20.0.2" not in kernel.firewall.save() and ctx.store.published("tcp") == []
@@ -318,7 +320,7 @@ def test_full_sync_repairs_drift_and_reset_restores(ctx, kernel):
     assert kernel.firewall.save() == good
     assert doctor.firewall(ctx)[1] == 0
     done = reconcile.reset(ctx)
-    assert done[0] == "removed 7 netkit chain(s) and their hooks"
+    assert done[0] == "removed 8 netkit chain(s) and their hooks, and the anti-spoofing table"
     assert kernel.firewall.save() == "" and kernel.firewall.policies["filter"]["FORWARD"] == "ACCEPT"
     assert kernel.probe.sysctls[FORWARD] == "0"
     assert kernel.probe.sysctls["/proc/sys/net/ipv4/conf/br-app/route_localnet"] == "0"

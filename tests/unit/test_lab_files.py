@@ -28,9 +28,10 @@ def test_the_course_is_covered():
     for needed in ("netkit0-veth", "bridge-arp", "network-modes", "none-by-hand", "publish-ports", "nat-table",
                    "outbound-nat", "bridge-nf-call", "icc-link", "user-networks", "names-dns", "custom-bridge0",
                    "tcpdump-dnat", "trouble-ip-forward", "trouble-br-netfilter", "trouble-masquerade",
-                   "trouble-mtu", "trouble-dns"):
+                   "trouble-mtu", "trouble-dns", "overlay"):
         assert needed in slugs, needed
-    assert [slug for slug, _ in model.PLANNED] == ["overlay"]
+    assert model.PLANNED == []  # the overlay lab landed with multi-host support (issue 15)
+    assert next(lab for lab in LABS if lab.slug == "overlay").hosts == 2
 
 
 @pytest.mark.parametrize("lab", LABS, ids=[l.slug for l in LABS])
@@ -42,7 +43,8 @@ def test_lab_commands_run_only_listed_programs(lab):
 
 @pytest.mark.parametrize("lab", LABS, ids=[l.slug for l in LABS])
 def test_rule_listings_go_through_the_runner(lab):
-    """Switching the firewall backend is one edit of runner.FIREWALL_COMMANDS, not of every lab."""
+    """The listing commands follow the firewall backend through runner.firewall_commands, not
+    through every lab."""
     for where, text in _commands(lab):
         for word in ("iptables-legacy", "iptables-save", "iptables -", "iptables-nft"):
             assert word not in text, f"lab {lab.number} {where}: use $IPTABLES / $IPTABLES_SAVE, not {word}"
@@ -52,9 +54,30 @@ def test_rule_listings_go_through_the_runner(lab):
 
 
 def test_runner_names_both_listing_commands():
-    assert set(runner.FIREWALL_COMMANDS) == {"IPTABLES", "IPTABLES_SAVE"}
-    for prog in runner.FIREWALL_COMMANDS.values():
-        assert prog in programs.PROGRAMS
+    for commands in runner.FIREWALL_COMMANDS.values():
+        assert set(commands) == {"IPTABLES", "IPTABLES_SAVE"}
+        for prog in commands.values():
+            assert prog in programs.PROGRAMS
+
+
+@pytest.mark.parametrize("host", ["nf_tables", "legacy"])
+def test_listing_commands_follow_the_backend(tmp_path, monkeypatch, host):
+    """auto: plain `iptables`, whatever it is; a backend that is not the host's `iptables`: its own
+    tool; nftables (no iptables view): plain."""
+    from netkit.kernel import fw
+
+    monkeypatch.setattr(fw, "iptables_kind", lambda: host)
+    cfg = tmp_path / "config.json"
+    plain = {"IPTABLES": "iptables", "IPTABLES_SAVE": "iptables-save"}
+    assert runner.firewall_commands(str(cfg)) == plain  # no file: auto
+    other = "iptables-legacy" if host == "nf_tables" else "iptables-nft"
+    same = "iptables-nft" if host == "nf_tables" else "iptables-legacy"
+    cfg.write_text(f'{{"firewall_backend": "{other}"}}')
+    assert runner.firewall_commands(str(cfg)) == {"IPTABLES": other, "IPTABLES_SAVE": f"{other}-save"}
+    cfg.write_text(f'{{"firewall_backend": "{same}"}}')
+    assert runner.firewall_commands(str(cfg)) == plain
+    cfg.write_text('{"firewall_backend": "nftables"}')
+    assert runner.firewall_commands(str(cfg)) == plain
 
 
 def test_a_broken_lab_file_is_one_located_line(tmp_path):
@@ -72,3 +95,14 @@ def test_grading_outside_a_lab_sandbox_is_refused(monkeypatch):
     monkeypatch.delenv("NETKIT_SANDBOX", raising=False)
     with pytest.raises(EnvError, match="netkit lab start 3"):
         runner.require_sandbox(model.find("3"), "check")
+
+
+def test_lab_show_names_the_listing_command():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "netkit", "lab", "show", "06"], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    expected = runner.commands_for()["IPTABLES"]
+    assert f"$IPTABLES is `{expected}`" in out.stdout

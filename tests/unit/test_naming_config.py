@@ -15,11 +15,15 @@ def test_veth_names_fit_and_are_stable():
     assert name != naming.veth_name("a" * 64, "c" * 64)
 
 
-def test_bridge_names_refuse_rather_than_truncate():
-    assert naming.bridge_name_for("app") == "br-app"
-    assert naming.bridge_name_for("a" * 12) == "br-" + "a" * 12
-    with pytest.raises(UserError, match="at most 12 characters or pick the bridge with --bridge"):
-        naming.bridge_name_for("a" * 13)
+def test_bridge_names_never_truncate_a_long_name():
+    # Docker accepts long network names (Compose's myproject_default): their bridge is Docker's own
+    # br-<12 hex of the id>, never a truncated name that could collide with another network's.
+    net_id = "0123456789abcdef" * 4
+    assert naming.bridge_name_for("app", net_id) == "br-app"
+    assert naming.bridge_name_for("a" * 12, net_id) == "br-" + "a" * 12
+    assert naming.bridge_name_for("a" * 13, net_id) == "br-0123456789ab"
+    assert naming.bridge_name_for("myproject_default", net_id) == "br-0123456789ab"
+    assert naming.bridge_name_for("a" * 12 + "b", "f" * 64) != naming.bridge_name_for("a" * 12 + "c", net_id)
 
 
 @pytest.mark.parametrize("bad", ["", "a/b", "a b", "x:1", "a" * 16, "..", "eth0\n", "br\n"])

@@ -120,8 +120,16 @@ def test_internal_no_icc_and_links():
     link = ["-A NETKIT-FORWARD -s 172.31.0.3/32 -d 172.31.0.2/32 -i br-q -o br-q -p tcp -m tcp --dport 5432 -j ACCEPT",
             "-A NETKIT-FORWARD -s 172.31.0.2/32 -d 172.31.0.3/32 -i br-q -o br-q -p tcp -m tcp --sport 5432 -j ACCEPT",
             "-A NETKIT-FORWARD -s 172.31.0.3/32 -d 172.31.0.2/32 -i br-q -o br-q -p udp -m udp --dport 8000:8010 -j ACCEPT"]
+    # Docker: --link opens holes on the default network only; on a user network it is a name alias
+    for line in link:
+        assert line not in flat
+    assert not rules.involves_links(app, {n.name: n for n in nets})
+    dflt = [net("int", "br-int", "172.30.0.0/16", internal=True),
+            net("q", "br-q", "172.31.0.0/16", icc=False, default=True)]
+    flat = _flat(rules.plan(dflt, [db, app, ct("i", "172.30.0.2", "int")]))
     for line in link:
         assert flat.index(line) < flat.index("-A NETKIT-FORWARD -i br-q -o br-q -j DROP")
+    assert rules.involves_links(app, {n.name: n for n in dflt})
 
 
 def test_iptables_off_network_has_no_rules():
@@ -135,8 +143,9 @@ def test_diff_from_nothing_then_idempotent():
     ops = rules.diff({}, rs)
     assert [o.text() for o in ops if o.action == "N"] == [
         "-N NETKIT-RAW", "-N NETKIT", "-N NETKIT-POSTROUTING", "-N NETKIT-FORWARD", "-N NETKIT-USER",
-        "-N NETKIT-ISOLATION-1", "-N NETKIT-ISOLATION-2"]
+        "-N NETKIT-ISOLATION-1", "-N NETKIT-ISOLATION-2", "-N NETKIT-INPUT"]
     assert rules.Op("filter", "I", "FORWARD", "-j NETKIT-FORWARD", 1) in ops
+    assert rules.Op("filter", "I", "INPUT", "-j NETKIT-INPUT", 1) in ops
     current = {}
     for (t, c), specs in rs.rules.items():
         current.setdefault(t, {})[c] = list(specs)

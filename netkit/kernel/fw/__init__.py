@@ -1,4 +1,11 @@
-"""Firewall backends: the one interface the engine asks of the firewall, and which backend to use.
+"""Firewall backends: the one interface the engine asks of the firewall (the seam between the
+reconciler and the kernel's firewalls), and which backend to use.
+
+The reconciler (engine/reconcile.py) computes the desired rule set (`rules.RuleSet`, pure, in
+iptables-save text), reads the active backend's rules as a snapshot, and hands the difference
+(`rules.diff` -> list of `rules.Op`) to `apply`, wrapped in an `ops.FirewallChange` step that the
+executor runs and can undo (`rules.inverse`). Context.firewall is the active backend
+(`for_config`); reset, doctor and `netkit rules` go through the same object.
 
 A backend keeps netkit's rules (rules.py's plan) in one of the kernel's firewalls:
 
@@ -27,6 +34,7 @@ from netkit import programs
 from netkit.rules import Op
 
 NAMES = ("iptables-legacy", "iptables-nft", "nftables", "none")
+KERNEL_NAMES = NAMES[:3]  # the backends that hold rules in the kernel
 SETTINGS = ("auto",) + NAMES
 
 
@@ -54,15 +62,18 @@ class FirewallBackend(Protocol):
         """Can this backend work here (tools, library, kernel support)? Creates nothing."""
 
     def locked(self) -> AbstractContextManager:
-        """Hold the xtables lock (re-entrant) around a read-diff-apply."""
+        """Hold the xtables lock (re-entrant in this process, one lock for every backend) across
+        snapshot -> diff -> apply."""
 
     def snapshot(self) -> dict:
         """netkit's chains and hooks read back, rules.parse_save's shape (may hold foreign chains
         too for the iptables backends: rules.netkit_part picks netkit's part)."""
 
-    def apply(self, ops: list[Op], thorough: bool = True) -> None:
-        """Apply the delta as one batch (one transaction or one commit per table, undone on a
-        failure). thorough=False: the publish fast path, verify cheaply."""
+    def apply(self, ops: list[Op], thorough: bool = True) -> object:
+        """Apply the delta (N/A/I/D/F/X/P ops) as one batch (one transaction or one commit per
+        table, committed tables undone when a later one fails). `thorough`: read back every added
+        rule; False: the per-container fast path (appends/deletes in unordered chains), verify
+        cheaply."""
 
     def native(self) -> list[str]:
         """netkit's rules as the kernel holds them, in this backend's own syntax."""
@@ -119,6 +130,20 @@ def choose(setting: str = "auto", iptables: bool = True, source: str = "(default
     if kind == "legacy":
         return Choice("iptables-legacy", "auto: the host's `iptables` is iptables-legacy (`iptables -V` says legacy)")
     return Choice("nftables", "auto: no `iptables` command on this host; native nftables")
+
+
+def for_config(cfg) -> tuple[FirewallBackend, Choice]:
+    """The backend a config (netkit.config.Config) asks for, and why. A chosen backend that cannot
+    work here is an environment error naming what is missing and the way out."""
+    from netkit.errors import EnvError
+
+    choice = choose(cfg.firewall_backend, cfg.iptables, cfg.source)
+    backend = get(choice.name)
+    state = backend.available()
+    if not state.ok:
+        raise EnvError(f"firewall backend {choice.name} ({choice.reason}) cannot work here: {state.reason}; "
+                       f"set \"firewall_backend\" to another one in {cfg.source}")
+    return backend, choice
 
 
 def get(name: str) -> FirewallBackend:

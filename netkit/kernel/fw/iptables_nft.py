@@ -19,7 +19,7 @@ from netkit import programs, rules
 from netkit.errors import KernelError
 from netkit.kernel.fw import Availability, ResetReport
 from netkit.kernel.fw.legacy import describe_part, render_part, render_ruleset, reset_with
-from netkit.kernel.fw.xtlock import XtablesLock
+from netkit.kernel import xtlock
 
 
 class IptablesNftBackend:
@@ -29,7 +29,7 @@ class IptablesNftBackend:
     manages_rules = True
 
     def __init__(self):
-        self._lock = XtablesLock()
+        self._lock = xtlock.shared()
 
     def available(self) -> Availability:
         for tool in ("iptables-nft-restore", "iptables-nft-save"):

@@ -14,7 +14,7 @@ from netkit import nftrules, rules
 from netkit.errors import EnvError, KernelError
 from netkit.kernel.fw import Availability, ResetReport
 from netkit.kernel.fw import libnft
-from netkit.kernel.fw.xtlock import XtablesLock
+from netkit.kernel import xtlock
 
 TABLE = f"table {nftrules.QUALIFIED}"
 
@@ -26,7 +26,7 @@ class NftablesBackend:
     manages_rules = True
 
     def __init__(self):
-        self._lock = XtablesLock()
+        self._lock = xtlock.shared()
 
     def available(self) -> Availability:
         try:
@@ -69,6 +69,21 @@ class NftablesBackend:
             libnft.check("\n".join(script) + "\n")
             if thorough:
                 self._verify(ops)
+            if any(o.action == "X" for o in ops):
+                self._drop_if_empty()
+
+    def _drop_if_empty(self) -> None:
+        """After netkit's chains were removed (an undo, or a sync to a state with no network): the
+        table left holds only empty base chains and sets; delete it, so that nothing of netkit's
+        stays in `nft list ruleset`. Not while the forward base chain's policy is drop: that is
+        netkit's FORWARD policy, still in force."""
+        snap = self.snapshot()
+        if any(c.startswith(rules.PREFIX) or specs for part in snap.values() for c, specs in part.items()
+               if c != ":policy"):
+            return
+        if snap.get(rules.FILTER, {}).get(":policy", {}).get("FORWARD", "ACCEPT") != "ACCEPT":
+            return
+        libnft.check(f"delete {TABLE}\n")
 
     def _verify(self, ops: list[rules.Op]) -> None:
         snap = self.snapshot()

@@ -1,7 +1,7 @@
 """The xtables lock (XTABLES_LOCKFILE or /run/xtables.lock, what `iptables -w` takes), re-entrant
-within the process: held around every read-diff-apply of the iptables-nft and nftables backends
-so that two netkit processes, or netkit and a locking `iptables`, never interleave.
-(kernel/firewall.py keeps its own copy for the legacy backend, which this phase leaves unchanged.)
+within the process: held around every read-diff-apply of every firewall backend (legacy,
+iptables-nft, nftables) so that two netkit processes, or netkit and a locking `iptables`, never
+interleave. The one implementation: kernel/firewall.py and kernel/fw/ both use it.
 """
 from __future__ import annotations
 
@@ -55,3 +55,16 @@ class XtablesLock:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
                 os.close(self._fd)
                 self._fd = None
+
+
+_SHARED: XtablesLock | None = None
+
+
+def shared() -> XtablesLock:
+    """The process's one lock holder: every backend uses it, so holding two backends' locks at
+    once (a backend switch resets the old one inside the new one's sync) is one re-entrant flock,
+    not two open files of which the second waits for the first forever."""
+    global _SHARED
+    if _SHARED is None:
+        _SHARED = XtablesLock()
+    return _SHARED
