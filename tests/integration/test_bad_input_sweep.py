@@ -36,8 +36,8 @@ NETWORK = [
     ["172.21.1.0/25", "172.20.0.0/24", "172.21.0.0/23", "banana", "172.21.0.1/25", "172.21.0.0/33"]
 ] + [
     (["network", "create", n], 2, "") for n in
-    [NL, "app", "bridge", "host", "none", "default", "averyverylongname", "bad/name", "bad name", "", "x-\n",
-     ".", "..", "a" * 64, "x\t", "x;rm", "ü" * 8, "x\x00y"[:1] + "\x01"]
+    [NL, "app", "bridge", "host", "none", "default", "x y z", "bad/name", "bad name", "", "x-\n",
+     ".", "..", "a" * 300, "x\t", "x;rm", "ü" * 8, "x\x00y"[:1] + "\x01"]
 ] + [
     (["network", "create", "x", "--bridge", b], 2, "") for b in
     ["br-way-too-long-name", "", "bad/if", "br x", "br\n", "lo", "uplink", "br-app", "."]

@@ -15,6 +15,13 @@ pytestmark = pytest.mark.root
 NETKIT = [sys.executable, "-m", "netkit"]
 
 
+@pytest.fixture(autouse=True)
+def legacy_backend(sandbox):
+    """These checks read the rules back with iptables-legacy: make that netkit's backend."""
+    with open(os.environ["NETKIT_CONFIG"], "w") as fh:
+        fh.write('{"firewall_backend": "iptables-legacy"}')
+
+
 def one_line(r, code: int, *parts: str) -> None:
     lines = r.stderr.strip().splitlines()
     assert r.returncode == code and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
