@@ -49,6 +49,8 @@ def _ip(text: str) -> str:
 def validate_dns_server(text: str) -> str:
     """Return the normalised IPv4/IPv6 literal `text`; raise UserError if it is not one."""
     try:
+        if not text.isprintable():  # a newline here went into resolv.conf as is
+            raise ValueError(text)
         return _ip(text.strip())
     except ValueError:
         raise UserError(f'invalid DNS server "{text}": not an IPv4 or IPv6 address') from None

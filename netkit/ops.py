@@ -93,21 +93,24 @@ class AddrAdd:
 
     ifname: str
     address: str
+    netns: str | None = None  # set: inside that netns (doctor --fix puts a flushed address back)
 
     def render(self) -> list[str]:
-        return [f"ip addr add {self.address} dev {self.ifname}", f"ip link set {self.ifname} up"]
+        return [f"ip {_ns(self.netns)}addr add {self.address} dev {self.ifname}",
+                f"ip {_ns(self.netns)}link set {self.ifname} up"]
 
     def undo(self):
-        return AddrDel(self.ifname, self.address)
+        return AddrDel(self.ifname, self.address, self.netns)
 
 
 @dataclass(frozen=True)
 class AddrDel:
     ifname: str
     address: str
+    netns: str | None = None
 
     def render(self) -> list[str]:
-        return [f"ip addr del {self.address} dev {self.ifname}"]
+        return [f"ip {_ns(self.netns)}addr del {self.address} dev {self.ifname}"]
 
     def undo(self):
         return None

@@ -23,6 +23,7 @@ PROGRAMS: dict[str, str] = {
     "nsenter": "util-linux",
     "setpriv": "util-linux",
     "mount": "mount",
+    "umount": "mount",
     "sysctl": "procps",
     "hostname": "hostname",
     # firewall: both xtables backends and native nftables

@@ -275,12 +275,14 @@ def _chain_ops(table: str, chain: str, current: list[str], desired: list[str], o
         if seen[spec] <= want[spec]:
             kept.append(spec)
         else:
-            ops.append(Op(table, "D", chain, spec))
+            # In an ordered chain a deletion remembers where the rule was (1-based, once the
+            # deletions before it are done), so that its undo puts it back there, not at the end.
+            ops.append(Op(table, "D", chain, spec, len(kept) + 1 if ordered else 0))
     if ordered:
         it = iter(desired)
         if not all(any(spec == d for d in it) for spec in kept):
             # Out of order (someone moved rules): rebuild the chain.
-            ops += [Op(table, "D", chain, spec) for spec in kept]
+            ops += [Op(table, "D", chain, spec, 1) for spec in kept]
             kept = []
         result = list(kept)
         for i, spec in enumerate(desired):
@@ -367,14 +369,15 @@ def reset_ops(current: dict[str, dict[str, list[str]]]) -> list[Op]:
 
 
 def inverse(ops) -> list[Op]:
-    """Ops that undo `ops`, last first. Positions of deleted rules are not known: they are
-    appended back. A flush cannot be undone (only `reset` flushes, and it is not undone)."""
+    """Ops that undo `ops`, last first. A deleted rule goes back to the position its deletion
+    recorded (ordered chains), else it is appended. A flush cannot be undone (only `reset`
+    flushes, and it is not undone)."""
     out = []
     for o in reversed(list(ops)):
         if o.action in ("A", "I"):
             out.append(Op(o.table, "D", o.chain, o.spec))
         elif o.action == "D":
-            out.append(Op(o.table, "A", o.chain, o.spec))
+            out.append(Op(o.table, "I", o.chain, o.spec, o.pos) if o.pos else Op(o.table, "A", o.chain, o.spec))
         elif o.action == "N":
             out.append(Op(o.table, "X", o.chain))
         elif o.action == "X":

@@ -11,6 +11,7 @@ for the 0.0.0.0 wildcard, which overlaps every address). The schema has a versio
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -73,6 +74,16 @@ def run_dir() -> str:
     return os.environ.get("NETKIT_RUN_DIR", DEFAULT_RUN_DIR)
 
 
+RECOVER = ("restore a backup of it; or move it aside to start empty: `netkit doctor` then lists the kernel "
+           "objects netkit made, and `NETKIT_REMOVE_STRAYS=1 netkit doctor --fix` removes them")
+
+
+def damaged(directory: str, what: str) -> EnvError:
+    """The one line for a state netkit cannot trust: it refuses to change anything."""
+    return EnvError(f"netkit's state {os.path.join(directory, 'netkit.db')} is damaged ({what}); netkit changes "
+                    f"nothing until it is repaired: {RECOVER}")
+
+
 class Store:
     def __init__(self, directory: str | None = None, read_only: bool = False):
         """Open (and create or migrate) the state. `read_only`: a second connection to an open
@@ -85,14 +96,49 @@ class Store:
                 self.db.execute("PRAGMA query_only=1")
                 return
             os.makedirs(self.directory, mode=0o700, exist_ok=True)
-            self.db = sqlite3.connect(os.path.join(self.directory, "netkit.db"), isolation_level=None, timeout=30)
+            path = os.path.join(self.directory, "netkit.db")
+            existed = os.path.exists(path)
+            self.db = sqlite3.connect(path, isolation_level=None, timeout=30)
+            if existed:
+                self._check_integrity(path)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(_SCHEMA)
             self._migrate()
+        except sqlite3.OperationalError as err:  # the environment: locked, disk full, I/O error
+            raise EnvError(f"cannot open netkit's state in {self.directory}: {err}; nothing was changed "
+                           "(free space or fix the folder, then run the command again)") from None
+        except sqlite3.DatabaseError as err:  # "file is not a database", malformed ...
+            raise damaged(self.directory, str(err)) from None
         except (OSError, sqlite3.Error) as err:
             raise EnvError(f"cannot open netkit's state in {self.directory}: {err}; "
                            "run as root or set NETKIT_STATE_DIR") from None
+
+    def _check_integrity(self, path: str) -> None:
+        """An existing state file must hold netkit's tables: one truncated to zero bytes (or
+        overwritten) would otherwise read as "nothing exists", and doctor --fix would then remove
+        every container as a stray. Refuse instead (EnvError via damaged())."""
+        if os.path.getsize(path) == 0 and not os.path.exists(path + "-wal"):
+            raise damaged(self.directory, "the file is empty")
+        tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if "containers" not in tables:  # in every version of the schema
+            raise damaged(self.directory, "netkit's tables are missing")
+        check = self.db.execute("PRAGMA quick_check").fetchone()[0]
+        if check != "ok":
+            raise damaged(self.directory, f"sqlite integrity check: {check}")
+
+    def _decode(self, cls, table: str, row):
+        """A model object from one row; a row that does not decode is damage, said in one line."""
+        try:
+            return from_dict(cls, json.loads(row[0]))
+        except (ValueError, TypeError, KeyError, AttributeError) as err:
+            raise damaged(self.directory, f"a row of table '{table}' does not decode: {err}") from None
+
+    def _json(self, text: str, table: str):
+        try:
+            return json.loads(text)
+        except (ValueError, TypeError) as err:
+            raise damaged(self.directory, f"a row of table '{table}' does not decode: {err}") from None
 
     def committed(self) -> "Store":
         """The state before this command's writes (in WAL mode another connection sees the last
@@ -135,14 +181,20 @@ class Store:
         fcntl.flock(fd, fcntl.LOCK_EX)
         self._lock_fd = fd
         try:
-            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                self.db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as err:
+                raise self._cannot_save(err) from None
             try:
                 yield self
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
-            else:
                 self.db.execute("COMMIT")
+            except BaseException as err:
+                with contextlib.suppress(sqlite3.Error):
+                    self.db.execute("ROLLBACK")
+                if isinstance(err, sqlite3.Error):
+                    # e.g. a full disk: the caller (Context.change) undoes the kernel plan on it
+                    raise self._cannot_save(err) from None
+                raise
             if after_commit is not None:
                 after_commit()
         finally:
@@ -150,14 +202,20 @@ class Store:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
 
+    def _cannot_save(self, err: sqlite3.Error) -> EnvError:
+        if isinstance(err, sqlite3.DatabaseError) and not isinstance(err, sqlite3.OperationalError):
+            return damaged(self.directory, str(err))
+        return EnvError(f"cannot save netkit's state in {self.directory}: {err}; nothing was changed "
+                        "(free space or fix the folder, then run the command again)")
+
     # networks
     def network(self, name: str) -> Network | None:
         row = self.db.execute("SELECT data FROM networks WHERE name=?", (name,)).fetchone()
-        return from_dict(Network, json.loads(row[0])) if row else None
+        return self._decode(Network, "networks", row) if row else None
 
     def networks(self) -> list[Network]:
         rows = self.db.execute("SELECT data FROM networks ORDER BY name").fetchall()
-        return [from_dict(Network, json.loads(r[0])) for r in rows]
+        return [self._decode(Network, "networks", r) for r in rows]
 
     def put_network(self, net: Network) -> None:
         self.db.execute("INSERT OR REPLACE INTO networks VALUES (?, ?)", (net.name, json.dumps(to_dict(net))))
@@ -168,11 +226,11 @@ class Store:
     # containers
     def container(self, name: str) -> Container | None:
         row = self.db.execute("SELECT data FROM containers WHERE name=?", (name,)).fetchone()
-        return from_dict(Container, json.loads(row[0])) if row else None
+        return self._decode(Container, "containers", row) if row else None
 
     def containers(self) -> list[Container]:
         rows = self.db.execute("SELECT data FROM containers ORDER BY name").fetchall()
-        return [from_dict(Container, json.loads(r[0])) for r in rows]
+        return [self._decode(Container, "containers", r) for r in rows]
 
     def put_container(self, c: Container) -> None:
         """Write the container and make the address and name tables match its endpoints."""
@@ -245,7 +303,7 @@ class Store:
     # plain bridges made by `netkit bridge create`
     def bridge(self, name: str) -> dict | None:
         row = self.db.execute("SELECT data FROM bridges WHERE name=?", (name,)).fetchone()
-        return json.loads(row[0]) if row else None
+        return self._json(row[0], "bridges") if row else None
 
     def put_bridge(self, name: str, data: dict) -> None:
         self.db.execute("INSERT OR REPLACE INTO bridges VALUES (?, ?)", (name, json.dumps(data)))
@@ -256,7 +314,7 @@ class Store:
     # small facts netkit must remember (e.g. what it changed on the host, to restore on reset)
     def meta(self, key: str, default=None):
         row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
-        return json.loads(row[0]) if row else default
+        return self._json(row[0], "meta") if row else default
 
     def put_meta(self, key: str, value) -> None:
         self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))

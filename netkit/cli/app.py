@@ -59,6 +59,7 @@ def main(version: bool = typer.Option(False, "--version", "-v", is_eager=True, c
 def run_app() -> None:
     """Run the command line; a NetkitError becomes one line on stderr and its exit code (2 bad
     input, 1 environment), Ctrl-C exit 130. Usage errors are Typer's (exit 2)."""
+    import sqlite3
     import sys
 
     from netkit.errors import NetkitError
@@ -68,6 +69,11 @@ def run_app() -> None:
     except NetkitError as err:
         print(f"netkit: {err}", file=sys.stderr)
         sys.exit(err.exit_code)
+    except sqlite3.Error as err:  # anything the state module did not already put in words
+        from netkit.state import damaged, state_dir
+
+        print(f"netkit: {damaged(state_dir(), str(err))}", file=sys.stderr)
+        sys.exit(1)
     except KeyboardInterrupt:
         print("netkit: interrupted", file=sys.stderr)
         sys.exit(130)

@@ -11,6 +11,7 @@ import signal
 import sys
 import time
 
+from netkit import faults
 from netkit.errors import EnvError
 
 MODULE = "netkit.dns.server"
@@ -168,6 +169,35 @@ def _kill(pid: int, network: str) -> bool:
         os.close(pidfd)
 
 
+def servers() -> list[tuple[str, int]]:
+    """(network, pid) of every netkit DNS server running on this host (found by its argv, so
+    also one whose pidfile a crash never wrote)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        pairs = dict(zip(argv, argv[1:]))
+        if pairs.get("-m") == MODULE and "--network" in pairs:
+            found.append((pairs["--network"], int(entry)))
+    return found
+
+
+def orphans(run_dir: str) -> list[tuple[str, int]]:
+    """Servers no pidfile names (a kill between spawn and pidfile): they hold the network's
+    port 53, so a new server could never bind."""
+    return [(net, pid) for net, pid in servers() if _read_pid(_paths(net, run_dir)[0]) != pid]
+
+
+def stop_orphans(network: str | None, run_dir: str) -> list[tuple[str, int]]:
+    """Stop the orphaned servers (of one network, or all); those stopped."""
+    return [(net, pid) for net, pid in orphans(run_dir) if network in (None, net) and _kill(pid, net)]
+
+
 def _write_pidfile(pidfile: str, pid: int) -> None:
     tmp = f"{pidfile}.tmp"
     with open(tmp, "w") as f:
@@ -183,7 +213,9 @@ def _start(network: str, listen_ip: str, records_file: str, run_dir: str, port: 
             if reuse:
                 return pid
             raise EnvError(f"DNS server for network {network} is already running (pid {pid})")
+        stop_orphans(network, run_dir)  # an orphan of a killed start holds the port
         pid = _spawn(network, listen_ip, port, records_file, logfile)
+        faults.point("dns-pidfile")  # test-only (netkit/faults.py): a kill here makes an orphan
         _write_pidfile(pidfile, pid)
         return pid
 
@@ -212,4 +244,4 @@ def stop(network: str, run_dir: str) -> bool:
         stopped = pid is not None and _kill(pid, network)
         with contextlib.suppress(FileNotFoundError):
             os.remove(pidfile)
-        return stopped
+        return bool(stop_orphans(network, run_dir)) or stopped

@@ -78,6 +78,10 @@ def plan_endpoint(ctx: Context, c: Container, net: Network, ip: str | None, mac:
     )
     if mac:
         _check_mac_free(ctx, net.name, ep.mac)
+        bridge = ctx.probe.link_info(net.bridge) or {}
+        if ep.mac.lower() in {(bridge.get("address") or "").lower(), naming.bridge_mac(net.bridge)}:
+            # The gateway's own MAC: the bridge would take the container's frames as its own.
+            raise Conflict(f"MAC address {ep.mac} is the MAC of bridge '{net.bridge}' (the gateway); choose another")
     # The first network with a way out gives the default route, as in Docker.
     gateway = net.gateway if not net.internal and _route_holder(ctx, c) is None else None
     if net.parent:  # macvlan/ipvlan: a sub-interface of the parent, made inside the netns
@@ -242,6 +246,8 @@ def _apply_name_options(ctx: Context, c: Container, req: ContainerRequest) -> No
             raise UserError(f"--link {spec}: a container cannot link to itself")
         if not target:
             raise NotFound(f"--link {spec}: container '{other}' not found")
+        if alias:  # it becomes a line of /etc/hosts: a name, nothing else
+            naming.validate_object_name("--link alias", alias)
         links.append(f"{target.name}:{alias or other}")
     c.links = links
     if c.mode in (MODE_HOST, MODE_CONTAINER) and (req.dns or req.dns_search or req.dns_options or req.add_host):
@@ -257,6 +263,9 @@ def create(ctx: Context, req: ContainerRequest) -> Container:
 def plan_create(ctx: Context, req: ContainerRequest) -> Container:
     """Validate, plan and apply a container inside an open ctx.change()."""
     naming.validate_object_name("container", req.name)
+    for option, value in (("--ip", req.ip), ("--mac", req.mac), ("--hostname", req.hostname)):
+        if value is not None and not value.strip():  # not "pick one for me"
+            raise UserError(f"{option} is empty; give a value or leave the option out")
     if ctx.store.container(req.name):
         raise Conflict(f"container '{req.name}' already exists")
     mode, net_name, shared = _parse_mode(ctx, req)

@@ -51,6 +51,9 @@ class Context:
         self.derive = derive
         self.printed = []
         self._applied: list = []
+        self._removals: list = []  # deletions run after the commit (journalled for roll-forward)
+        self._journalled: list = []  # every step the journal holds (what was applied may be undone)
+        self._token: str | None = None
         self._on_commit: list[Callable[[Context], None]] = []
         self.firewall_hint = None
         self._hint_blocked = False
@@ -126,6 +129,7 @@ class Context:
         if self.dry_run:
             self.printed.extend(render_plan(plan))
             return
+        self._journal_write(apply=plan)  # durable before the first step runs
         self.executor().apply(plan)
         self._applied.extend(plan)
 
@@ -135,6 +139,7 @@ class Context:
         if self.dry_run:
             self.printed.extend(render_plan(plan))
             return
+        self._removals.extend(plan)
         self._on_commit.append(lambda ctx: ctx.executor().apply_all(plan))
 
     def after(self, step: Callable[[Context], None]) -> None:
@@ -154,14 +159,72 @@ class Context:
         self.firewall_hint = None
         self._hint_blocked = True
 
+    # ---- the intent journal (netkit/journal.py) ----------------------------------------------
+
+    def _journal_write(self, apply: list = ()) -> None:
+        """Record what this change is about to do (before it does it)."""
+        import sys
+
+        from netkit import journal
+
+        if self._token is None:
+            self._token = os.urandom(8).hex()
+        self._journalled.extend(apply)
+        journal.write(self.store.directory, self._token, " ".join(sys.argv[1:]) or "?", self._journalled,
+                      self._removals)
+
+    def _journal_seal(self) -> None:
+        """Last thing in the transaction: the state says this change committed (if it does)."""
+        from netkit import journal
+
+        if self._token is None and not self._removals:
+            return
+        self._journal_write()  # the removals are known now
+        self.store.put_meta(journal.META, self._token)
+
+    def _journal_done(self) -> None:
+        from netkit import journal
+
+        if self._token is not None:
+            journal.clear(self.store.directory)
+        self._token = None
+
+    def recover(self) -> list[str]:
+        """Finish or undo a change a crash interrupted (its journal is still there); what was
+        done, as lines. Call with the state lock held (inside a transaction)."""
+        from netkit import journal
+
+        data = journal.read(self.store.directory)
+        if data is None:
+            return []
+        what = journal.describe(data)
+        if "damaged" in data:
+            raise EnvError(f"the journal {journal.path(self.store.directory)} of an interrupted change is damaged "
+                           f"({data['damaged']}): run `netkit doctor`, remove what it lists, then delete the file")
+        committed = data.get("token") is not None and self.store.meta(journal.META) == data["token"]
+        steps = journal.plan(data, committed)
+        if steps:
+            try:
+                self.executor().apply_all(steps)
+            except Exception as err:  # noqa: BLE001 - one line, the journal stays for the next try
+                raise EnvError(f"an interrupted change ({what}) could not be "
+                               f"{'finished' if committed else 'undone'}: {err}; see `netkit doctor`") from None
+        journal.clear(self.store.directory)
+        verb = "finished (it had committed)" if committed else "rolled back (it had not committed)"
+        return [f"interrupted change {what} {verb}: {len(steps)} step(s)"]
+
     def _run_after_commit(self) -> None:
+        from netkit import faults
+
         self._applied = []  # committed: the kernel plan stays
         failures = []
         for step in self._on_commit:
             try:
+                faults.point("after-commit")
                 step(self)
             except Exception as err:  # noqa: BLE001 - every step gets its chance
                 failures.append(str(err))
+        self._journal_done()
         if failures:
             raise EnvError(f"{failures[0]}; the change itself is saved: run `netkit doctor --fix`")
 
@@ -170,24 +233,36 @@ class Context:
         """One command's change: state transaction + kernel plan; all or nothing."""
         from netkit.engine import reconcile
 
+        from netkit import faults
+
         self._applied = []
         self._on_commit = []
+        self._removals = []
+        self._journalled = []
+        self._token = None
         self.firewall_hint = None
         self._hint_blocked = False
         try:
             with self.store.transaction(after_commit=self._run_after_commit):
+                if not self.dry_run:
+                    self.recover()  # a change a crash interrupted is finished or undone first
                 yield self
                 # Every change ends with netkit's rules and host settings matching the new state
                 # (a dry run prints the changes instead); a failure here rolls back state and plan.
                 reconcile.sync(self)
                 if self.dry_run:
                     raise _DryRun
+                self._journal_seal()
+                faults.point("commit")
         except _DryRun:
             pass
         except BaseException:
-            if self._applied:
-                self.executor().undo(self._applied)
+            failed = self.executor().undo(self._applied) if self._applied else []
+            if self._token is not None and not failed:
+                self._journal_done()  # undone: nothing left to finish (else recover() retries)
             raise
         finally:
             self._applied = []
             self._on_commit = []
+            self._removals = []
+            self._journalled = []

@@ -13,8 +13,9 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from netkit import ops, rules
+from netkit import journal, naming, ops, rules
 from netkit.engine import reconcile
+from netkit.errors import EnvError
 from netkit.model import MODE_BRIDGE, MODE_NONE, Container, Endpoint
 
 if TYPE_CHECKING:
@@ -35,6 +36,16 @@ def strays(ctx: Context) -> list[tuple[str, object]]:
             found.append((f"UTS pin {uts_dir}/{name}", ops.UtsDel(os.path.join(uts_dir, name))))
             if probe.netns_exists(name):
                 found.append((f"netns {name}", ops.NetnsDel(name)))
+    # Bridges netkit made carry the MAC naming.bridge_mac(name) derives from their name: one with
+    # it that no network (nor `netkit bridge create`) owns was left by a killed create or rm.
+    owned = {n.bridge for n in ctx.store.networks()}
+    for name in probe.link_names():
+        if name in owned or ctx.store.bridge(name) is not None:
+            continue
+        info = probe.link_info(name)
+        if info and info.get("kind") == "bridge" and (info.get("address") or "").lower() == naming.bridge_mac(name):
+            addrs = ", ".join(info.get("ipv4") or []) or "no address"
+            found.append((f"bridge {name} ({addrs})", ops.BridgeDel(name)))
     ports = {e.host_ifname for c in ctx.store.containers() for e in c.endpoints}
     for net in ctx.store.networks():
         if probe.link_exists(net.bridge):
@@ -85,9 +96,134 @@ def _route_via(ctx: Context, c: Container) -> tuple[Endpoint | None, str | None]
     return None, None
 
 
+def interrupted(ctx: Context, fix: bool = False) -> Findings:
+    """A change a crash interrupted (its intent journal is still there): finished or undone."""
+    data = journal.read(ctx.store.directory)
+    if data is None:
+        return [], 0
+    if fix:
+        with ctx.store.transaction():
+            return [f"fix: {line}" for line in ctx.recover()], 0
+    return [f"problem: an interrupted change was not finished: {journal.describe(data)} "
+            f"({journal.path(ctx.store.directory)}; fix: netkit doctor --fix)"], 1
+
+
+def refuse_if_state_lost(ctx: Context) -> None:
+    """An empty state next to many of netkit's kernel objects smells of a lost state file, not of
+    strays: removing them all would take every running container down. Refuse; say how to go on."""
+    if ctx.store.networks() or ctx.store.containers() or ctx.store.meta(reconcile.META):
+        return
+    found = strays(ctx)
+    pins = [what for what, _ in found if what.startswith("UTS pin")]
+    if pins and not os.environ.get("NETKIT_REMOVE_STRAYS"):
+        raise EnvError(f"netkit's state in {ctx.store.directory} is empty, yet {len(pins)} container(s) netkit made "
+                       "exist: if the state was lost, restore it from a backup; to remove them all, run "
+                       "NETKIT_REMOVE_STRAYS=1 netkit doctor --fix")
+
+
+def addresses(ctx: Context, fix: bool = False) -> Findings:
+    """Gateway addresses on netkit's bridges (flushed behind its back, every container loses its way)."""
+    lines, problems = [], 0
+    for net in ctx.store.networks():
+        info = ctx.probe.link_info(net.bridge)
+        want = f"{net.gateway}/{net.prefixlen}"
+        if info is None or want in (info.get("ipv4") or []):
+            continue
+        if fix:
+            ctx.executor().apply([ops.AddrAdd(net.bridge, want)])
+            lines.append(f"fix: put gateway address {want} back on {net.bridge}")
+        else:
+            problems += 1
+            lines.append(f"problem: bridge '{net.bridge}' of network '{net.name}' lacks its gateway address "
+                         f"{want} (fix: netkit doctor --fix)")
+    if fix:
+        lines += container_addresses(ctx)
+    return lines, problems
+
+
+def container_addresses(ctx: Context) -> list[str]:
+    """doctor --fix: put back a container's flushed address (and with it its default route)."""
+    probe, done = ctx.probe, []
+    for c in ctx.store.containers():
+        netns = os.path.basename(c.netns) if c.netns else None
+        if c.mode not in (MODE_BRIDGE, MODE_NONE) or not netns or not probe.netns_exists(netns):
+            continue
+        holder, via = _route_via(ctx, c)
+        for ep in c.endpoints:
+            inner = probe.link_info(ep.ifname, netns)
+            if inner is None:
+                continue
+            want = f"{ep.ip}/{ep.prefixlen}"
+            if want not in (inner.get("ipv4") or []):
+                ctx.executor().apply([ops.AddrAdd(ep.ifname, want, netns)])
+                done.append(f"fix: put address {want} back on {ep.ifname} of container '{c.name}'")
+            if ep is holder and probe.default_gateway(netns) != via:
+                ctx.executor().apply([ops.RouteReplace(netns, via)])
+                done.append(f"fix: put the default route via {via} back in container '{c.name}'")
+    return done
+
+
+def dns_orphans(ctx: Context, fix: bool = False) -> Findings:
+    from netkit.dns import supervisor
+
+    lines, problems = [], 0
+    # A server for a network the state does not hold (a kill between `network rm`'s commit and
+    # the server's stop) is as stray as one without a pidfile.
+    known = {n.name for n in ctx.store.networks() if not n.default}
+    unknown = sorted({net for net, _ in supervisor.servers() if net not in known})
+    if fix:
+        for net, pid in supervisor.stop_orphans(None, ctx.run_dir):
+            lines.append(f"fix: stopped orphaned DNS server of network '{net}' (pid {pid}, no pidfile)")
+        for net in unknown:
+            supervisor.stop(net, ctx.run_dir)
+            lines.append(f"fix: stopped the DNS server of network '{net}', which is not in netkit's state")
+        return lines, 0
+    for net, pid in supervisor.orphans(ctx.run_dir):
+        problems += 1
+        lines.append(f"problem: DNS server of network '{net}' (pid {pid}) has no pidfile: an orphan of an "
+                     "interrupted command (fix: netkit doctor --fix)")
+    for net in unknown:
+        problems += 1
+        lines.append(f"problem: a DNS server runs for network '{net}', which is not in netkit's state "
+                     "(fix: netkit doctor --fix)")
+    return lines, problems
+
+
+def stray_name_files(ctx: Context, fix: bool = False) -> Findings:
+    """/etc/netns/NAME folders netkit wrote (their hosts file starts with netkit's header) for a
+    container the state does not hold and no netns of that name: left by a kill between `container rm`'s commit and the
+    files' removal. They would shadow the files of a later netns of that name."""
+    from netkit import names as names_mod
+    from netkit.engine import names_sync
+    from netkit.kernel.nsexec import ETC_NETNS
+
+    lines, problems = [], 0
+    known = {c.name for c in ctx.store.containers()}
+    for name in ctx.probe.list_dir(ETC_NETNS):
+        if name in known or ctx.probe.netns_exists(name):  # only folders no netns uses
+            continue
+        try:
+            with open(os.path.join(ETC_NETNS, name, "hosts")) as f:
+                ours = f.read(len(names_mod._HOSTS_HEADER)) == names_mod._HOSTS_HEADER
+        except OSError:
+            ours = False
+        if not ours:
+            continue
+        if fix:
+            names_sync.remove_files(Container(name=name, id="", mode="", netns=None))
+            lines.append(f"fix: removed stray {ETC_NETNS}/{name}")
+        else:
+            problems += 1
+            lines.append(f"problem: stray {ETC_NETNS}/{name} (netkit's name files) is not in netkit's state "
+                         "(fix: netkit doctor --fix)")
+    return lines, problems
+
+
 def kernel_objects(ctx: Context, fix: bool = False) -> Findings:
     probe = ctx.probe
     lines, problems = [], 0
+    if fix:
+        refuse_if_state_lost(ctx)
     for what, op in strays(ctx):
         if fix:
             ctx.executor().apply_all([op])
@@ -146,6 +282,9 @@ def firewall(ctx: Context, fix: bool = False) -> Findings:
         return lines + more, count
     nets = ctx.store.networks()
     meta = ctx.store.meta(reconcile.META, {}) or {}
+    if not any(n.iptables for n in nets) and not meta.get("active"):
+        # Nothing made yet (a fresh install): netkit has set up no rules, and needs none.
+        return lines + ["ok: no network needs netkit's firewall rules yet"], 0
     snap = fw.snapshot()
     changes = rules.diff(rules.netkit_part(snap), reconcile.desired(ctx, nets))
     for op in changes:
@@ -171,6 +310,10 @@ def firewall(ctx: Context, fix: bool = False) -> Findings:
         lines.append(f"problem: net.ipv4.ip_forward is 0 and {ctx.config.source} says \"ip_forward\": false: containers "
                      f"on {', '.join(n.name for n in managed)} cannot reach outside, nor be reached on published "
                      "ports from other hosts (fix: set \"ip_forward\": true, or sysctl -w net.ipv4.ip_forward=1)")
+    elif managed and ctx.config.ip_forward and "forward_policy_was" in meta and facts.forward_policy != "DROP":
+        problems += 1
+        lines.append(f"problem: the filter FORWARD policy is {facts.forward_policy}, netkit set DROP: the host "
+                     "forwards for anyone (fix: netkit doctor --fix)")
     else:
         lines.append(f"ok: net.ipv4.ip_forward={facts.ip_forward}, {fw.name} FORWARD policy {facts.forward_policy}")
     if "ip_forward_was" in meta:
@@ -326,8 +469,9 @@ def cluster(ctx: Context) -> Findings:
 
 def run(ctx: Context, fix: bool = False) -> Findings:
     lines, problems = [], 0
-    for part in (lambda: kernel_objects(ctx, fix), lambda: firewall(ctx, fix), lambda: port_guards(ctx, fix),
-                 lambda: names(ctx, fix), lambda: cluster(ctx)):
+    for part in (lambda: interrupted(ctx, fix), lambda: dns_orphans(ctx, fix), lambda: addresses(ctx, fix),
+                 lambda: kernel_objects(ctx, fix), lambda: firewall(ctx, fix), lambda: port_guards(ctx, fix),
+                 lambda: names(ctx, fix), lambda: stray_name_files(ctx, fix), lambda: cluster(ctx)):
         more, count = part()
         lines += more
         problems += count

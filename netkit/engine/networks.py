@@ -61,9 +61,23 @@ def _taken_subnets(ctx: Context, exclude: str | None = None) -> dict[str, ipam.I
     return {n.name: ipam.parse_subnet(n.subnet) for n in ctx.store.networks() if n.name != exclude}
 
 
+def _check_host_routes(ctx: Context, subnet: ipam.IPv4Network, own: list[str]) -> None:
+    """An explicit subnet must not overlap a route the host already has (its uplink's, a VPN's):
+    the bridge's connected route would steal that traffic (128.0.0.0/1 took half of IPv4).
+    Routes of an adopted bridge's own addresses do not count."""
+    mine = {ipam.parse_interface_cidr(a).network for a in own}
+    for route in ctx.probe.host_routes():
+        if route not in mine and subnet.overlaps(route):
+            raise Conflict(f"subnet {subnet} overlaps the host's route to {route}; choose another --subnet")
+
+
 def plan_network(ctx: Context, req: NetworkRequest, default: bool = False) -> tuple[Network, list]:
     """Validate a request against state and kernel; return the Network and its kernel plan."""
     naming.validate_object_name("network", req.name)
+    for option, value in (("--subnet", req.subnet), ("--gateway", req.gateway), ("--ip-range", req.ip_range),
+                          ("--bridge", req.bridge)):
+        if value is not None and not value.strip():  # not "pick one for me"
+            raise UserError(f"{option} is empty; give a value or leave the option out")
     if req.name in RESERVED and not default:
         raise UserError(f"network name '{req.name}' is reserved: `--net {req.name}` means {RESERVED[req.name]}")
     if req.driver not in DRIVERS:
@@ -95,6 +109,7 @@ def plan_network(ctx: Context, req: NetworkRequest, default: bool = False) -> tu
     if req.subnet:
         subnet = ipam.parse_subnet(req.subnet)
         ipam.check_overlap(subnet, others)
+        _check_host_routes(ctx, subnet, existing_addrs)
     elif existing_addrs:
         # Like dockerd -b: an adopted bridge that already has an address defines the network.
         iface = ipam.parse_interface_cidr(existing_addrs[0])

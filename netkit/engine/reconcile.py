@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from netkit import ops, rules
+from netkit import journal, ops, rules
 from netkit.errors import KernelError
 from netkit.model import Container, Network
 
@@ -117,6 +117,10 @@ def plan_full(current: dict, want: rules.RuleSet, nets: list[Network], facts: Ho
         meta["forward_policy_was"] = facts.forward_policy
         if facts.forward_policy != "DROP":
             changes.append(rules.Op(rules.FILTER, "P", "FORWARD", "DROP", was=facts.forward_policy))
+    elif "forward_policy_was" in meta and forward_wanted and facts.forward_policy != "DROP" and managed(nets):
+        # netkit set DROP when it turned forwarding on; someone flipped it back: the host routes
+        # for anyone again. Put DROP back (doctor reports it).
+        changes.append(rules.Op(rules.FILTER, "P", "FORWARD", "DROP", was=facts.forward_policy))
     if changes:
         plan.append(ops.FirewallChange(tuple(changes)))
     if turn_on:
@@ -232,6 +236,8 @@ def sync(ctx: Context) -> None:
     if not fw.manages_rules and not moving:
         return
     if not any(n.iptables for n in nets) and not meta.get("active"):
+        if not ctx.dry_run and journal.host_originals(ctx.store.directory):
+            _undo_interrupted_first_change(ctx)
         return
     if ctx.dry_run:
         if moving:
@@ -244,7 +250,7 @@ def sync(ctx: Context) -> None:
         try:
             if ctx.config.ip_forward and ctx.probe.sysctl(IP_FORWARD) == "0":
                 raise NeedFull
-            ctx.executor().apply(plan_fast(hint[0], hint[1], nets))
+            ctx.apply(plan_fast(hint[0], hint[1], nets))  # recorded: a failed commit undoes it
             return
         except (KernelError, NeedFull):
             pass  # e.g. someone deleted netkit's chains: the full sync puts everything back
@@ -259,13 +265,29 @@ def sync(ctx: Context) -> None:
         snap = fw.snapshot()
         plan, meta = plan_full(rules.netkit_part(snap), desired(ctx, nets), nets, host_facts(ctx, nets, snap),
                                ctx.config.ip_forward, meta, claim_forward=moving)
+        originals = {k: v for k, v in meta.items() if k.endswith("_was") and v}
+        if originals:  # durable before the change: a kill during it must not lose them
+            journal.save_host_originals(ctx.store.directory, originals)
         # Rules (re)written from nothing (first change, after `netkit reset`, after a backend
         # move): the existing containers' anti-spoofing comes back with them.
         guards = [] if meta.get("active") and not moving else port_guards(ctx.store.containers(), nets)
-        ctx.executor().apply(leave + plan + guards)
+        ctx.apply(leave + plan + guards)  # recorded: a failed commit undoes it
     meta["active"] = True
     meta["backend"] = fw.name
     ctx.store.put_meta(META, meta)
+
+
+def _undo_interrupted_first_change(ctx: Context) -> None:
+    """The state knows no network with rules and netkit never committed its rules, yet the host's
+    originals were recorded: a change was killed while it set the host up. Put the host back
+    (as `reset` does) so that nothing of netkit is left."""
+    fw = ctx.firewall
+    meta = journal.host_originals(ctx.store.directory)
+    with fw.locked():
+        now = {b: ctx.probe.sysctl(route_localnet(b)) for b in (meta.get("route_localnet_was") or {})}
+        host = [op for op in plan_reset({}, None, meta, now, {}) if not isinstance(op, ops.FirewallChange)]
+        ctx.executor().apply_all([ops.FirewallReset(fw.name, meta.get("forward_policy_was"))] + host)
+    journal.clear_host_originals(ctx.store.directory)
 
 
 def port_guards(containers: list, nets: list[Network]) -> list:
@@ -335,7 +357,12 @@ def reset(ctx: Context) -> list[str]:
     fw = ctx.firewall
     done = []
     with ctx.store.transaction():
-        meta = ctx.store.meta(META, {}) or {}
+        # The originals recorded before netkit's first change count too (a kill may have lost the
+        # state's copy); what the state says wins.
+        saved = journal.host_originals(ctx.store.directory)
+        meta = {**saved, **(ctx.store.meta(META, {}) or {})}
+        meta["route_localnet_was"] = {**(saved.get("route_localnet_was") or {}),
+                                      **(meta.get("route_localnet_was") or {})}
         holder = owner(meta) or fw.name
         with fw.locked():
             now = {b: ctx.probe.sysctl(route_localnet(b)) for b in (meta.get("route_localnet_was") or {})}
@@ -362,6 +389,7 @@ def reset(ctx: Context) -> list[str]:
             done.append(f"restored net.ipv4.ip_forward={meta['ip_forward_was']} and FORWARD policy "
                         f"{meta.get('forward_policy_was')}")
         ctx.store.delete_meta(META)
+        journal.clear_host_originals(ctx.store.directory)
     done.append("the next netkit change (or `netkit doctor --fix`) puts the rules and the anti-spoofing of "
                 "existing networks and containers back")
     return done

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from netkit import ops
+from netkit import faults, ops
 from netkit.errors import KernelError
 
 Handler = Callable[[object], None]
@@ -33,6 +33,7 @@ class Executor:
         handler = self.handlers.get(type(op))
         if handler is None:
             raise TypeError(f"no handler for plan step {type(op).__name__}")
+        faults.point(type(op).__name__)  # test-only: NETKIT_FAULT_AT (netkit/faults.py)
         handler(op)
 
     def apply(self, plan: list) -> None:

@@ -108,21 +108,33 @@ def bridge_add(h: Handles, op: ops.BridgeAdd) -> None:
         raise
 
 
+def _where(h: Handles, ifname: str, name: str | None) -> tuple[IPRoute, int]:
+    """The netlink socket of the netns (host if None) and the interface's index there."""
+    if name is None:
+        return h.host(), _ifindex(ifname)
+    ipr = h.in_netns(name)
+    found = ipr.link_lookup(ifname=ifname)
+    if not found:
+        raise KernelError(f"interface '{ifname}' does not exist in netns {name}")
+    return ipr, found[0]
+
+
 def addr_add(h: Handles, op: ops.AddrAdd) -> None:
     ip, plen = op.address.split("/")
-    idx = _ifindex(op.ifname)
-    h.host().addr("add", index=idx, address=ip, prefixlen=int(plen))
+    ipr, idx = _where(h, op.ifname, op.netns)
+    ipr.addr("add", index=idx, address=ip, prefixlen=int(plen))
     try:
-        h.host().link("set", index=idx, state="up")
+        ipr.link("set", index=idx, state="up")
     except BaseException:
-        addr_del(h, ops.AddrDel(op.ifname, op.address))
+        addr_del(h, ops.AddrDel(op.ifname, op.address, op.netns))
         raise
 
 
 def addr_del(h: Handles, op: ops.AddrDel) -> None:
     ip, plen = op.address.split("/")
     try:
-        h.host().addr("del", index=_ifindex(op.ifname), address=ip, prefixlen=int(plen))
+        ipr, idx = _where(h, op.ifname, op.netns)
+        ipr.addr("del", index=idx, address=ip, prefixlen=int(plen))
     except (NetlinkError, KernelError) as err:
         if not _gone(err):
             raise

@@ -17,6 +17,7 @@ from typing import Protocol
 class Probe(Protocol):
     def link_exists(self, ifname: str) -> bool: ...
     def link_info(self, ifname: str, netns: str | None = None) -> dict | None: ...
+    def link_names(self) -> list[str]: ...
     def bridge_ports(self, bridge: str) -> list[str]: ...
     def default_gateway(self, netns: str) -> str | None: ...
     def netns_exists(self, name: str) -> bool: ...
@@ -51,6 +52,9 @@ class HostProbe:
         from netkit.kernel import links
 
         return links.link_info(ifname, netns)
+
+    def link_names(self) -> list[str]:
+        return sorted(name for _, name in socket.if_nameindex())
 
     def bridge_ports(self, bridge: str) -> list[str]:
         from netkit.kernel import links
@@ -184,6 +188,9 @@ class FakeProbe:
     def link_info(self, ifname: str, netns: str | None = None) -> dict | None:
         table = self.netns_links.get(netns, {}) if netns else self.links
         return table.get(ifname)
+
+    def link_names(self) -> list[str]:
+        return sorted(self.links)
 
     def bridge_ports(self, bridge: str) -> list[str]:
         index = (self.links.get(bridge) or {}).get("ifindex")

@@ -160,7 +160,9 @@ def test_diff_ordered_insert_and_stale_delete():
     desired = rules.RuleSet({("filter", "NETKIT-FORWARD"): ["a", "b", "c"]}, hooks=())
     current = {"filter": {"NETKIT-FORWARD": ["a", "x", "c"]}}
     ops = [o for o in rules.diff(current, desired) if o.chain == "NETKIT-FORWARD"]
-    assert ops == [rules.Op("filter", "D", "NETKIT-FORWARD", "x"), rules.Op("filter", "I", "NETKIT-FORWARD", "b", 2)]
+    # (the deletion records the rule's position, 2, so that its undo re-inserts it there)
+    assert ops == [rules.Op("filter", "D", "NETKIT-FORWARD", "x", 2), rules.Op("filter", "I", "NETKIT-FORWARD", "b", 2)]
+    assert [o.text() for o in rules.inverse(ops)] == ["-D NETKIT-FORWARD b", "-I NETKIT-FORWARD 2 x"]
     current = {"filter": {"NETKIT-FORWARD": ["c", "a"]}}  # out of order: rebuilt
     ops = [o.text() for o in rules.diff(current, desired) if o.chain == "NETKIT-FORWARD"]
     assert ops == ["-D NETKIT-FORWARD c", "-D NETKIT-FORWARD a", "-A NETKIT-FORWARD a", "-A NETKIT-FORWARD b",
