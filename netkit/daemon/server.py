@@ -39,14 +39,11 @@ def log(message: str) -> None:
 def warm_up(app) -> None:
     """Import what commands would import, so that a forked child finds it loaded (the caller
     has imported the CLI with every command: `app` is its Typer application)."""
-    import pyroute2  # noqa: F401
-    from pyroute2 import IPRoute  # noqa: F401 - pyroute2 resolves its names lazily
-
     from netkit.engine import bridges, containers, context, doctor, networks, publish  # noqa: F401
-    from netkit.kernel import conntrack, firewall, iptc_loader, links, netns, nsexec, uts  # noqa: F401
+    from netkit.kernel import conntrack, firewall, iptc_loader, links, netns, nsexec, uts, warm  # noqa: F401
 
     iptc_loader.load()  # the module only: no table is opened here
-    _compile_netlink_messages()
+    warm.preload_netlink()
     from netkit.cni import plugin  # noqa: F401
     from netkit.dockerplugin import handlers, http  # noqa: F401
 
@@ -55,31 +52,6 @@ def warm_up(app) -> None:
     # child's garbage collections no longer touch (and so copy) every page of the parent's heap.
     gc.collect()
     gc.freeze()
-
-
-def _compile_netlink_messages() -> None:
-    """pyroute2 compiles each message class's attribute table on first use (~10 ms for an
-    attach's links, addresses and routes); do it once here, in pure Python, touching no socket."""
-    from pyroute2.netlink import nla_base
-    from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
-    from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
-    from pyroute2.netlink.rtnl.rtmsg import rtmsg
-
-    seen: set = set()
-
-    def compile_tree(cls) -> None:
-        seen.add(cls)
-        try:
-            cls()
-        except Exception:  # noqa: BLE001 - a class that needs arguments stays lazy
-            return
-        for name in dir(cls):
-            attr = getattr(cls, name, None)
-            if isinstance(attr, type) and issubclass(attr, nla_base) and attr not in seen:
-                compile_tree(attr)
-
-    for message in (ifinfmsg, ifaddrmsg, rtmsg):
-        compile_tree(message)
 
 
 def _prebuild_click_command(app) -> None:

@@ -13,3 +13,17 @@ def test_layer_contracts_are_kept():
     proc = subprocess.run([exe, "--no-cache"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert " 0 broken" in proc.stdout and " kept" in proc.stdout
+
+
+def test_the_kernel_library_contract_covers_every_module():
+    """A new module or package outside netkit/kernel is checked too: it must be on the list."""
+    import tomllib
+
+    with open(os.path.join(REPO, "pyproject.toml"), "rb") as fh:
+        contracts = tomllib.load(fh)["tool"]["importlinter"]["contracts"]
+    listed = set(next(c for c in contracts if c["id"] == "kernel-libraries")["source_modules"])
+    top = os.path.join(REPO, "netkit")
+    present = {f"netkit.{n[:-3]}" for n in os.listdir(top) if n.endswith(".py") and not n.startswith("__")}
+    present |= {f"netkit.{n}" for n in os.listdir(top)
+                if os.path.isfile(os.path.join(top, n, "__init__.py")) and n != "kernel"}
+    assert present <= listed, f"add to the kernel-libraries contract: {sorted(present - listed)}"
