@@ -171,15 +171,20 @@ def _kill(pid: int, network: str) -> bool:
 
 def servers() -> list[tuple[str, int]]:
     """(network, pid) of every netkit DNS server running on this host (found by its argv, so
-    also one whose pidfile a crash never wrote)."""
+    also one whose pidfile a crash never wrote). Only servers in this network namespace: hosts
+    that share a PID namespace (`netkit sandbox --hosts`) each have a server of a network `ov`."""
     found = []
+    here = os.stat("/proc/self/ns/net")
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/cmdline", "rb") as f:
                 argv = f.read().decode(errors="replace").split("\0")
+            there = os.stat(f"/proc/{entry}/ns/net")
         except OSError:
+            continue
+        if (there.st_dev, there.st_ino) != (here.st_dev, here.st_ino):
             continue
         pairs = dict(zip(argv, argv[1:]))
         if pairs.get("-m") == MODULE and "--network" in pairs:
