@@ -46,6 +46,9 @@ PROGRAMS: dict[str, str] = {
     # the shared store of several hosts (overlay networks; docs/multihost.md)
     "etcd": "etcd-server",
     "etcdctl": "etcd-client",
+    # a real Docker engine beside netkit's driver (tests, scripts/dockerbox.py, scripts/bench_docker.py)
+    "dockerd": "docker.io",
+    "containerd": "containerd",
     # shell plumbing used by tests and lab checks
     "bash": "bash",
     "cat": "coreutils",
@@ -55,6 +58,8 @@ PROGRAMS: dict[str, str] = {
     "sleep": "coreutils",
     "sort": "coreutils",
     "touch": "coreutils",
+    "chmod": "coreutils",
+    "rm": "coreutils",
     "timeout": "coreutils",
     "head": "coreutils",
     "tail": "coreutils",
@@ -67,12 +72,17 @@ PROGRAMS: dict[str, str] = {
     "getent": "libc-bin",
 }
 
-# programs run by absolute path, off the PATH -> Debian package: the reference CNI plugins, which
-# netkit-cni's tests and scripts/bench.py run beside it.
+# files used by absolute path, off the PATH -> Debian package: the reference CNI plugins, which
+# netkit-cni's tests and scripts/bench.py run beside it, and what the Docker tests use.
 FILES: dict[str, str] = {
     "/usr/lib/cni/bridge": "containernetworking-plugins",
     "/usr/lib/cni/host-local": "containernetworking-plugins",
     "/usr/lib/cni/tuning": "containernetworking-plugins",
+    # docker.io's client by path: another `docker` may come first on the PATH
+    "/usr/bin/docker": "docker.io",
+    # the one binary of the local image `docker import` makes (no registry is reachable); the
+    # dynamic busybox package has the same path, and an image of it would not run
+    "/bin/busybox": "busybox-static",
 }
 
 # shared library (as ldconfig names it) -> Debian package: loaded through ctypes, not run.

@@ -31,6 +31,15 @@ if [ -n "$need" ]; then
   echo "bootstrap: installing Debian packages:" $need >&2
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
+  # docker.io and containerd would start their daemons on this machine, with its network and
+  # firewall: a policy-rc.d saying no (exit 101) keeps them stopped (netkit's tests start dockerd
+  # only inside a sandbox, scripts/dockerbox.py). An existing policy is left as it is.
+  policy=/usr/sbin/policy-rc.d
+  if [ ! -e $policy ]; then
+    printf '#!/bin/sh\nexit 101\n' >$policy
+    chmod 755 $policy
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
   # shellcheck disable=SC2086
   apt-get install -y -qq --no-install-recommends $need >/dev/null
   installed=$need

@@ -2,17 +2,21 @@
 netkit's engine: `docker network create -d netkit` gets a netkit network on a netkit bridge,
 and each container joining it a netkit attachment with its published ports.
 
-Docker's IPAM picks the subnet, gateway and each endpoint's address; netkit plumbs them. At
-Join netkit wires the sandbox's netns itself (the container end is created inside, as netkit
-always does) and answers without an InterfaceName, so Docker moves nothing; it gets
-DisableGatewayService because netkit already set the default route. What Docker tells us
-between calls (an endpoint's address, its port map) is kept in small JSON files, because
-each request is served by a fresh child of netkitd.
+Docker's IPAM picks the subnet, gateway and each endpoint's address; netkit plumbs them. Join
+comes before the container's netns exists (`docker run`: runc makes it later and dockerd then
+moves the driver's interface in), so netkit wires the attachment in a staging netns of its own,
+hands the container end back under a temporary name (InterfaceName), and gives the Gateway:
+Docker moves the interface, sets the address and the default route, and calls
+ProgramExternalConnectivity only for the endpoint that holds the default route. Once Docker's
+netns exists, netkit's name for the attachment's netns is re-pointed at it. What Docker tells
+us between calls (an endpoint's address, its port map) is kept in small JSON files, because
+each connection is served by a fresh child of netkitd.
 """
 from __future__ import annotations
 
 import json
 import os
+import time
 
 from netkit import adapter
 from netkit.errors import NetkitError
@@ -21,6 +25,7 @@ CONTENT_TYPE = "application/vnd.docker.plugins.v1.2+json"
 PROTO_NAMES = {6: "tcp", 17: "udp", 132: "sctp"}
 OPT_GENERIC = "com.docker.network.generic"
 OPT_PORTMAP = "com.docker.network.portmap"
+SANDBOX_WAIT = 120.0  # how long the re-pinning child waits for Docker's netns (image unpack, runc start)
 
 
 class PluginError(Exception):
@@ -123,14 +128,64 @@ def delete_endpoint(body: dict) -> dict:
     return {}
 
 
+def staging_name(endpoint_id: str) -> str:
+    return "nkstage-" + endpoint_id[:12]
+
+
+def handover_name(endpoint_id: str) -> str:
+    return "nk" + endpoint_id[:13]  # 15 bytes: Linux's limit
+
+
 def join(body: dict) -> dict:
+    from netkit.kernel import handover, netns
+
     ep = _load(body["EndpointID"])
     sandbox = body.get("SandboxKey") or ""
-    if not sandbox or not os.path.exists(sandbox):
-        raise PluginError(f"sandbox {sandbox!r} does not exist")
-    adapter.attach(ep["network"], sandbox, body["EndpointID"], "eth0", ep["address"].split("/")[0])
-    # No InterfaceName: the interface is already inside. No Gateway: the route is already set.
-    return {"DisableGatewayService": True}
+    if not sandbox:
+        raise PluginError("Docker sent no SandboxKey")
+    staging = staging_name(body["EndpointID"])
+    path = handover.make_staging(staging)
+    try:
+        att = adapter.attach(ep["network"], path, body["EndpointID"], "eth0", ep["address"].split("/")[0])
+    finally:
+        handover.drop_name(staging)  # netkit's own pin (rt-...) holds the netns now
+    try:
+        handover.move_here(netns.netns_path(att.netns), att.ifname, handover_name(body["EndpointID"]))
+    except BaseException:
+        adapter.detach(ep["network"], body["EndpointID"], "eth0")
+        raise
+    if netns.is_netns_file(sandbox):
+        handover.repin(att.netns, sandbox)  # docker network connect: the netns is there already
+    else:
+        _repin_later(att.netns, sandbox)
+    answer: dict = {"InterfaceName": {"SrcName": handover_name(body["EndpointID"]), "DstPrefix": "eth"},
+                    "DisableGatewayService": True}
+    if att.gateway:
+        answer["Gateway"] = att.gateway
+    return answer
+
+
+def _repin_later(name: str, sandbox: str) -> None:
+    """A detached child waits for Docker to mount the container's netns at `sandbox`, then
+    re-points netkit's name for the attachment at it."""
+    pid = os.fork()
+    if pid != 0:
+        os.waitpid(pid, 0)
+        return
+    try:
+        if os.fork() != 0:  # the grandchild lives on; init reaps it, the serving child need not
+            os._exit(0)
+        os.closerange(3, 1 << 16)  # not the connection to dockerd, nor netkitd's sockets
+        from netkit.kernel import handover, netns
+
+        deadline = time.monotonic() + SANDBOX_WAIT
+        while time.monotonic() < deadline and os.path.exists(netns.netns_path(name)):
+            if netns.is_netns_file(sandbox):
+                handover.repin(name, sandbox)
+                break
+            time.sleep(0.02)
+    finally:
+        os._exit(0)
 
 
 def leave(body: dict) -> dict:
@@ -204,5 +259,7 @@ def handle(path: str, body: bytes) -> tuple[int, dict]:
         return 200, handler(data)
     except (PluginError, NetkitError) as err:
         return 500, {"Err": str(err)}
+    except OSError as err:  # the kernel refused (a mount, a netns): Docker shows the reason
+        return 500, {"Err": f"netkit: {path}: {err}"}
     except (KeyError, ValueError, TypeError) as err:
         return 400, {"Err": f"malformed {path} request: {err!r}"}

@@ -37,22 +37,39 @@ PROGRAM = {"NetworkID": NET_ID, "EndpointID": EP_ID, "Options": {
 EP_ONLY = {"NetworkID": NET_ID, "EndpointID": EP_ID}
 
 
+SANDBOX_READY = {"yes": True}  # whether Docker's netns exists at Join (network connect) or not yet (run)
+
+
 @pytest.fixture
 def calls(monkeypatch, tmp_path):
+    """Every adapter and kernel call the handlers make, logged instead of made: no netns, link or
+    mount is touched (unit tests run outside any sandbox)."""
+    from netkit.kernel import handover, netns
+
     monkeypatch.setenv("NETKIT_RUN_DIR", str(tmp_path))
     log: list = []
+
+    def attach(network, path, endpoint_id, ifname, ip):
+        log.append(("attach", network, path, endpoint_id, ifname, ip))
+        name = adapter.attachment_name(network, endpoint_id, ifname)
+        return adapter.Attachment(container=name, bridge="nk-x", bridge_mac="", host_ifname="veth0", host_mac="",
+                                  ifname=ifname, mac="02:42:ac:1e:00:02", netns=name, ip=ip, prefixlen=16,
+                                  gateway="172.30.0.1", default_route=True)
+
     monkeypatch.setattr(adapter, "ensure_network", lambda spec: log.append(("ensure_network", spec)))
     monkeypatch.setattr(adapter, "remove_network", lambda name: log.append(("remove_network", name)))
-    monkeypatch.setattr(adapter, "attach", lambda *a, **k: log.append(("attach",) + a))
+    monkeypatch.setattr(adapter, "attach", attach)
     monkeypatch.setattr(adapter, "detach", lambda *a: log.append(("detach",) + a))
     monkeypatch.setattr(adapter, "publish_spec", lambda *a: log.append(("publish",) + a))
     monkeypatch.setattr(adapter, "unpublish_spec", lambda *a: log.append(("unpublish",) + a))
     monkeypatch.setattr(adapter, "find", lambda *a: None)
-    monkeypatch.setattr(handlers.os.path, "exists", lambda p: True if p == JOIN["SandboxKey"] else _exists(p))
+    monkeypatch.setattr(handover, "make_staging", lambda name: log.append(("stage", name)) or f"/run/netns/{name}")
+    monkeypatch.setattr(handover, "drop_name", lambda name: log.append(("drop", name)))
+    monkeypatch.setattr(handover, "move_here", lambda *a: log.append(("move",) + a))
+    monkeypatch.setattr(handover, "repin", lambda *a: log.append(("repin",) + a))
+    monkeypatch.setattr(handlers, "_repin_later", lambda *a: log.append(("repin_later",) + a))
+    monkeypatch.setattr(netns, "is_netns_file", lambda p: SANDBOX_READY["yes"] and p == JOIN["SandboxKey"])
     return log
-
-
-_exists = handlers.os.path.exists
 
 
 def post(path: str, body) -> tuple[int, dict]:
@@ -71,10 +88,19 @@ def test_a_container_lifecycle(calls):
         ("dk-5a3b1c9e8d7f", "172.30.0.0/16", "172.30.0.1", "nk-5a3b1c9e8d7f", 1450)
     # Docker gave the address: the answer must carry no Interface values.
     assert post("/NetworkDriver.CreateEndpoint", CREATE_ENDPOINT) == (200, {"Interface": {}})
-    assert post("/NetworkDriver.Join", JOIN) == (200, {"DisableGatewayService": True})
-    assert calls[-1] == ("attach", "dk-5a3b1c9e8d7f", JOIN["SandboxKey"], EP_ID, "eth0", "172.30.0.2")
-    assert post("/NetworkDriver.ProgramExternalConnectivity", PROGRAM) == (200, {})
+    # Join: wired in a staging netns, the container end handed back for Docker to move in,
+    # the gateway given so that Docker sets the default route and publishes this endpoint's ports.
+    SANDBOX_READY["yes"] = True
     name = adapter.attachment_name("dk-5a3b1c9e8d7f", EP_ID, "eth0")
+    assert post("/NetworkDriver.Join", JOIN) == (200, {
+        "InterfaceName": {"SrcName": "nke1f2a3b4c5d6e", "DstPrefix": "eth"}, "Gateway": "172.30.0.1",
+        "DisableGatewayService": True})
+    assert calls[-5:] == [("stage", "nkstage-e1f2a3b4c5d6"),
+                          ("attach", "dk-5a3b1c9e8d7f", "/run/netns/nkstage-e1f2a3b4c5d6", EP_ID, "eth0", "172.30.0.2"),
+                          ("drop", "nkstage-e1f2a3b4c5d6"),
+                          ("move", f"/run/netns/{name}", "eth0", "nke1f2a3b4c5d6e"),
+                          ("repin", name, JOIN["SandboxKey"])]  # network connect: Docker's netns is there
+    assert post("/NetworkDriver.ProgramExternalConnectivity", PROGRAM) == (200, {})
     assert calls[-3:] == [("publish", name, "8088:80/tcp"), ("publish", name, "127.0.0.1:5353:53/udp"),
                           ("publish", name, "443/tcp")]
     status, info = post("/NetworkDriver.EndpointOperInfo", EP_ONLY)
@@ -90,6 +116,23 @@ def test_a_container_lifecycle(calls):
     # After DeleteEndpoint the endpoint is unknown: an error Docker can show.
     status, answer = post("/NetworkDriver.Join", JOIN)
     assert status == 500 and "unknown to netkit" in answer["Err"]
+
+
+def test_join_before_the_netns_exists_repins_later_and_a_failed_handover_undoes(calls, monkeypatch):
+    SANDBOX_READY["yes"] = False  # docker run: runc makes the netns after Join
+    post("/NetworkDriver.CreateEndpoint", CREATE_ENDPOINT)
+    name = adapter.attachment_name("dk-5a3b1c9e8d7f", EP_ID, "eth0")
+    assert post("/NetworkDriver.Join", JOIN)[0] == 200
+    assert calls[-1] == ("repin_later", name, JOIN["SandboxKey"])
+    from netkit.kernel import handover
+
+    def refuse(*_a):
+        raise OSError(17, "File exists")
+    monkeypatch.setattr(handover, "move_here", refuse)
+    status, answer = post("/NetworkDriver.Join", JOIN)
+    assert status == 500 and "File exists" in answer["Err"]  # reported to Docker, not swallowed
+    assert calls[-1] == ("detach", "dk-5a3b1c9e8d7f", EP_ID, "eth0")
+    assert post("/NetworkDriver.Join", {**JOIN, "SandboxKey": ""})[0] == 500
 
 
 def test_refusals_are_err_answers(calls):

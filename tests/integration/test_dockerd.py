@@ -1,0 +1,98 @@
+"""Issue 14: a real dockerd (Debian's docker.io) uses netkit's remote network driver, served by
+netkitd on /run/docker/plugins/netkit.sock. dockerd runs in the test's sandbox with private
+files and cgroups (scripts/dockerbox.py); the image is busybox-static, imported locally.
+
+One dockerd for the whole story (it takes seconds to start): network create, run with a
+published port, real traffic from the outside host and between containers (by IP and through
+Docker's embedded DNS), network connect/disconnect, network rm, and netkit's own view
+(network ls, the attachment's netns, rules) agreeing with Docker's at each step."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import pytest
+
+from netkit import adapter
+from required import need
+from waiting import wait_for
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "scripts"))
+import dockerbox  # noqa: E402
+
+pytestmark = pytest.mark.root
+
+
+def docker_ip(box, container: str, network: str) -> tuple[str, str]:
+    """(IP address, EndpointID) of a container on a network, as Docker reports them."""
+    nets = json.loads(box.docker("inspect", container, "--format", "{{json .NetworkSettings.Networks}}").stdout)
+    return nets[network]["IPAddress"], nets[network]["EndpointID"]
+
+
+def netkit_networks(sandbox) -> dict:
+    return {n["name"]: n for n in json.loads(sandbox.netkit("network", "ls", "--json").stdout)}
+
+
+def attachment(network_id: str, endpoint_id: str) -> str:
+    from netkit.dockerplugin.handlers import network_name
+
+    return adapter.attachment_name(network_name(network_id), endpoint_id, "eth0")
+
+
+def test_real_dockerd_runs_containers_on_netkit_networks(sandbox):
+    need("dockerd", "containerd", dockerbox.DOCKER, dockerbox.BUSYBOX, "curl")
+    box = dockerbox.DockerBox()
+    box.start()
+    try:
+        sandbox.netkit("daemon", "start", "--docker-socket", dockerbox.PLUGIN_SOCKET)
+        image = box.import_busybox()
+        n1 = box.docker("network", "create", "-d", "netkit", "n1").stdout.strip()
+        net1 = netkit_networks(sandbox)[f"dk-{n1[:12]}"]
+        assert net1["driver"] == "bridge" and net1["bridge"] == f"nk-{n1[:12]}"
+        sandbox.sh(f"ip link show nk-{n1[:12]}")
+
+        # A web server with a published port, reached from the outside host through netkit's DNAT.
+        box.docker("run", "-d", "--network", "n1", "-p", "8088:80", "--name", "web", image,
+                   "sh", "-c", "echo hello-from-web >/www/index.html; exec httpd -f -p 80 -h /www")
+        web_ip, web_ep = docker_ip(box, "web", "n1")
+        got = sandbox.ns("outside", f"curl -s --max-time 10 http://{sandbox.uplink}:8088/").stdout
+        assert got.strip() == "hello-from-web"
+        assert f"--to-destination {web_ip}:80" in sandbox.netkit("rules").stdout
+        # netkit's attachment is the container's real netns (re-pinned once Docker made it).
+        web_att = attachment(n1, web_ep)
+        assert sandbox.inspect("container", web_att)["endpoints"][0]["ip"] == web_ip
+        wait_for(lambda: f"{web_ip}/" in sandbox.ns(web_att, "ip -br addr", check=False).stdout,
+                 what="netkit's netns name for web to show the container's interface")
+
+        # Container to container, by IP and by name (Docker's embedded DNS on a remote driver's network).
+        box.docker("run", "-d", "--network", "n1", "--name", "client", image, "sleep", "600")
+        for target in (web_ip, "web"):
+            got = box.docker("exec", "client", "wget", "-q", "-O", "-", f"http://{target}/").stdout
+            assert got.strip() == "hello-from-web", target
+
+        # docker network connect / disconnect, on a second netkit network.
+        n2 = box.docker("network", "create", "-d", "netkit", "n2").stdout.strip()
+        box.docker("network", "connect", "n2", "web")
+        box.docker("network", "connect", "n2", "client")
+        web_ip2, _ = docker_ip(box, "web", "n2")
+        client_ip2, client_ep2 = docker_ip(box, "client", "n2")
+        assert f"inet {client_ip2}/" in box.docker("exec", "client", "ip", "addr").stdout
+        assert box.docker("exec", "client", "wget", "-q", "-O", "-", f"http://{web_ip2}/").stdout.strip() == "hello-from-web"
+        assert len(sandbox.inspect("network", f"dk-{n2[:12]}")["containers"]) == 2
+        box.docker("network", "disconnect", "n2", "client")
+        assert f"inet {client_ip2}/" not in box.docker("exec", "client", "ip", "addr").stdout
+        assert attachment(n2, client_ep2) not in sandbox.netkit("container", "ls", "--all").stdout
+        assert len(sandbox.inspect("network", f"dk-{n2[:12]}")["containers"]) == 1
+
+        # Removal: containers, then networks; netkit's view and the kernel empty again.
+        box.docker("rm", "-f", "web", "client")
+        assert "--dport 8088" not in sandbox.netkit("rules").stdout
+        box.docker("network", "rm", "n1", "n2")
+        assert not [n for n in netkit_networks(sandbox) if n.startswith("dk-")]
+        assert "nk-" not in sandbox.sh("ip -br link").stdout
+        assert not [f for f in os.listdir("/run/netkit/docker-plugin") if f.endswith(".json")]
+    finally:
+        box.stop()  # while netkitd still answers: dockerd may call the driver on its way out
+        sandbox.netkit("daemon", "stop", check=False)
+    assert box.launcher.returncode == 0, f"dockerbox did not stop cleanly:\n{box.log_tail()}"
