@@ -25,6 +25,7 @@ import io
 import json
 import os
 import signal
+import struct
 import subprocess
 import sys
 import secrets
@@ -238,8 +239,17 @@ def launch(argv: list[str]) -> int:
 
 # --- the box -------------------------------------------------------------------------------
 
-def _libc_mount_shared(path: str) -> None:
-    nsutil.mount(None, path, None, nsutil.MS_SHARED)
+def _is_static(path: str) -> bool:
+    """No PT_INTERP program header: the ELF binary needs no dynamic loader (64-bit little-endian)."""
+    with open(path, "rb") as fh:
+        head = fh.read(64)
+        if head[:4] != b"\x7fELF" or head[4] != 2:
+            return False
+        phoff, = struct.unpack_from("<Q", head, 0x20)
+        phentsize, phnum = struct.unpack_from("<HH", head, 0x36)
+        fh.seek(phoff)
+        table = fh.read(phentsize * phnum)
+    return all(struct.unpack_from("<I", table, i * phentsize)[0] != 3 for i in range(phnum))  # 3: PT_INTERP
 
 
 class DockerBox:
@@ -262,11 +272,18 @@ class DockerBox:
 
         if not sandbox.in_sandbox():
             raise RuntimeError("dockerbox runs only inside a netkit sandbox (netkit sandbox -- ...)")
+        try:
+            self._start()
+        except BaseException:
+            self.stop()  # nothing half-made: the launcher removes its cgroups, the mounts go
+            raise
+
+    def _start(self) -> None:
         for path in PRIVATE_DIRS:
             os.makedirs(path, exist_ok=True)  # an empty folder on the real filesystem, as mount point
             nsutil.mount("tmpfs", path, "tmpfs", nsutil.MS_NOSUID | nsutil.MS_NODEV, "mode=711")
             self.mounted.append(path)
-        _libc_mount_shared("/run/docker")  # dockerd's netns bind mounts must reach netkitd
+        nsutil.mount(None, "/run/docker", None, nsutil.MS_SHARED)  # dockerd's netns bind mounts must reach netkitd
         os.makedirs("/run/docker/plugins", exist_ok=True)
         with open("/etc/docker/daemon.json", "w") as fh:
             json.dump(self.daemon_json, fh)
@@ -308,6 +325,9 @@ class DockerBox:
     def import_busybox(self) -> str:
         """A local image from busybox-static (no registry is reachable): one static binary and
         its applets as symlinks."""
+        if not _is_static(BUSYBOX):
+            raise RuntimeError(f"{BUSYBOX} is dynamically linked (Debian's busybox): install busybox-static, "
+                               "whose binary runs in an image without a C library")
         data = io.BytesIO()
         with tarfile.open(fileobj=data, mode="w") as tar:
             tar.add(BUSYBOX, arcname="bin/busybox")
@@ -340,10 +360,6 @@ class DockerBox:
                 except OSError:
                     pass
             self.mounted = []
-
-    @property
-    def launcher_failed(self) -> bool:
-        return self.launcher is not None and self.launcher.returncode not in (0, None)
 
 
 def _main(argv: list[str]) -> int:

@@ -1,0 +1,108 @@
+#!/usr/bin/env python3
+"""Benchmark (issue 14): `docker network connect` + `disconnect` with netkit's remote driver
+against Docker's own bridge driver, same dockerd, same container, same run, interleaved.
+
+A real dockerd (Debian's docker.io) in a sandbox (scripts/dockerbox.py), netkitd serving the
+driver on /run/docker/plugins/netkit.sock, one running container `bench` on Docker's default
+bridge network; each round connects it to the netkit network then disconnects it, then the same
+with a bridge-driver network. Two measures, medians (and p90) of N rounds each:
+- `docker network connect/disconnect` as a user types them (whole docker CLI process);
+- the same request straight to dockerd's API (POST /networks/ID/connect on its unix socket):
+  without the CLI's start-up, closer to what the driver itself costs.
+
+    .venv/bin/python scripts/bench_docker.py [--n 30]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+
+
+def api(path: str, body: dict) -> None:
+    """One POST to dockerd's API on its unix socket; raises unless 2xx."""
+    import dockerbox
+
+    data = json.dumps(body).encode()
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(dockerbox.SOCKET)
+        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: docker\r\nContent-Type: application/json\r\n"
+                     f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n".encode() + data)
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    status = int(reply.split(b" ", 2)[1])
+    if not 200 <= status < 300:
+        raise RuntimeError(f"POST {path}: {reply.decode(errors='replace')}")
+
+
+def timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t0) * 1000
+
+
+def main() -> int:
+    from netkit import sandbox
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=30)
+    args = parser.parse_args()
+    if not sandbox.in_sandbox():
+        return subprocess.call([sys.executable, "-m", "netkit", "sandbox", "--", sys.executable] + sys.argv)
+
+    import dockerbox
+
+    box = dockerbox.DockerBox()
+    box.start()
+    try:
+        subprocess.run([sys.executable, "-m", "netkit", "daemon", "start", "--docker-socket",
+                        dockerbox.PLUGIN_SOCKET], check=True, capture_output=True)
+        image = box.import_busybox()
+        ids = {driver: box.docker("network", "create", "-d", driver, f"bench-{driver}").stdout.strip()
+               for driver in ("netkit", "bridge")}
+        box.docker("run", "-d", "--name", "bench", image, "sleep", "3600")
+        cli = {d: {"connect": [], "disconnect": []} for d in ids}
+        raw = {d: {"connect": [], "disconnect": []} for d in ids}
+        for _ in range(2):  # warm-up: first plugin connection, first netns pin, page cache
+            for driver in ids:
+                box.docker("network", "connect", f"bench-{driver}", "bench")
+                box.docker("network", "disconnect", f"bench-{driver}", "bench")
+        for _ in range(args.n):
+            for driver, net_id in ids.items():
+                cli[driver]["connect"].append(timed(lambda: box.docker("network", "connect", f"bench-{driver}", "bench")))
+                cli[driver]["disconnect"].append(timed(lambda: box.docker("network", "disconnect", f"bench-{driver}", "bench")))
+                raw[driver]["connect"].append(timed(lambda: api(f"/networks/{net_id}/connect", {"Container": "bench"})))
+                raw[driver]["disconnect"].append(timed(lambda: api(f"/networks/{net_id}/disconnect", {"Container": "bench"})))
+        box.docker("rm", "-f", "bench")
+        box.docker("network", "rm", *(f"bench-{d}" for d in ids))
+    finally:
+        box.stop()
+        subprocess.run([sys.executable, "-m", "netkit", "daemon", "stop"], capture_output=True)
+
+    version = subprocess.run([dockerbox.DOCKERD, "--version"], capture_output=True, text=True).stdout.strip()
+    print(f"{version}; N={args.n} rounds, interleaved; milliseconds, median (p90)")
+    for label, table in (("docker CLI", cli), ("dockerd API", raw)):
+        for op in ("connect", "disconnect"):
+            cells = [f"{d} {statistics.median(table[d][op]):6.1f} ({pct(table[d][op], 0.9):6.1f})" for d in ids]
+            ratio = statistics.median(table["netkit"][op]) / statistics.median(table["bridge"][op])
+            print(f"{label:11s} network {op:10s}: " + "   ".join(cells) + f"   netkit/bridge {ratio:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
