@@ -4,7 +4,7 @@ files and cgroups (scripts/dockerbox.py); the image is busybox-static, imported 
 
 One dockerd for the whole story (it takes seconds to start): network create, run with a
 published port, real traffic from the outside host and between containers (by IP and through
-Docker's embedded DNS), network connect/disconnect, network rm, and netkit's own view
+Docker's embedded DNS), out through netkit's NAT, network connect/disconnect, network rm, and netkit's own view
 (network ls, the attachment's netns, rules) agreeing with Docker's at each step."""
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import sys
 import pytest
 
 from netkit import adapter
+from nettools import start_echo
 from required import need
 from waiting import wait_for
 
@@ -70,6 +71,10 @@ def test_real_dockerd_runs_containers_on_netkit_networks(sandbox):
         for target in (web_ip, "web"):
             got = box.docker("exec", "client", "wget", "-q", "-O", "-", f"http://{target}/").stdout
             assert got.strip() == "hello-from-web", target
+        # Out to the outside host through netkit's MASQUERADE (dockerd's FORWARD policy is DROP).
+        start_echo(sandbox, None, "tcp", "0.0.0.0", 9000, netns="outside")
+        got = box.docker("exec", "client", "sh", "-c", f"printf dk | nc {sandbox.outside} 9000").stdout
+        assert got.strip() == f"echo:dk from:{sandbox.uplink}"
 
         # docker network connect / disconnect, on a second netkit network.
         n2 = box.docker("network", "create", "-d", "netkit", "n2").stdout.strip()
