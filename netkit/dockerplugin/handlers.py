@@ -25,6 +25,7 @@ CONTENT_TYPE = "application/vnd.docker.plugins.v1.2+json"
 PROTO_NAMES = {6: "tcp", 17: "udp", 132: "sctp"}
 OPT_GENERIC = "com.docker.network.generic"
 OPT_PORTMAP = "com.docker.network.portmap"
+OPT_INTERNAL = "com.docker.network.internal"
 SANDBOX_WAIT = 120.0  # how long the re-pinning child waits for Docker's netns (image unpack, runc start)
 
 
@@ -83,13 +84,16 @@ def create_network(body: dict) -> dict:
         raise PluginError("netkit needs an IPv4 pool from Docker's IPAM")
     if body.get("IPv6Data"):
         raise PluginError("netkit networks are IPv4 only: create the network without --ipv6")
-    generic = (body.get("Options") or {}).get(OPT_GENERIC) or {}
+    options = body.get("Options") or {}
+    generic = options.get(OPT_GENERIC) or {}
     mtu = generic.get("com.docker.network.driver.mtu")
+    # `docker network create --internal` sets the label beside the driver's options, not among them.
+    internal = any(str(where.get(OPT_INTERNAL, "")).lower() == "true" for where in (options, generic))
     gateway = (ipv4[0].get("Gateway") or "").split("/")[0] or None
     spec = adapter.NetworkSpec(name=network_name(body["NetworkID"]), subnet=ipv4[0]["Pool"], gateway=gateway,
                                bridge=generic.get("com.docker.network.bridge.name") or bridge_name(body["NetworkID"]),
                                mtu=int(mtu) if mtu else None,
-                               internal=str(generic.get("com.docker.network.internal", "")).lower() == "true")
+                               internal=internal)
     adapter.ensure_network(spec)
     return {}
 
@@ -106,6 +110,9 @@ def create_endpoint(body: dict) -> dict:
         raise PluginError("netkit needs the endpoint's IPv4 address from Docker's IPAM")
     if iface.get("AddressIPv6"):
         raise PluginError("netkit networks are IPv4 only")
+    if iface.get("MacAddress"):
+        # netkit's anti-spoofing binds the MAC it chose to the port: another one would be dropped.
+        raise PluginError("netkit chooses the MAC address of its endpoints: run the container without --mac-address")
     _save(body["EndpointID"], {"network": network_name(body["NetworkID"]), "address": address,
                                "mac": iface.get("MacAddress") or "", "published": []})
     return {"Interface": {}}  # Docker gave the address: it must get nothing back
@@ -160,7 +167,7 @@ def join(body: dict) -> dict:
         _repin_later(att.netns, sandbox)
     answer: dict = {"InterfaceName": {"SrcName": handover_name(body["EndpointID"]), "DstPrefix": "eth"},
                     "DisableGatewayService": True}
-    if att.gateway:
+    if att.gateway and att.default_route:  # an --internal network gives no way out
         answer["Gateway"] = att.gateway
     return answer
 

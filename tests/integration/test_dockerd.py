@@ -76,13 +76,16 @@ def test_real_dockerd_runs_containers_on_netkit_networks(sandbox):
         got = box.docker("exec", "client", "sh", "-c", f"printf dk | nc {sandbox.outside} 9000").stdout
         assert got.strip() == f"echo:dk from:{sandbox.uplink}"
 
-        # docker network connect / disconnect, on a second netkit network.
-        n2 = box.docker("network", "create", "-d", "netkit", "n2").stdout.strip()
+        # docker network connect / disconnect, on a second netkit network, an --internal one.
+        n2 = box.docker("network", "create", "-d", "netkit", "--internal", "n2").stdout.strip()
+        assert sandbox.inspect("network", f"dk-{n2[:12]}")["internal"] is True
         box.docker("network", "connect", "n2", "web")
         box.docker("network", "connect", "n2", "client")
         web_ip2, _ = docker_ip(box, "web", "n2")
         client_ip2, client_ep2 = docker_ip(box, "client", "n2")
         assert f"inet {client_ip2}/" in box.docker("exec", "client", "ip", "addr").stdout
+        gateway1 = sandbox.inspect("network", f"dk-{n1[:12]}")["gateway"]
+        assert box.docker("exec", "client", "ip", "route").stdout.startswith(f"default via {gateway1} ")
         assert box.docker("exec", "client", "wget", "-q", "-O", "-", f"http://{web_ip2}/").stdout.strip() == "hello-from-web"
         assert len(sandbox.inspect("network", f"dk-{n2[:12]}")["containers"]) == 2
         box.docker("network", "disconnect", "n2", "client")

@@ -37,7 +37,8 @@ PROGRAM = {"NetworkID": NET_ID, "EndpointID": EP_ID, "Options": {
 EP_ONLY = {"NetworkID": NET_ID, "EndpointID": EP_ID}
 
 
-SANDBOX_READY = {"yes": True}  # whether Docker's netns exists at Join (network connect) or not yet (run)
+SANDBOX_READY = {"yes": True}
+INTERNAL = {"yes": False}  # whether the network of the attachment is --internal (no default route)  # whether Docker's netns exists at Join (network connect) or not yet (run)
 
 
 @pytest.fixture
@@ -54,7 +55,7 @@ def calls(monkeypatch, tmp_path):
         name = adapter.attachment_name(network, endpoint_id, ifname)
         return adapter.Attachment(container=name, bridge="nk-x", bridge_mac="", host_ifname="veth0", host_mac="",
                                   ifname=ifname, mac="02:42:ac:1e:00:02", netns=name, ip=ip, prefixlen=16,
-                                  gateway="172.30.0.1", default_route=True)
+                                  gateway="172.30.0.1", default_route=not INTERNAL["yes"])
 
     monkeypatch.setattr(adapter, "ensure_network", lambda spec: log.append(("ensure_network", spec)))
     monkeypatch.setattr(adapter, "remove_network", lambda name: log.append(("remove_network", name)))
@@ -118,6 +119,22 @@ def test_a_container_lifecycle(calls):
     assert status == 500 and "unknown to netkit" in answer["Err"]
 
 
+def test_internal_as_docker_network_create_sends_it(calls):
+    # --internal: beside the generic options (libnetwork's NetworkOptionInternalNetwork)
+    post("/NetworkDriver.CreateNetwork", {**CREATE_NETWORK, "Options": {
+        **CREATE_NETWORK["Options"], "com.docker.network.internal": True}})
+    post("/NetworkDriver.CreateNetwork", CREATE_NETWORK)
+    assert [spec.internal for _, spec in calls] == [True, False]
+    # No way out: no Gateway, so Docker sets no default route.
+    post("/NetworkDriver.CreateEndpoint", CREATE_ENDPOINT)
+    INTERNAL["yes"] = True
+    try:
+        status, answer = post("/NetworkDriver.Join", JOIN)
+    finally:
+        INTERNAL["yes"] = False
+    assert status == 200 and "Gateway" not in answer and answer["InterfaceName"]["DstPrefix"] == "eth"
+
+
 def test_join_before_the_netns_exists_repins_later_and_a_failed_handover_undoes(calls, monkeypatch):
     SANDBOX_READY["yes"] = False  # docker run: runc makes the netns after Join
     post("/NetworkDriver.CreateEndpoint", CREATE_ENDPOINT)
@@ -140,6 +157,9 @@ def test_refusals_are_err_answers(calls):
     assert status == 500 and "IPv4 only" in answer["Err"] and not calls
     status, answer = post("/NetworkDriver.CreateEndpoint", {**CREATE_ENDPOINT, "Interface": {}})
     assert status == 500 and "address" in answer["Err"]
+    status, answer = post("/NetworkDriver.CreateEndpoint", {**CREATE_ENDPOINT, "Interface": {
+        **CREATE_ENDPOINT["Interface"], "MacAddress": "02:42:0a:37:00:63"}})
+    assert status == 500 and "--mac-address" in answer["Err"]
     assert post("/NetworkDriver.Frobnicate", {})[0] == 404
     assert handlers.handle("/NetworkDriver.CreateNetwork", b"{nope")[0] == 400
     assert post("/NetworkDriver.Join", {**JOIN, "EndpointID": "../../etc/passwd"})[0] == 500
