@@ -14,7 +14,9 @@ firewall of the network namespace it runs in. Here every one of those lands some
   sub-tree. At the end the launcher kills whatever is left in the sub-tree (only processes it
   started can be there) and removes it;
 - kernel modules: dockerd's `modprobe` (bridge, br_netfilter, ...) is shadowed by /bin/false in
-  its mount namespace, so it cannot load modules into the machine's kernel.
+  its mount namespace, so it cannot load modules into the machine's kernel;
+- kernel settings: /proc/sys is read-only for dockerd but for /proc/sys/net (the sandbox's netns
+  own them), so it cannot raise machine-wide ones (it raises kernel.keys.root_maxkeys if low).
 
 Use as a context manager (`with DockerBox() as box: box.docker("ps")`) or from the shell inside a
 sandbox: `netkit sandbox -- .venv/bin/python scripts/dockerbox.py -- docker ps` (DOCKER_HOST set).
@@ -64,6 +66,8 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.internal.v1.opt"
 """
 CGROUP_ROOT = "/sys/fs/cgroup"
 CLONE_NEWCGROUP = 0x02000000
+MS_RDONLY = 0x1
+MS_REMOUNT = 0x20
 DAEMON_JSON = {
     "storage-driver": "vfs",  # tmpfs below, a tiny image: no overlay mounts to leave behind
     "iptables": True,  # the netns is the sandbox's: Docker's rules stay there
@@ -175,6 +179,17 @@ def _shadow_modprobe() -> None:
             nsutil.mount("/bin/false", path, None, nsutil.MS_BIND)
 
 
+def _read_only_kernel_settings() -> None:
+    """/proc/sys read-only for dockerd and its children but for /proc/sys/net, which belongs to
+    the sandbox's netns: dockerd would raise machine-wide settings (kernel.keys.root_maxkeys)
+    when it finds them low; here it can only warn."""
+    flags = nsutil.MS_NOSUID | nsutil.MS_NODEV | nsutil.MS_NOEXEC
+    nsutil.mount("/proc/sys", "/proc/sys", None, nsutil.MS_BIND | nsutil.MS_REC)
+    nsutil.mount(None, "/proc/sys", None, nsutil.MS_BIND | MS_REMOUNT | MS_RDONLY | flags)
+    nsutil.mount("/proc/sys/net", "/proc/sys/net", None, nsutil.MS_BIND | nsutil.MS_REC)
+    nsutil.mount(None, "/proc/sys/net", None, nsutil.MS_BIND | MS_REMOUNT | flags)
+
+
 def launch(argv: list[str]) -> int:
     """The launcher (its own process): private cgroup sub-tree, then dockerd inside it; on
     SIGTERM stop dockerd, kill what is left in the sub-tree, remove the sub-tree."""
@@ -203,6 +218,7 @@ def launch(argv: list[str]) -> int:
             nsutil.umount(CGROUP_ROOT, nsutil.MNT_DETACH)
             _mount_hierarchies()  # now rooted at the sub-cgroup
             _shadow_modprobe()
+            _read_only_kernel_settings()
             log = open(CONTAINERD_LOG, "w")
             subprocess.Popen([CONTAINERD, "--config", CONTAINERD_CONFIG], stdout=log, stderr=subprocess.STDOUT)
             deadline = time.monotonic() + START_TIMEOUT
