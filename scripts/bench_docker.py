@@ -8,7 +8,9 @@ bridge network; each round connects it to the netkit network then disconnects it
 with a bridge-driver network. Two measures, medians (and p90) of N rounds each:
 - `docker network connect/disconnect` as a user types them (whole docker CLI process);
 - the same request straight to dockerd's API (POST /networks/ID/connect on its unix socket):
-  without the CLI's start-up, closer to what the driver itself costs.
+  without the CLI's start-up, closer to what the driver itself costs;
+and, to say where netkit's time goes, the driver's Join and Leave called in-process (engine
+attach/detach, the staging netns, the hand-over move).
 
     .venv/bin/python scripts/bench_docker.py [--n 30]
 """
@@ -94,6 +96,7 @@ def main() -> int:
         box.stop()
         subprocess.run([sys.executable, "-m", "netkit", "daemon", "stop"], capture_output=True)
 
+    parts = in_process_breakdown(args.n)
     version = subprocess.run([dockerbox.DOCKERD, "--version"], capture_output=True, text=True).stdout.strip()
     print(f"{version}; N={args.n} rounds, interleaved; milliseconds, median (p90)")
     for label, table in (("docker CLI", cli), ("dockerd API", raw)):
@@ -101,7 +104,50 @@ def main() -> int:
             cells = [f"{d} {statistics.median(table[d][op]):6.1f} ({pct(table[d][op], 0.9):6.1f})" for d in ids]
             ratio = statistics.median(table["netkit"][op]) / statistics.median(table["bridge"][op])
             print(f"{label:11s} network {op:10s}: " + "   ".join(cells) + f"   netkit/bridge {ratio:.2f}x")
+    print("netkit driver in-process (no dockerd, recorded bodies, a netns standing in for Docker's), median ms:")
+    print("  " + "   ".join(f"{k} {statistics.median(v):.1f}" for k, v in parts.items()))
     return 0
+
+
+def in_process_breakdown(n: int) -> dict[str, list[float]]:
+    """Where a Join and a Leave spend their time: the handlers called in this process, with the
+    engine adapter and the hand-over steps timed one by one."""
+    from netkit import adapter
+    from netkit.dockerplugin import handlers
+    from netkit.kernel import handover
+
+    parts: dict[str, list[float]] = {}
+
+    def timing(module, name: str, label: str) -> None:
+        original = getattr(module, name)
+
+        def timed_call(*a, **k):
+            t0 = time.perf_counter()
+            try:
+                return original(*a, **k)
+            finally:
+                parts.setdefault(label, []).append((time.perf_counter() - t0) * 1000)
+        setattr(module, name, timed_call)
+
+    for module, name, label in ((handover, "make_staging", "staging netns"), (adapter, "attach", "engine attach"),
+                                (handover, "move_here", "hand-over move"), (adapter, "detach", "engine detach")):
+        timing(module, name, label)
+    net_id = "b" * 64
+    post = lambda path, body: handlers.handle(path, json.dumps(body).encode())  # noqa: E731
+    post("/NetworkDriver.CreateNetwork", {"NetworkID": net_id, "Options": {}, "IPv6Data": [],
+                                          "IPv4Data": [{"Pool": "10.211.0.0/16", "Gateway": "10.211.0.1/16"}]})
+    subprocess.run(["ip", "netns", "add", "docker-standin"], check=True)
+    for i in range(n + 2):
+        ids = {"NetworkID": net_id, "EndpointID": f"{i:064x}"}
+        post("/NetworkDriver.CreateEndpoint", {**ids, "Interface": {"Address": f"10.211.0.{i + 2}/16"}})
+        join = timed(lambda: post("/NetworkDriver.Join", {**ids, "SandboxKey": "/run/netns/docker-standin"}))
+        leave = timed(lambda: post("/NetworkDriver.Leave", ids))
+        post("/NetworkDriver.DeleteEndpoint", ids)
+        if i >= 2:  # warm-up rounds out
+            parts.setdefault("Join", []).append(join)
+            parts.setdefault("Leave", []).append(leave)
+    post("/NetworkDriver.DeleteNetwork", {"NetworkID": net_id})
+    return {k: v[2:] if k not in ("Join", "Leave") else v for k, v in parts.items()}
 
 
 if __name__ == "__main__":
