@@ -143,7 +143,7 @@ def inspect(
 ):
     """Show networks as `docker network inspect` does (a JSON array); --netkit for netkit's view."""
     from netkit import dockerview
-    from netkit.engine import lookup, networks
+    from netkit.engine import networks
 
     ctx = context()
     if netkit_view or text:
@@ -152,14 +152,16 @@ def inspect(
         return
     docs = []
     for name in names:
-        if name in networks.BUILTIN and ctx.store.network(name) is None:
-            docs.append(dockerview.builtin_network_inspect(name))
-            continue
         net = ctx.store.network(name)
         if (net is None or net.driver == "overlay") and overlay_view(ctx, name):
             docs.append(dockerview.overlay_network_inspect(overlay_view(ctx, name)))  # cluster-wide
             continue
-        net = lookup.network(ctx, name)
+        # bridge, host and none always answer, as `network ls` always lists them; bridge before
+        # its first container with the settings it will get (no kernel object is claimed: no members)
+        name, net = networks.resolve_always(ctx, name)
+        if net is None:
+            docs.append(dockerview.builtin_network_inspect(name, ctx.store.containers()))
+            continue
         members = [c for c in (ctx.store.container(m) for m in ctx.store.members(net.name)) if c]
         docs.append(dockerview.network_inspect(net, members))
     if format_:
