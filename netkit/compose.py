@@ -9,23 +9,21 @@ a wrong value, or an unknown key inside a network definition, is a `ComposeError
 line and key path.
 
 Names, as Docker Compose makes them:
-- network KEY of project P is `P_KEY` (or its `name:`); its bridge is `br-P_KEY` when that fits in
-  15 bytes, else `br-` + 12 hex of a hash of the name (Docker's bridges are `br-<12 hex of the id>`),
-  or `driver_opts: {com.docker.network.bridge.name: IF}`;
+- network KEY of project P is `P_KEY` (or its `name:`); its bridge is named as `network create`
+  names it: `br-P_KEY` when that fits in 15 bytes, else Docker's `br-<12 hex of the network's ID>`
+  (known once the network is made), or `driver_opts: {com.docker.network.bridge.name: IF}`;
 - service S is container `P-S-1` (or its `container_name:`), and answers to `S` on its networks;
 - services without `networks` or `network_mode` join the project's `default` network (`P_default`).
 """
 from __future__ import annotations
 
 import difflib
-import hashlib
 import json
 import os
 import re
 from dataclasses import asdict, dataclass, field
 
 from netkit.errors import UserError
-from netkit.naming import IFNAMSIZ
 
 DEFAULT_FILES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml")
 
@@ -56,7 +54,7 @@ class ComposeError(UserError):
 class NetworkSpec:
     key: str  # as written in the file
     name: str  # netkit's (and Docker's) network name
-    bridge: str
+    bridge: str  # driver_opts com.docker.network.bridge.name, or "": named as `network create` does
     subnet: str | None = None
     gateway: str | None = None
     ip_range: str | None = None
@@ -70,6 +68,9 @@ class NetworkSpec:
     def fingerprint(self) -> str:
         data = asdict(self)
         data.pop("line")
+        # The bridge as planned (br-NAME when it fits): a project `up` recorded while compose
+        # still named every bridge itself compares equal, and is not re-created.
+        data["bridge"] = planned_bridge(self)
         return json.dumps(data, sort_keys=True)
 
 
@@ -287,12 +288,12 @@ def project_name(raw: str) -> str:
     return name
 
 
-def bridge_for(network_name: str) -> str:
-    """`br-NAME` when it fits in 15 bytes, else `br-` + 12 hex of a hash of the name."""
-    plain = "br-" + network_name
-    if len(plain.encode()) <= IFNAMSIZ:
-        return plain
-    return "br-" + hashlib.sha256(network_name.encode()).hexdigest()[:IFNAMSIZ - 3]
+def planned_bridge(spec: NetworkSpec) -> str:
+    """The bridge `up` makes for a network, for people: the file's name, else `br-NAME`, else
+    `br-<id>` (12 hex of the ID the network gets when made; networks.create picks it)."""
+    from netkit import naming
+
+    return spec.bridge or naming.plain_bridge_name(spec.name) or "br-<id>"
 
 
 def find_file(directory: str = ".") -> str:
@@ -420,7 +421,7 @@ def _network(r: _Reader, project: str, key: str, value, line: int) -> NetworkSpe
             if "subnet" in fields:
                 r.checked(cfg.line, cpath, ipam.plan_layout, ipam.parse_subnet(fields["subnet"]),
                           fields.get("gateway"), fields.get("ip_range"))
-    return NetworkSpec(key=key, name=name, bridge=bridge or bridge_for(name), line=line, **fields)
+    return NetworkSpec(key=key, name=name, bridge=bridge or "", line=line, **fields)
 
 
 def _int(r: _Reader, value, line: int, path: str) -> int:
@@ -598,8 +599,7 @@ def _check_references(r: _Reader, proj: Project) -> None:
     """Every network, service and link named exists; no dependency cycles; no name used twice."""
     used_default = any(a.network == "default" for s in proj.services.values() for a in s.networks)
     if used_default and "default" not in proj.networks:
-        proj.networks["default"] = NetworkSpec(key="default", name=f"{proj.name}_default",
-                                               bridge=bridge_for(f"{proj.name}_default"), line=0)
+        proj.networks["default"] = NetworkSpec(key="default", name=f"{proj.name}_default", bridge="", line=0)
     containers: dict[str, str] = {}
     for s in proj.services.values():
         path = f"services.{s.key}"

@@ -53,12 +53,17 @@ def network_inspect(net: Network, containers: list[Container]) -> dict:
     }
 
 
-def builtin_network_inspect(name: str) -> dict:
-    """`host` and `none`: always there in Docker, with nothing to configure."""
-    return {"Name": name, "Id": builtin_network_id(name), "Created": rfc3339(0), "Scope": "local",
+def builtin_network_inspect(name: str, containers: list[Container] = ()) -> dict:
+    """`host` and `none`: always there in Docker, with nothing to configure; Containers lists the
+    containers in that mode, with no address (as Docker does)."""
+    net_id = builtin_network_id(name)
+    members = {c.id: {"Name": c.name, "EndpointID": endpoint_id(c.id, net_id), "MacAddress": "",
+                      "IPv4Address": "", "IPv6Address": ""}
+               for c in sorted(containers, key=lambda c: c.name) if c.mode == name and not c.shares}
+    return {"Name": name, "Id": net_id, "Created": rfc3339(0), "Scope": "local",
             "Driver": "null" if name == "none" else name, "EnableIPv6": False,
             "IPAM": {"Driver": "default", "Options": None, "Config": []}, "Internal": False, "Attachable": False,
-            "Ingress": False, "ConfigFrom": {"Network": ""}, "ConfigOnly": False, "Containers": {},
+            "Ingress": False, "ConfigFrom": {"Network": ""}, "ConfigOnly": False, "Containers": members,
             "Options": {}, "Labels": {}}
 
 

@@ -39,13 +39,19 @@ def validate_ifname(name: str, what: str = "interface") -> str:
     return name
 
 
+def plain_bridge_name(network: str) -> str | None:
+    """`br-NAME` when that is a valid interface name within 15 bytes, else None (then the bridge
+    takes its name from the network's ID, which only exists once the network is made)."""
+    name = BRIDGE_PREFIX + network
+    if len(name.encode()) > IFNAMSIZ or not _IFNAME.fullmatch(name):
+        return None
+    return name
+
+
 def bridge_name_for(network: str, network_id: str) -> str:
     """`br-NAME` when it fits in 15 bytes (readable), else Docker's own `br-<12 hex of the id>`:
     never a truncated name, which could collide with another network's."""
-    name = BRIDGE_PREFIX + network
-    if len(name.encode()) > IFNAMSIZ or not _IFNAME.fullmatch(name):
-        return BRIDGE_PREFIX + network_id[:IFNAMSIZ - len(BRIDGE_PREFIX)]
-    return name
+    return plain_bridge_name(network) or BRIDGE_PREFIX + network_id[:IFNAMSIZ - len(BRIDGE_PREFIX)]
 
 
 def builtin_id(name: str) -> str:

@@ -6,6 +6,7 @@ kernel's rules, `--dry-run` and `netkit rules` can all be compared as text.
 
 Layout (Docker's, with NETKIT names; one jump per built-in chain, foreign rules never touched):
   raw    PREROUTING  -> NETKIT-RAW          drops: direct routing to container IPs, 127.x publishes
+                                              (--no-masquerade networks: in NETKIT-FORWARD, after conntrack)
   nat    PREROUTING, OUTPUT (dst LOCAL) -> NETKIT   one DNAT per published port
   nat    POSTROUTING -> NETKIT-POSTROUTING  MASQUERADE out, hairpin, 127.0.0.0/8 to the bridge
   filter FORWARD     -> NETKIT-FORWARD      NETKIT-USER first, isolation, per-network accepts
@@ -140,13 +141,24 @@ def mapping_rules(c: Container, nets: dict[str, Network]) -> list[Rule]:
 
 
 def endpoint_rules(c: Container, nets: dict[str, Network]) -> list[Rule]:
-    """Only the bridge may deliver to a container's address: closes direct routing from neighbours."""
+    """Only the bridge may deliver to a container's address: closes direct routing from neighbours.
+
+    Not on a --no-masquerade network: its containers' connections leave with their own address,
+    so the replies come back routed straight to it, and raw (before conntrack) cannot tell a reply
+    from an unsolicited packet. There, filter does the job after conntrack (direct_routing_guard)."""
     out = []
     for ep in c.endpoints:
         net = nets.get(ep.network)
-        if net is not None and net.iptables:
+        if net is not None and net.iptables and (net.masquerade or net.internal):
             out.append(Rule(RAW, CHAIN_RAW, f"-d {ep.ip}/32 ! -i {net.bridge} -j DROP"))
     return out
+
+
+def direct_routing_guard(n: Network) -> list[str]:
+    """NETKIT-FORWARD for a --no-masquerade network, after its RELATED,ESTABLISHED and DNAT accepts:
+    anything else routed in from outside the bridge is dropped, so replies to the containers' own
+    connections arrive while unsolicited direct routing stays closed, whatever the FORWARD policy."""
+    return [] if n.internal or n.masquerade else [f"! -i {n.bridge} -o {n.bridge} -j DROP"]
 
 
 def container_rules(c: Container | None, nets: dict[str, Network]) -> list[Rule]:
@@ -231,6 +243,8 @@ def plan(networks: list[Network], containers: list[Container]) -> RuleSet:
     for n in ordered:
         if not n.internal:
             fwd.append(f"-o {n.bridge} -m conntrack --ctstate DNAT -j ACCEPT")
+    for n in ordered:
+        fwd += direct_routing_guard(n)
 
     by_name = {c.name: c for c in containers}
     for c in containers:

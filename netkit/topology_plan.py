@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from netkit.compose import NetworkSpec, Project, ServiceSpec
+from netkit.compose import NetworkSpec, Project, ServiceSpec, planned_bridge
 from netkit.errors import Conflict, UserError
 
 
@@ -62,7 +62,7 @@ class Plan:
         for n in self.create_networks:
             why = self.reasons.get(f"network {n.name}", "new")
             lines.append(f"{'recreate' if n.name in self.remove_networks else 'create'} network {n.name} "
-                         f"(bridge {n.bridge}; {why})")
+                         f"(bridge {planned_bridge(n)}; {why})")
         for s in self.create_containers:
             why = self.reasons.get(f"container {s.container}", "new")
             lines.append(f"{'recreate' if s.container in self.remove_containers else 'create'} container "

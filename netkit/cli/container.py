@@ -119,23 +119,16 @@ def inspect(
     from netkit.errors import NotFound
 
     ctx = context()
-    if netkit_view or text:
-        for name in names:  # netkit's own view: with a cluster store, remote containers too
-            render.emit_inspect(containers.inspect(ctx, name), not text)
-        return
     nets = {n.name: n for n in ctx.store.networks()}
-    docs = []
-    for name in names:
+
+    def docker_doc(name: str) -> dict:
         try:
-            c = containers.get(ctx, name)
+            return dockerview.container_inspect(containers.get(ctx, name), nets)
         except NotFound:  # with a cluster store: a container of another host (or NotFound again)
-            docs.append(dockerview.remote_container_inspect(containers.inspect(ctx, name)))
-            continue
-        docs.append(dockerview.container_inspect(c, nets))
-    if format_:
-        render.emit_formatted(format_, docs)
-    else:
-        render.emit_docker_json(docs)
+            return dockerview.remote_container_inspect(containers.inspect(ctx, name))
+
+    # netkit's own view: with a cluster store, remote containers too
+    render.emit_inspected(names, format_, netkit_view, text, lambda name: containers.inspect(ctx, name), docker_doc)
 
 
 @ct_app.command("rm")

@@ -143,29 +143,23 @@ def inspect(
 ):
     """Show networks as `docker network inspect` does (a JSON array); --netkit for netkit's view."""
     from netkit import dockerview
-    from netkit.engine import lookup, networks
+    from netkit.engine import networks
 
     ctx = context()
-    if netkit_view or text:
-        for name in names:
-            render.emit_inspect(networks.inspect(ctx, name), not text)
-        return
-    docs = []
-    for name in names:
-        if name in networks.BUILTIN and ctx.store.network(name) is None:
-            docs.append(dockerview.builtin_network_inspect(name))
-            continue
+
+    def docker_doc(name: str) -> dict:
         net = ctx.store.network(name)
         if (net is None or net.driver == "overlay") and overlay_view(ctx, name):
-            docs.append(dockerview.overlay_network_inspect(overlay_view(ctx, name)))  # cluster-wide
-            continue
-        net = lookup.network(ctx, name)
+            return dockerview.overlay_network_inspect(overlay_view(ctx, name))  # cluster-wide
+        # bridge, host and none always answer, as `network ls` always lists them; bridge before
+        # its first container with the settings it will get (no kernel object is claimed: no members)
+        name, net = networks.resolve_always(ctx, name)
+        if net is None:
+            return dockerview.builtin_network_inspect(name, ctx.store.containers())
         members = [c for c in (ctx.store.container(m) for m in ctx.store.members(net.name)) if c]
-        docs.append(dockerview.network_inspect(net, members))
-    if format_:
-        render.emit_formatted(format_, docs)
-    else:
-        render.emit_docker_json(docs)
+        return dockerview.network_inspect(net, members)
+
+    render.emit_inspected(names, format_, netkit_view, text, lambda name: networks.inspect(ctx, name), docker_doc)
 
 
 @net_app.command("rm")

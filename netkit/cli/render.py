@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import Callable
 
 
 def table(headers: list[str], rows: list[list]) -> str:
@@ -88,6 +89,21 @@ def scalar(value) -> str:
     if isinstance(value, list):
         return ", ".join(scalar(v) for v in value) if value else "-"
     return str(value)
+
+
+def emit_inspected(names: list[str], format_: str | None, own: bool, text: bool,
+                   own_view: Callable[[str], dict], docker_doc: Callable[[str], dict]) -> None:
+    """What both `inspect` commands print: netkit's own view of each name (--netkit as JSON,
+    --text as text), or Docker's array of `docker_doc(name)`, or -f's template run on each."""
+    if own or text:
+        for name in names:
+            emit_inspect(own_view(name), not text)
+        return
+    docs = [docker_doc(name) for name in names]  # all found before any output
+    if format_:
+        emit_formatted(format_, docs)
+    else:
+        emit_docker_json(docs)
 
 
 def emit_docker_json(docs: list) -> None:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from netkit import config as config_mod
@@ -341,13 +341,54 @@ def list_views(ctx: Context) -> list[dict]:
     return views
 
 
+ALWAYS = (DEFAULT_NETWORK,) + BUILTIN  # the networks Docker always has; `network ls` lists them
+
+
+def planned_default(ctx: Context) -> Network:
+    """The default network as netkit will make it on first use (config: bip, mtu, icc, ip_masq,
+    bridge), planned only: no bridge, no rule, nothing stored. Its Created is 0: it has not been."""
+    req, _ = default_request(ctx)
+    net, _ = plan_network(ctx, req, default=True)
+    return replace(net, created=0.0)
+
+
+def resolve_always(ctx: Context, ref: str) -> tuple[str, Network | None]:
+    """What `network inspect REF` shows, by name, full ID or unique ID prefix: a stored network
+    (name, net); one of Docker's three that the store does not hold: ("bridge", its planned
+    shape) before the first container made it, ("host"/"none", None). NotFound otherwise."""
+    net = ctx.store.network(ref)
+    if net is not None:
+        return net.name, net
+    if ref not in ALWAYS:
+        try:
+            net = lookup.network(ctx, ref)
+            return net.name, net
+        except NotFound:
+            unmade = [n for n in ALWAYS if ctx.store.network(n) is None]
+            matches = lookup.by_id_prefix([Network(name=n, id=naming.builtin_id(n), bridge="", subnet="", gateway="")
+                                           for n in unmade], ref)
+            if len(matches) != 1:
+                raise
+            ref = matches[0].name
+    return ref, planned_default(ctx) if ref == DEFAULT_NETWORK else None
+
+
 def inspect(ctx: Context, name: str) -> dict:
     net = ctx.store.network(name)
     if (net is None or net.driver == overlay.OVERLAY) and overlay.enabled(ctx):
         found = [v for v in overlay.global_views(ctx) if v["name"] == name]
         if found:
             return found[0]
-    net = lookup.network(ctx, name)
+    name, net = resolve_always(ctx, name)
+    if net is None:  # host or none: nothing to make; the containers in that mode
+        return {"name": name, "id": naming.builtin_id(name), "driver": "null" if name == "none" else name,
+                "scope": "local", "containers": {c.name: {} for c in ctx.store.containers()
+                                                 if c.mode == name and not c.shares}}
+    if ctx.store.network(name) is None:  # the default network, not made yet: say so
+        return {"name": name, "id": net.id, "driver": net.driver, "scope": "local", "exists": False,
+                "note": "made on the first container that uses it; these are the settings it will get",
+                "bridge": net.bridge, "subnet": net.subnet, "gateway": net.gateway, "mtu": net.mtu,
+                "icc": net.icc, "masquerade": net.masquerade, "default": True, "containers": {}}
     name = net.name
     containers = {}
     for cname in ctx.store.members(name):

@@ -50,15 +50,19 @@ class _Engine:
         self.proj = proj
 
     def create_network(self, spec: compose.NetworkSpec) -> None:
+        from netkit import naming
         from netkit.engine import networks
         from netkit.kernel.nsutil import link_exists
 
-        owner = next((n.name for n in self.ctx.store.networks() if n.bridge == spec.bridge), None)
-        if owner is None and link_exists(spec.bridge):
-            raise Conflict(f"interface '{spec.bridge}' (the bridge of network '{spec.name}') already exists; "
+        # Named as `network create` names it (naming.bridge_name_for: br-NAME, else br-<12 hex of
+        # the id)); a name from the file is made, never an existing interface adopted.
+        bridge = spec.bridge or naming.plain_bridge_name(spec.name)
+        owner = next((n.name for n in self.ctx.store.networks() if n.bridge == bridge), None)
+        if bridge and owner is None and link_exists(bridge):
+            raise Conflict(f"interface '{bridge}' (the bridge of network '{spec.name}') already exists; "
                            "remove it or set driver_opts com.docker.network.bridge.name")
-        req = networks.NetworkRequest(spec.name, spec.subnet, spec.gateway, spec.ip_range, spec.bridge, spec.mtu,
-                                      spec.internal, spec.icc, spec.masquerade)
+        req = networks.NetworkRequest(spec.name, spec.subnet, spec.gateway, spec.ip_range, spec.bridge or None,
+                                      spec.mtu, spec.internal, spec.icc, spec.masquerade)
         networks.create(self.ctx, req)
 
     def remove_network(self, name: str) -> None:

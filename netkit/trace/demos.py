@@ -4,10 +4,17 @@ the traffic on every hop, and removes what it made.
 
 Each demo is a class with setup / traffic / teardown so that tests can run a second tool
 (tcpdump) between setup and traffic.
+
+A demo shares the sandbox with whatever the user made there: before setup it picks names and
+ports nobody holds (its usual ones when free, else `demo-NAME` and the next free port) and it
+removes only the containers it created. Demos create no network (the default one is shared),
+so no subnet can collide.
 """
 from __future__ import annotations
 
 import os
+import re
+import socket
 import subprocess
 import sys
 import time
@@ -87,13 +94,37 @@ def settle_tcp(netns_paths, timeout: float = 10.0) -> bool:
     return True
 
 
+def _bindable(port: int, netns: str | None = None) -> bool:
+    """Whether a TCP server could listen on 0.0.0.0:port in this netns (None) or a named one."""
+    from netkit.kernel import nsutil
+
+    def attempt() -> bool:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("0.0.0.0", port))
+            except OSError:
+                return False
+            return True
+
+    if netns is None:
+        return attempt()
+    with nsutil.entered_netns(f"/run/netns/{netns}"):
+        return attempt()
+
+
+# A host port in `docker ps`'s PORTS column: "0.0.0.0:8088->80/tcp", "127.0.0.1:7000-7001->...".
+_HOST_PORTS = re.compile(r":(\d+)(?:-(\d+))?->")
+
+
 class Demo:
     mode = ""
     title = ""
-    containers: list[str] = []  # what to trace
+    containers: list[str] = []  # what to trace (the usual names; an instance holds the ones it uses)
     uplinks = True  # trace the host's uplinks (and `outside`) too
-    port: int | None = None
-    bpf = ""
+    port: int | None = None  # a published host port (the tracer follows its DNAT)
+    host_port: int | None = None  # the port of a server in the host's netns (host mode)
+    outside_port: int | None = None  # the port of a server in the `outside` netns
+    bpf = ""  # may name {port}, {host_port} and {outside_port}
     grace = 0.2  # in-flight hops arrive within microseconds; 0.2 s covers a slow CI box
 
     def __init__(self, say=print):
@@ -102,8 +133,63 @@ class Demo:
         self.made: list[str] = []
         self.client_output = ""
         self.client_ok = False
+        self.names = {n: n for n in type(self).containers}
+        self.containers = list(type(self).containers)
+
+    # free names and ports, chosen before setup
+    def choose(self) -> None:
+        """Pick names and ports that nothing in this sandbox holds: the user's containers, their
+        published ports, anything listening, a netns of the same name."""
+        rows = self.netkit_quiet("container", "ls", "--format", "{{.Names}}\t{{.Ports}}").splitlines()
+        taken = {row.split("\t")[0] for row in rows if row}
+        published: set[int] = set()
+        for row in rows:
+            for low, high in _HOST_PORTS.findall(row.partition("\t")[2]):
+                published.update(range(int(low), int(high or low) + 1))
+        for usual in type(self).containers:
+            name, n = f"demo-{usual}", 1
+            if usual not in taken and not os.path.exists(f"/run/netns/{usual}"):
+                name = usual
+            while name != usual and (name in taken or os.path.exists(f"/run/netns/{name}")):
+                n += 1
+                name = f"demo-{usual}-{n}"
+            if name != usual:
+                self.say(f"# '{usual}' is taken in this sandbox: this demo uses '{name}' (and removes only what it made)")
+            self.names[usual] = name
+            taken.add(name)
+        self.containers = [self.names[u] for u in type(self).containers]
+        if self.port is not None:
+            self.port = self._free_port(self.port, lambda p: p not in published and _bindable(p))
+        if self.host_port is not None:
+            self.host_port = self._free_port(self.host_port, lambda p: p not in published and _bindable(p))
+        if self.outside_port is not None:
+            from netkit import sandbox as sb
+
+            self.outside_port = self._free_port(self.outside_port, lambda p: _bindable(p, sb.OUTSIDE))
+        self.bpf = type(self).bpf.format(port=self.port, host_port=self.host_port, outside_port=self.outside_port)
+
+    def _free_port(self, usual: int, free) -> int:
+        port = usual
+        while not free(port):
+            port += 1
+            if port > 65535:
+                raise EnvError(f"demo {self.mode}: no free TCP port from {usual} up")
+        if port != usual:
+            self.say(f"# port {usual} is in use in this sandbox: this demo uses {port}")
+        return port
+
+    def n(self, usual: str) -> str:
+        """The name this demo uses for its container `usual`."""
+        return self.names[usual]
 
     # helpers
+    @staticmethod
+    def netkit_quiet(*args: str) -> str:
+        proc = subprocess.run(NETKIT + list(args), capture_output=True, text=True, timeout=60)
+        if proc.returncode != 0:
+            raise EnvError(f"demo step `netkit {' '.join(args)}` failed: {(proc.stderr or proc.stdout).strip()}")
+        return proc.stdout.strip()
+
     def netkit(self, *args: str) -> str:
         self.say("$ netkit " + " ".join(args))
         proc = subprocess.run(NETKIT + list(args), capture_output=True, text=True, timeout=60)
@@ -169,8 +255,10 @@ class Demo:
         self.made = []
 
     def summary(self) -> dict:
+        ports = {k: v for k, v in (("port", self.port), ("host_port", self.host_port),
+                                     ("outside_port", self.outside_port)) if v is not None}
         return {"mode": self.mode, "title": self.title, "client_output": self.client_output,
-                "client_ok": self.client_ok}
+                "client_ok": self.client_ok, "containers": list(self.containers), **ports}
 
 
 class BridgeDemo(Demo):
@@ -180,61 +268,65 @@ class BridgeDemo(Demo):
     bpf = "arp or tcp port 80"
 
     def setup(self):
-        self.create("a")
-        self.create("b")
-        self.b_ip = self.ip_of("b")
-        self.server(self.in_container("b"), "0.0.0.0", 80, "b")
+        a, b = self.n("a"), self.n("b")
+        self.create(a)
+        self.create(b)
+        self.b_ip = self.ip_of(b)
+        self.server(self.in_container(b), "0.0.0.0", 80, b)
 
     def traffic(self):
-        self.client(self.in_container("a"), self.b_ip, 80, "a")
+        self.client(self.in_container(self.n("a")), self.b_ip, 80, self.n("a"))
 
 
 class PublishDemo(Demo):
     mode, title = "publish", "outside → host:8088 → DNAT → bridge → veth → web:80, and the reply translated back"
     containers = ["web"]
     port = 8088
-    bpf = "tcp and (port 8088 or port 80)"
+    bpf = "tcp and (port {port} or port 80)"
 
     def setup(self):
-        self.create("web", "-p", "8088:80")
-        self.server(self.in_container("web"), "0.0.0.0", 80, "web")
+        web = self.n("web")
+        self.create(web, "-p", f"{self.port}:80")
+        self.server(self.in_container(web), "0.0.0.0", 80, web)
 
     def traffic(self):
         from netkit import sandbox as sb
 
-        self.client(self.in_netns(sb.OUTSIDE), sb.UPLINK_ADDR, 8088, "outside")
+        self.client(self.in_netns(sb.OUTSIDE), sb.UPLINK_ADDR, self.port, "outside")
 
 
 class OutboundDemo(Demo):
     mode, title = "outbound", "container → outside server, MASQUERADE to the uplink address and back"
     containers = ["app"]
-    bpf = "tcp port 8080"
+    outside_port = 8080
+    bpf = "tcp port {outside_port}"
 
     def setup(self):
         from netkit import sandbox as sb
 
-        self.create("app")
-        self.server(self.in_netns(sb.OUTSIDE), "0.0.0.0", 8080, "outside")
+        self.create(self.n("app"))
+        self.server(self.in_netns(sb.OUTSIDE), "0.0.0.0", self.outside_port, "outside")
 
     def traffic(self):
         from netkit import sandbox as sb
 
-        self.client(self.in_container("app"), sb.OUTSIDE_ADDR, 8080, "app")
+        self.client(self.in_container(self.n("app")), sb.OUTSIDE_ADDR, self.outside_port, self.n("app"))
 
 
 class HostDemo(Demo):
     mode, title = "host", "a host-mode server reached from outside: no veth, no bridge, no NAT"
     containers = ["h"]
-    bpf = "tcp port 8000"
+    host_port = 8000
+    bpf = "tcp port {host_port}"
 
     def setup(self):
-        self.create("h", "--net", "host")
-        self.server(self.in_container("h"), "0.0.0.0", 8000, "h")
+        self.create(self.n("h"), "--net", "host")
+        self.server(self.in_container(self.n("h")), "0.0.0.0", self.host_port, self.n("h"))
 
     def traffic(self):
         from netkit import sandbox as sb
 
-        self.client(self.in_netns(sb.OUTSIDE), sb.UPLINK_ADDR, 8000, "outside")
+        self.client(self.in_netns(sb.OUTSIDE), sb.UPLINK_ADDR, self.host_port, "outside")
 
 
 class ContainerDemo(Demo):
@@ -244,12 +336,13 @@ class ContainerDemo(Demo):
     bpf = "tcp port 9000"
 
     def setup(self):
-        self.create("app")
-        self.create("sidecar", "--net", "container:app")
-        self.server(self.in_container("app"), "127.0.0.1", 9000, "app")
+        app, sidecar = self.n("app"), self.n("sidecar")
+        self.create(app)
+        self.create(sidecar, "--net", f"container:{app}")
+        self.server(self.in_container(app), "127.0.0.1", 9000, app)
 
     def traffic(self):
-        self.client(self.in_container("sidecar"), "127.0.0.1", 9000, "sidecar")
+        self.client(self.in_container(self.n("sidecar")), "127.0.0.1", 9000, self.n("sidecar"))
 
 
 class NoneDemo(Demo):
@@ -258,16 +351,16 @@ class NoneDemo(Demo):
     bpf = "ip or arp"  # everything netkit's IPv4 world sends: the point is that nothing is seen
 
     def setup(self):
-        self.create("n", "--net", "none")
-        self.say("$ netkit exec n -- ip -br link")
-        out = subprocess.run(self.in_container("n") + ["ip", "-br", "link"], capture_output=True, text=True)
+        self.create(self.n("n"), "--net", "none")
+        self.say(f"$ netkit exec {self.n('n')} -- ip -br link")
+        out = subprocess.run(self.in_container(self.n("n")) + ["ip", "-br", "link"], capture_output=True, text=True)
         for line in out.stdout.strip().splitlines():
             self.say(f"  {line}")
 
     def traffic(self):
         from netkit import sandbox as sb
 
-        self.client(self.in_container("n"), sb.OUTSIDE_ADDR, 80, "n")
+        self.client(self.in_container(self.n("n")), sb.OUTSIDE_ADDR, 80, self.n("n"))
 
 
 DEMOS = {d.mode: d for d in (BridgeDemo, PublishDemo, OutboundDemo, HostDemo, ContainerDemo, NoneDemo)}
@@ -306,6 +399,7 @@ def run(mode: str, outputs=None, say=None, before_traffic=None, after_traffic=No
     say(f"# netkit trace demo {mode}: {demo.title}")
     world = World()
     try:
+        demo.choose()
         demo.setup()
         topo = path.resolve(world, demo.containers, port=demo.port)
         if not demo.uplinks:

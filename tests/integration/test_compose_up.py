@@ -184,3 +184,22 @@ def test_topology_shows_what_the_kernel_has(shop, tmp_path):
     assert "DNAT tcp 0.0.0.0:8080 → 172.30.0.10:80 (container shop-web-1)" in out
     sandbox.sh(f"rsvg-convert {tmp_path / 't.svg'} -o {tmp_path / 't.png'}")
     assert (tmp_path / "t.png").stat().st_size > 10000
+
+
+def test_bridges_are_named_as_network_create_names_them(sandbox, tmp_path):
+    # Compose's `myproject_backend_network` does not fit `br-NAME`: like `docker network create`,
+    # its bridge is br-<12 hex of the network ID>; a driver_opts name is kept as written.
+    path = tmp_path / "compose.yaml"
+    path.write_text("name: myproject\nservices:\n  a: {networks: [backend_network, named]}\n"
+                    "networks:\n  backend_network: {}\n  named: {driver_opts: {com.docker.network.bridge.name: br-mine}}\n")
+    assert "create network myproject_backend_network (bridge br-<id>; new)" in sandbox.netkit("up", "-f", path).stdout
+    fmt = '{{.Id}} {{index .Options "com.docker.network.bridge.name"}}'
+    net_id, bridge = sandbox.netkit("network", "inspect", "-f", fmt, "myproject_backend_network").stdout.split()
+    assert bridge == "br-" + net_id[:12]
+    assert sandbox.netkit("network", "inspect", "-f", fmt, "myproject_named").stdout.split()[1] == "br-mine"
+    links = sandbox.sh("ip -br link show type bridge").stdout
+    assert bridge in links and "br-mine" in links
+    assert "nothing to change" in sandbox.netkit("up", "-f", path).stdout
+    sandbox.netkit("down", "-f", path)
+    links = sandbox.sh("ip -br link show type bridge").stdout
+    assert bridge not in links and "br-mine" not in links

@@ -111,9 +111,24 @@ def test_network_ls_columns_builtins_filters_quiet_and_format(sandbox):
     assert out[0].split() == ["NETWORK", "ID", "NAME", "DRIVER", "SCOPE"]
     assert [(r.split()[1], r.split()[2]) for r in out[1:]] == [("bridge", "bridge"), ("host", "host"), ("none", "null")]
     bridge_id = out[1].split()[0]
+    # What ls lists, inspect answers for (by name or ID), before the default network is made: its
+    # settings, no members, and nothing in the kernel claimed or made by asking.
+    fmt = '{{.Name}} {{.Driver}} {{json .IPAM.Config}} {{index .Options "com.docker.network.bridge.name"}} {{len .Containers}}'
+    assert lines(sandbox.netkit("network", "inspect", "-f", fmt, "bridge", bridge_id, "host", "none")) == [
+        'bridge bridge [{"Subnet":"172.17.0.0/16","Gateway":"172.17.0.1"}] netkit0 0'] * 2 + [
+        "host host [] <no value> 0", "none null [] <no value> 0"]
+    assert json.loads(sandbox.netkit("network", "inspect", "--netkit", "bridge").stdout)["exists"] is False
+    assert "netkit0" not in sandbox.sh("ip -br link").stdout
+    hid = sandbox.netkit("container", "create", "h", "--net", "host").stdout.strip()
+    [host] = json.loads(sandbox.netkit("network", "inspect", "host").stdout)
+    assert list(host["Containers"]) == [hid] and host["Containers"][hid]["Name"] == "h"
+    assert host["Containers"][hid]["IPv4Address"] == ""  # Docker lists host-mode containers, without address
     app = sandbox.netkit("network", "create", "app", "--label", "env=dev").stdout.strip()
     sandbox.netkit("network", "create", "db", "--label", "env=prod")
-    sandbox.netkit("container", "create", "web")  # makes the default network: its ID does not change
+    web = sandbox.netkit("container", "create", "web").stdout.strip()  # makes the default network: same ID
+    [made] = json.loads(sandbox.netkit("network", "inspect", bridge_id).stdout)
+    assert made["Id"].startswith(bridge_id) and made["Containers"][web]["IPv4Address"] == "172.17.0.2/16"
+    assert "netkit0" in sandbox.sh("ip -br link").stdout
     assert lines(sandbox.netkit("network", "ls", "--filter", "name=bridge", "-q")) == [bridge_id]
     assert lines(sandbox.netkit("network", "ls", "-q", "--filter", "label=env=dev")) == [app[:12]]
     assert lines(sandbox.netkit("network", "ls", "-q", "--no-trunc", "--filter", f"id={app[:5]}")) == [app]

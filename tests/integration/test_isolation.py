@@ -22,8 +22,23 @@ def test_way_out_masquerade_nomasquerade_internal(sandbox, backend, servers):
         sandbox.netkit("container", "create", name, "--net", net)
     servers("outside", "tcp", 7000)
     assert ask("a", "tcp", OUT, 7000) == f"outside {UP}"  # source seen outside: the uplink address
-    assert ask("r", "tcp", OUT, 7000, timeout=0.7) is None
+    assert ask("r", "tcp", OUT, 7000, timeout=0.7) is None  # no route back to 172.21.0.0/24 yet
     assert ask("i", "tcp", OUT, 7000, timeout=0.7) is None
+    # With a route back, the outside host answers r's own connections (its address unchanged)...
+    sandbox.sh("ip netns exec outside ip route add 172.21.0.0/24 via 198.18.0.1")
+    assert ask("r", "tcp", OUT, 7000) == "outside 172.21.0.2"
+    assert sandbox.netkit("exec", "r", "--", "ping", "-c1", "-W5", OUT, check=False).returncode == 0
+    # ...but what it opens itself towards r, or a, routed straight to their addresses, is dropped,
+    # by netkit's own rules, not by the FORWARD policy (a host that routed before keeps ACCEPT).
+    set_policy = {"nftables": "nft add chain ip netkit filter-FORWARD '{ policy accept; }'"}
+    sandbox.sh(set_policy.get(backend, f"{backend} -w -P FORWARD ACCEPT"))
+    assert forward_policy(sandbox, backend) == "ACCEPT"
+    servers("r", "tcp", 7001)
+    servers("a", "tcp", 7001)
+    assert ask("outside", "tcp", "172.21.0.2", 7001, timeout=0.7) is None
+    sandbox.sh("ip netns exec outside ip route add 172.20.0.0/24 via 198.18.0.1")
+    assert ask("outside", "tcp", "172.20.0.2", 7001, timeout=0.7) is None
+    sandbox.sh(set_policy.get(backend, f"{backend} -w -P FORWARD ACCEPT").replace("accept", "drop").replace("ACCEPT", "DROP"))
     p = sandbox.netkit("publish", "80", "i", check=False)
     assert p.returncode == 2 and "internal" in p.stderr
     assert open("/proc/sys/net/ipv4/ip_forward").read().strip() == "1"

@@ -196,3 +196,32 @@ def test_demo_pictures_render_to_png_with_no_text_outside_its_box(sandbox, tmp_p
         head = png.read_bytes()[:24]
         assert head[:8] == b"\x89PNG\r\n\x1a\n"
         assert int.from_bytes(head[16:20], "big") == int(lay.width + 0.5)  # the whole layout was drawn
+
+
+def test_demos_leave_the_users_own_containers_and_ports_alone(sandbox, tmp_path):
+    # The user made `web` publishing 8088 (the publish demo's name and port) and runs a server on
+    # the outside host's 8080 (the outbound demo's): the demos pick free ones and say so.
+    web_id = sandbox.netkit("container", "create", "web", "-p", "8088:80").stdout.strip()
+    from publish_helpers import Server
+
+    theirs = Server("outside", "tcp", 8080, tag="users-server")
+    try:
+        lines = []
+        from netkit.trace import demos, session
+
+        rep = demos.run("publish", session.Outputs(), say=lines.append)
+        assert rep["demo"]["client_ok"], rep["demo"]
+        assert rep["demo"]["containers"] == ["demo-web"] and rep["demo"]["port"] == 8089
+        assert "# 'web' is taken in this sandbox: this demo uses 'demo-web' (and removes only what it made)" in lines
+        assert "$ netkit container create demo-web -p 8089:80" in lines
+        (flow,) = rep["flows"]
+        assert flow["path"] == "outside:eth0 → host:uplink →[DNAT]→ netkit0 → veth[demo-web] → demo-web:eth0"
+        assert flow["nat"][0] == "DNAT 198.18.0.1:8089 → 172.17.0.3:80"
+        outbound = demos.OutboundDemo(say=lines.append)
+        outbound.choose()  # the user's server holds 8080 on the outside host
+        assert outbound.outside_port == 8081 and outbound.bpf == "tcp port 8081"
+    finally:
+        theirs.stop()
+    # the user's container is untouched: same ID, same published port; the demo's are gone
+    assert sandbox.netkit("container", "ls", "-q", "--no-trunc").stdout.split() == [web_id]
+    assert sandbox.netkit("port", "web", "80").stdout.strip() == "0.0.0.0:8088"

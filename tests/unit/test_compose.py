@@ -60,7 +60,7 @@ def test_a_full_file_reads_as_compose_would_name_it():
     assert p.name == "shop"
     assert {k: n.name for k, n in p.networks.items()} == \
         {"front": "shop_front", "back": "shop_back", "default": "shop_default"}
-    assert p.networks["front"].bridge == "br-shop_front"
+    assert compose.planned_bridge(p.networks["front"]) == "br-shop_front"
     assert p.networks["front"].ip_range == "172.30.0.128/25"
     assert p.networks["back"].internal and p.networks["back"].mtu == 1400
     web = p.services["web"]
@@ -76,13 +76,14 @@ def test_a_full_file_reads_as_compose_would_name_it():
                           "command, environment, image, volumes")
 
 
-def test_long_names_get_hashed_bridges_within_15_bytes():
-    p = compose.parse("services: {a: {networks: [backend_network]}}\nnetworks: {backend_network: {}}\n",
-                      "/x/myproject/compose.yaml")
+def test_long_names_get_their_bridge_from_the_id_as_network_create_does():
+    p = compose.parse("services: {a: {networks: [backend_network, named]}}\nnetworks: {backend_network: {},"
+                      " named: {driver_opts: {com.docker.network.bridge.name: br-mine}}}\n", "/x/myproject/compose.yaml")
     net = p.networks["backend_network"]
     assert net.name == "myproject_backend_network"
-    assert net.bridge.startswith("br-") and len(net.bridge) == 15
-    assert net.bridge == compose.bridge_for("myproject_backend_network")  # stable
+    # no name of its own: the engine names it as `network create` does, br-<12 hex of the new id>
+    assert net.bridge == "" and compose.planned_bridge(net) == "br-<id>"
+    assert p.networks["named"].bridge == compose.planned_bridge(p.networks["named"]) == "br-mine"
 
 
 BAD = [
