@@ -32,7 +32,16 @@ class Traced:
 
 
 def filter_for(topo: Topology, proto: str | None, port: int | None, extra: str | None = None) -> str:
-    return build_filter(proto, topo.ports if port else None, extra)
+    expr = build_filter(proto, topo.ports if port else None, extra)
+    if topo.hosts:
+        from netkit.trace.capture import tunnel_filter
+
+        # The underlay carries the store's traffic too: only VXLAN there, filtered on what it carries.
+        topo.tunnel_filter = tunnel_filter(proto, topo.ports if port else None)
+        if extra:
+            topo.notes.append(f"--filter '{extra}' applies to the containers' and hosts' own interfaces; "
+                              "on the uplinks only --proto and --port select what the VXLAN frames carry")
+    return expr
 
 
 def snapshot(topo: Topology):
@@ -80,7 +89,7 @@ def emit(report: dict, outputs: Outputs) -> None:
 
 def capture(topo: Topology, bpf: str, duration: float | None, count: int | None, on_live=None) -> Traced:
     """Capture in the calling (main) thread; Ctrl-C and SIGTERM end it like a limit does."""
-    cap = Capture(topo.points, bpf)
+    cap = Capture(topo.points, bpf, tunnel_bpf=topo.tunnel_filter)
     cap.open()
     before = snapshot(topo)
     if on_live:
