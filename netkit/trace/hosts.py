@@ -60,7 +60,8 @@ def local_address() -> str | None:
 
 def find(name: str):
     """(RemoteHost, Container, {network name: Network}) of the other host that runs container
-    `name`, or None."""
+    `name`, or None. A host that is down (its holder process gone) cannot be traced: one line."""
+    from netkit.errors import EnvError
     from netkit.state import Store
 
     for host in others():
@@ -69,8 +70,13 @@ def find(name: str):
         store = Store(host.state_dir, read_only=True)
         try:
             c = store.container(name)
-            if c is not None:
-                return host, c, {n.name: n for n in store.networks()}
+            nets = {n.name: n for n in store.networks()} if c is not None else {}
         finally:
             store.close()
+        if c is None:
+            continue
+        if not os.path.exists(host.net_path):
+            raise EnvError(f"container '{name}' runs on host {host.name}, which is down (its process {host.pid} "
+                           "is gone): nothing of it can be traced")
+        return host, c, nets
     return None
