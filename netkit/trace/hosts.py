@@ -58,7 +58,7 @@ def local_address() -> str | None:
     return info["address"] if info else None
 
 
-def find(name: str):
+def locate(name: str):
     """(RemoteHost, Container, {network name: Network}) of the other host that runs container
     `name`, or None. A host that is down (its holder process gone) cannot be traced: one line."""
     from netkit.errors import EnvError

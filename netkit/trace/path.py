@@ -75,7 +75,7 @@ def resolve(world, names: list[str] | None = None, port: int | None = None, prot
             from netkit.trace import hosts
 
             for n in missing:
-                found = hosts.find(n)
+                found = hosts.locate(n)
                 if found is None:
                     where = " on any host of this sandbox" if hosts.others() else ""
                     raise NotFound(f"container '{n}' not found{where}; see `netkit container ls`")

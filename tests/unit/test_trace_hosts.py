@@ -29,11 +29,11 @@ def sandbox_of_two(tmp_path, monkeypatch):
 
 def test_a_container_of_another_host_is_found_with_the_paths_to_its_namespaces(sandbox_of_two):
     assert [h.name for h in hosts.others()] == ["h2"] and hosts.local_address() == "198.18.1.11"
-    host, c, nets = hosts.find("db")
+    host, c, nets = hosts.locate("db")
     assert (host.name, c.name, nets) == ("h2", "db", {})
     assert host.net_path == f"/proc/{os.getpid()}/ns/net"
     assert host.path_of(c.netns) == f"/proc/{os.getpid()}/root/run/netns/db"
-    assert hosts.find("nosuch") is None
+    assert hosts.locate("nosuch") is None
 
 
 def test_a_host_that_is_down_is_one_line(sandbox_of_two):
@@ -41,11 +41,11 @@ def test_a_host_that_is_down_is_one_line(sandbox_of_two):
     doc["hosts"]["h2"]["pid"] = 2 ** 22 + 7  # above pid_max's default: no such process
     registry.write_text(json.dumps(doc))
     with pytest.raises(EnvError) as err:
-        hosts.find("db")
+        hosts.locate("db")
     assert str(err.value) == (f"container 'db' runs on host h2, which is down (its process {2 ** 22 + 7} is gone): "
                               "nothing of it can be traced")
 
 
 def test_outside_a_multi_host_sandbox_there_are_no_other_hosts(monkeypatch):
     monkeypatch.delenv("NETKIT_HOST", raising=False)
-    assert hosts.others() == [] and hosts.find("db") is None
+    assert hosts.others() == [] and hosts.locate("db") is None
