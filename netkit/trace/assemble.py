@@ -113,7 +113,8 @@ def build_report(result: Result, topo: Topology, conntrack: list[dict] | None = 
     """The report (`--json` prints it as is). Top-level keys: version, capture {started,
     duration_s, stopped_by, filter, frames, lost}, points [{point, name, detail, netns, interface,
     role, frames, lost}], flows [{id, proto, title, client, server, from, to, path, reply_path,
-    nat [text], notes [text], conntrack [...], packets [{n, direction, info, path, delivered,
+    nat [text], notes [text], conntrack [{proto, original, reply, status, state, timeout, host (across
+    hosts: whose table)}], packets [{n, direction, info, path, delivered,
     drop {reason, text, where, setting, rule {backend, table, chain, rule, verdict, packets},
     evidence}, note, hops [{t_us, dt_us, from_point, point, name, detail, netns, interface, role,
     direction, src_mac, dst_mac, proto, src, dst, sport, dport, icmp {type, code, id, seq}, ttl,

@@ -77,7 +77,8 @@ def text_lines(report: dict, brief: bool = False) -> list[Line]:
             line("  note       ", (note, "yellow"))
         for e in flow["conntrack"]:
             o, r = e["original"], e["reply"]
-            line("  conntrack  ", (f"{e['proto']} {endpoint(o['src'], o['sport'])} → {endpoint(o['dst'], o['dport'])}"
+            line("  conntrack  ", (f"{e['host']}: " if e.get("host") else "", "bold"),
+                 (f"{e['proto']} {endpoint(o['src'], o['sport'])} → {endpoint(o['dst'], o['dport'])}"
                                    f"  reply {endpoint(r['src'], r['sport'])} → {endpoint(r['dst'], r['dport'])}",
                                    "blue"),
                  f"  [{','.join(e['status'])}]" + (f" {e['state']}" if e["state"] else "")

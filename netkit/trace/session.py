@@ -62,7 +62,7 @@ def conclude(traced: Traced, world, outputs: Outputs) -> dict:
     files = pcap_mod.write(result, outputs.pcap_dir) if outputs.pcap_dir else []
     path.enrich(topo, world)
     ev = evidence_mod.evidence(topo, traced.before, traced.after)
-    report = assemble.build_report(result, topo, tracefacts.conntrack(), ev)
+    report = assemble.build_report(result, topo, _conntrack(topo), ev)
     if outputs.pcap_dir:  # again, now with each packet's hop, direction and NAT as comments
         files.append(pcap_mod.write_pcapng(result, outputs.pcap_dir, report))
     if files:
@@ -73,6 +73,19 @@ def conclude(traced: Traced, world, outputs: Outputs) -> dict:
             fh.write(svg_mod.to_svg(report, brief=outputs.brief))
         report.setdefault("files", []).append(outputs.svg)
     return report
+
+
+def _conntrack(topo: Topology) -> list[dict]:
+    """This host's conntrack entries; across hosts, every traced host's, each tagged with it."""
+    from netkit.kernel import tracefacts
+
+    if not topo.hosts:
+        return tracefacts.conntrack()
+    paths = {p.netns: p.path for p in topo.points if p.netns in topo.hosts}
+    out = []
+    for host in sorted(paths):
+        out += [dict(e, host=host) for e in tracefacts.conntrack(paths[host])]
+    return out
 
 
 def emit(report: dict, outputs: Outputs) -> None:

@@ -76,6 +76,8 @@ def test_trace_follows_a_ping_across_hosts_through_vxlan(world: World):
     assert any(c.startswith(f"decapsulated by h2 (vxlan{vni})") for c in changes), changes
     assert any(c.startswith(f"bridge ovbr{vni} forwarded it to vxlan{vni}") for c in changes), changes
     assert f"→[VXLAN {vni}]→" in flow["path"] and "→[decap]→" in flow["path"]
+    # br_netfilter tracks the bridged flow on both hosts: each host's entry, tagged with it
+    assert {e["host"] for e in flow["conntrack"]} == {"h1", "h2"}, flow["conntrack"]
 
     with open(svg) as fh:
         picture = fh.read()
