@@ -12,10 +12,15 @@
    the etcd server the sandbox runs for all hosts.
 Bounded (timeouts on every wait) and self-cleaning (the sandbox goes with it).
 
-    .venv/bin/python scripts/bench_overlay.py [--cluster-cli]
+    .venv/bin/python scripts/bench_overlay.py [--cluster-cli | --daemon]
+
+`--daemon` starts netkitd on h1 first, so each `netkit container create` is forked from a warm
+process (imports done); the CPU figure then counts only the thin client. Also printed: when h2's
+agent had the new container's FDB entry (a netlink listener on h2), from the start of the create.
 """
 import json
 import os
+import resource
 import select
 import statistics
 import subprocess
@@ -28,6 +33,7 @@ N = 20
 REACH_TIMEOUT = 10.0
 CLUSTER = [sys.executable, "-m", "netkit.cluster"]
 ENGINE = os.environ.get("BENCH_PATH", "engine") == "engine"
+DAEMON = os.environ.get("BENCH_DAEMON") == "1"  # --daemon: the creates are forwarded to a warm netkitd
 NETKIT = [sys.executable, "-m", "netkit"]
 
 # Runs in container `probe` on h2: per stdin line "IP", ICMP echo every 2 ms until a reply;
@@ -59,6 +65,37 @@ for line in sys.stdin:
     print(ip, got if got is not None else 'timeout', flush=True)
 """
 
+# Runs on h2: prints "MAC MONOTONIC" when h2's agent adds a bridge FDB entry (AF_BRIDGE neighbour,
+# what `bridge fdb replace MAC dev vxlanVNI dst IP` makes): when h2 learnt where a container is.
+FDB_WATCH = r"""
+import socket, struct, sys, time
+s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)
+s.bind((0, 0x4))  # RTMGRP_NEIGH
+print('ready', flush=True)
+while True:
+    data = s.recv(65536)
+    now = time.monotonic()
+    off = 0
+    while off + 16 <= len(data):
+        length, kind = struct.unpack_from('=IH', data, off)
+        if length < 16:
+            break
+        if kind == 28 and data[off + 16] == 7:  # RTM_NEWNEIGH, AF_BRIDGE
+            a = off + 16 + 12
+            while a + 4 <= off + length:
+                alen, atype = struct.unpack_from('=HH', data, a)
+                if alen < 4:
+                    break
+                if atype == 2 and alen == 10:  # NDA_LLADDR
+                    print(':'.join('%02x' % b for b in data[a + 4:a + 10]), now, flush=True)
+                a += (alen + 3) & ~3
+        off += (length + 3) & ~3
+"""
+
+
+def mac_of(ip: str) -> str:
+    return "02:42:" + ":".join(f"{int(x):02x}" for x in ip.split("."))
+
 
 def rss_kb(pid) -> int:
     with open(f"/proc/{pid}/status") as fh:
@@ -88,19 +125,38 @@ def inside() -> None:
                        capture_output=True, timeout=60)
         on("h2", CLUSTER + ["container", "create", "probe", "--net", "ov", "--ip", "10.50.0.250"])
     create = NETKIT if ENGINE else CLUSTER
-    print(f"path: {'engine (netkit container create)' if ENGINE else 'phase 1 (python -m netkit.cluster)'}")
+    print(f"path: {'engine (netkit container create)' if ENGINE else 'phase 1 (python -m netkit.cluster)'}"
+          + (", with netkitd on h1 (warm)" if DAEMON else ""))
+    if DAEMON:
+        subprocess.run(NETKIT + ["daemon", "start"], check=True, capture_output=True, timeout=60)
     prober = subprocess.Popen([sys.executable, "-m", "netkit", "sandbox", "on", "h2", "--", "ip", "netns", "exec",
                                "probe", sys.executable, "-c", PROBER, str(REACH_TIMEOUT)],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert prober.stdout.readline().strip() == "ready"
-    reach, cli = [], []
+    fdbw = subprocess.Popen([sys.executable, "-m", "netkit", "sandbox", "on", "h2", "--", sys.executable, "-c", FDB_WATCH],
+                            stdout=subprocess.PIPE, text=True)
+    assert fdbw.stdout.readline().strip() == "ready"
+    programmed: dict[str, float] = {}  # MAC -> when h2 had its FDB entry
+
+    def read_fdb() -> None:
+        while select.select([fdbw.stdout], [], [], 0)[0]:
+            parts = fdbw.stdout.readline().split()
+            if len(parts) == 2:
+                programmed.setdefault(parts[0], float(parts[1]))
+
+    reach, cli, h2_fdb, cpu = [], [], [], []
     try:
         for i in range(N):
             ip = f"10.50.0.{10 + i}"
+            used0 = resource.getrusage(resource.RUSAGE_CHILDREN)
             t0 = time.monotonic()
             subprocess.run(create + ["container", "create", f"b{i}", "--net", "ov", "--ip", ip], check=True,
                            capture_output=True, timeout=60)
             cli.append(time.monotonic() - t0)
+            used = resource.getrusage(resource.RUSAGE_CHILDREN)
+            # CPU time (user + system) of the command and what it waited for: less at the mercy of
+            # the other processes on a shared machine than the wall-clock figures.
+            cpu.append(used.ru_utime + used.ru_stime - used0.ru_utime - used0.ru_stime)
             # Probing starts when the command returns, as a user's next command would. (Probing
             # before the container exists costs the prober's ARP retransmit, 1 s: docs/multihost.md.)
             prober.stdin.write(ip + "\n")
@@ -111,9 +167,14 @@ def inside() -> None:
                 print(f"b{i} {ip}: not reachable from h2 within {REACH_TIMEOUT:g} s")
                 continue
             reach.append(float(line[1]) - t0)
+            read_fdb()
+            if mac_of(ip) in programmed:
+                h2_fdb.append(programmed[mac_of(ip)] - t0)
     finally:
         prober.stdin.close()
         prober.wait(timeout=15)
+        fdbw.kill()
+        fdbw.wait(timeout=15)
 
     def ms(values, q):
         return statistics.quantiles(values, n=10)[8] * 1000 if q == 90 else statistics.median(values) * 1000
@@ -121,6 +182,10 @@ def inside() -> None:
     print(f"create on h1 -> reachable from h2 ({len(reach)}/{N} containers): "
           f"median {ms(reach, 50):.0f} ms, p90 {ms(reach, 90):.0f} ms")
     print(f"  the create command alone (whole CLI process): median {ms(cli, 50):.0f} ms, p90 {ms(cli, 90):.0f} ms")
+    print(f"  CPU time of the create command (user + system): median {ms(cpu, 50):.0f} ms, p90 {ms(cpu, 90):.0f} ms")
+    if len(h2_fdb) >= 2:
+        print(f"  h2's agent had programmed the FDB entry (etcd watch -> kernel), from the start of the create: "
+              f"median {ms(h2_fdb, 50):.0f} ms, p90 {ms(h2_fdb, 90):.0f} ms")
     reg = multihost.registry()
     for host in ("h1", "h2"):
         agent = on(host, ["cat", "/run/netkit/cluster/agent.pid"]).stdout.strip()
@@ -134,6 +199,8 @@ def inside() -> None:
 if __name__ == "__main__":
     if "--cluster-cli" in sys.argv:
         os.environ["BENCH_PATH"] = "cluster"
+    if "--daemon" in sys.argv:
+        os.environ["BENCH_DAEMON"] = "1"
     if os.environ.get("NETKIT_HOST") == "h1":
         inside()
     else:

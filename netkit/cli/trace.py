@@ -25,7 +25,9 @@ def _outputs(pcap: Optional[str], json: bool, svg: Optional[str], brief: bool = 
 
 @trace_app.command("capture")
 def capture(
-    containers: List[str] = typer.Argument(None, help="Containers whose path to trace (default: all)."),
+    containers: List[str] = typer.Argument(None, help="Containers whose path to trace (default: all). In a "
+                                           "multi-host sandbox also a container of another host: both hosts' "
+                                           "hops and the VXLAN between them are traced."),
     port: Optional[int] = typer.Option(None, "--port", help="Only this port (published ports follow their mapping)."),
     proto: Optional[str] = typer.Option(None, "--proto", help="tcp | udp | icmp | arp"),
     duration: Optional[float] = typer.Option(None, "--duration", help="Stop after S seconds."),

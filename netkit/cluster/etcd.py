@@ -8,7 +8,6 @@ module hides both and speaks str/int. Every network failure becomes StoreUnavail
 from __future__ import annotations
 
 import base64
-import http.client
 import json
 import socket
 from dataclasses import dataclass
@@ -40,6 +39,91 @@ class Event:
     mod_revision: int
 
 
+class _HttpError(ConnectionError):
+    """The server's answer is not the HTTP/1.1 the gateway speaks (or it closed the connection)."""
+
+
+class _Http:
+    """HTTP/1.1 on one TCP connection, as much as the gateway needs: a POST with a JSON body, and
+    an answer with Content-Length, chunked (the watch and keep-alive streams) or up to the close.
+    http.client would do, but it imports email.parser and ssl (~14 ms at every overlay
+    command's start, docs/multihost.md); every failure here is an OSError, as a socket's."""
+
+    def __init__(self, host: str, port: int, timeout: float):
+        self.host, self.port = host, port
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.rfile = self.sock.makefile("rb")
+
+    def close(self) -> None:
+        self.rfile.close()
+        self.sock.close()
+
+    def request(self, path: str, body: bytes) -> tuple[int, dict]:
+        """Send the POST; the answer's status and headers (names in lower case)."""
+        head = (f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n").encode()
+        self.sock.sendall(head + body)
+        status_line = self.rfile.readline(65537)
+        if not status_line:
+            raise _HttpError("the store closed the connection")
+        parts = status_line.split(None, 2)
+        if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
+            raise _HttpError(f"not an HTTP answer: {status_line[:60]!r}")
+        headers = {}
+        while True:
+            line = self.rfile.readline(65537)
+            if line in (b"\r\n", b"\n"):
+                break
+            if not line:
+                raise _HttpError("the store closed the connection in the headers")
+            name, _, value = line.decode("latin-1").partition(":")
+            headers[name.strip().lower()] = value.strip()
+        return int(parts[1]), headers
+
+    def _exact(self, n: int) -> bytes:
+        data = self.rfile.read(n)
+        if len(data) < n:
+            raise _HttpError("the store closed the connection in an answer")
+        return data
+
+    def chunks(self, headers: dict):
+        """The answer's body piece by piece, as it arrives."""
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            while True:
+                size_line = self.rfile.readline(65537)
+                if not size_line:
+                    raise _HttpError("the store closed the connection in a chunked answer")
+                try:
+                    size = int(size_line.split(b";")[0].strip(), 16)
+                except ValueError:
+                    raise _HttpError(f"bad chunk size {size_line[:20]!r}") from None
+                if size == 0:
+                    while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    return
+                yield self._exact(size)
+                self._exact(2)  # the CRLF after each chunk
+        elif "content-length" in headers:
+            yield self._exact(int(headers["content-length"]))
+        else:
+            yield self.rfile.read()
+
+    def body(self, headers: dict) -> bytes:
+        return b"".join(self.chunks(headers))
+
+    def lines(self, headers: dict):
+        """The answer's body line by line (the gateway streams one JSON message a line)."""
+        pending = b""
+        for chunk in self.chunks(headers):
+            pending += chunk
+            *done, pending = pending.split(b"\n")
+            for line in done:
+                yield line + b"\n"
+        if pending:
+            yield pending
+
+
 def _b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
 
@@ -68,7 +152,7 @@ class Etcd:
         self.url = url
         self.host, self.port = parse_store_url(url)
         self.timeout = timeout
-        self._conn: http.client.HTTPConnection | None = None
+        self._conn: _Http | None = None
 
     def close(self) -> None:
         if self._conn is not None:
@@ -84,20 +168,21 @@ class Etcd:
         """One request on the kept-alive connection; a stale connection is retried once."""
         data = json.dumps(body).encode()
         for attempt in (1, 2):
-            if self._conn is None:
-                self._conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
             try:
-                self._conn.request("POST", path, body=data, headers={"Content-Type": "application/json"})
-                resp = self._conn.getresponse()
-                payload = resp.read()
-            except (OSError, http.client.HTTPException) as err:
+                if self._conn is None:
+                    self._conn = _Http(self.host, self.port, self.timeout)
+                status, headers = self._conn.request(path, data)
+                payload = self._conn.body(headers)
+                if headers.get("connection", "").lower() == "close":
+                    self.close()
+            except OSError as err:
                 self.close()
                 # A refused or timed-out connect is final; a kept-alive socket the server closed
                 # meanwhile (it restarted) deserves one fresh try.
                 if attempt == 2 or isinstance(err, (ConnectionRefusedError, socket.timeout)):
                     raise self._unavailable(err) from None
                 continue
-            return self._decode(path, resp.status, payload)
+            return self._decode(path, status, payload)
         raise AssertionError("unreachable")
 
     def _decode(self, path: str, status: int, payload: bytes) -> dict:
@@ -160,18 +245,18 @@ class Etcd:
                 raise
 
     def _stream_first(self, path: str, body: dict) -> dict:
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        conn = None
         try:
-            conn.request("POST", path, body=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
-            resp = conn.getresponse()
-            line = resp.readline()
-            if resp.status != 200:
-                return self._decode(path, resp.status, line + resp.read())
-            return self._decode(path, 200, line)
-        except (OSError, http.client.HTTPException) as err:
+            conn = _Http(self.host, self.port, self.timeout)
+            status, headers = conn.request(path, json.dumps(body).encode())
+            if status != 200:
+                return self._decode(path, status, conn.body(headers))
+            return self._decode(path, 200, next(conn.lines(headers), b""))
+        except OSError as err:
             raise self._unavailable(err) from None
         finally:
-            conn.close()
+            if conn is not None:
+                conn.close()
 
     # ---- watching -------------------------------------------------------------------------
 
@@ -184,21 +269,21 @@ class Etcd:
         """
         body = {"create_request": {"key": _b64(prefix), "range_end": _b64(prefix_end(prefix)),
                                    "start_revision": str(start_revision), "progress_notify": True}}
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        conn = None
         try:
             try:
-                conn.request("POST", "/v3/watch", body=json.dumps(body).encode(),
-                             headers={"Content-Type": "application/json"})
-                resp = conn.getresponse()
-                if resp.status != 200:
-                    self._decode("/v3/watch", resp.status, resp.read())
+                conn = _Http(self.host, self.port, self.timeout)
+                status, headers = conn.request("/v3/watch", json.dumps(body).encode())
+                if status != 200:
+                    self._decode("/v3/watch", status, conn.body(headers))
                 conn.sock.settimeout(idle_timeout)
-            except (OSError, http.client.HTTPException) as err:
+                stream = conn.lines(headers)
+            except OSError as err:
                 raise self._unavailable(err) from None
             while True:
                 try:
-                    line = resp.readline()
-                except (OSError, http.client.HTTPException) as err:
+                    line = next(stream, b"")
+                except OSError as err:
                     raise self._unavailable(err) from None
                 if not line:
                     raise self._unavailable(ConnectionResetError("watch stream closed"))
@@ -211,7 +296,8 @@ class Etcd:
                                 int(ev["kv"].get("mod_revision", 0))) for ev in result.get("events", [])]
                 yield events, int(result.get("header", {}).get("revision", 0))
         finally:
-            conn.close()
+            if conn is not None:
+                conn.close()
 
     def status(self) -> dict:
         return self._post("/v3/maintenance/status", {})

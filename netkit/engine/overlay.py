@@ -204,10 +204,13 @@ def release(ctx: Context, network: str, container: str) -> None:
         store.close()
 
 
-def start_agent(ctx: Context) -> None:
-    from netkit.cluster import overlay
+def start_agent(ctx: Context) -> bool:
+    """The host agent runs after this; True when this call started it (it has then programmed
+    every local VXLAN device from a fresh read before returning)."""
+    from netkit.cluster import agentctl, overlay
 
-    overlay.ensure_agent(member(ctx))
+    was = agentctl.running_pid(overlay.run_dir())
+    return overlay.ensure_agent(member(ctx)) != was
 
 
 def program_now(ctx: Context, net: Network) -> None:

@@ -24,6 +24,9 @@ def _fate(hops: list[Hop], names: Names) -> tuple[bool, str | None, str | None]:
     if not last.outgoing and owner == last.point.netns:
         return True, None, None
     if last.outgoing:
+        lost = _lost_on_underlay(last, names)
+        if lost:
+            return False, lost, None
         if last.point.peer and last.point.peer in names.labels:
             return False, f"sent by {last.point.label} but never seen on {last.point.peer}", None
         return True, None, f"left the traced path via {last.point.label}"
@@ -35,6 +38,18 @@ def _fate(hops: list[Hop], names: Names) -> tuple[bool, str | None, str | None]:
     if owner and owner in names.traced_ns:
         return False, f"dropped in {where}: never seen on its way to {f.dst} ({names.who(owner)})", None
     return False, f"dropped in {where}: not delivered there and not sent on over any traced interface", None
+
+
+def _lost_on_underlay(last: Hop, names: Names) -> str | None:
+    """An encapsulated frame sent toward a host whose uplink is traced, and never seen there."""
+    o = last.frame.outer
+    if not o:
+        return None
+    host = next((n for n, h in names.topo.hosts.items() if h.get("address") == o["dst"]), None)
+    if host and f"{host}:uplink" in names.labels:
+        return (f"sent by {last.point.label} over the underlay to {host} ({o['dst']}, VXLAN VNI {o['vni']}) "
+                f"but never seen on {host}:uplink")
+    return None
 
 
 def _hop_dict(h: Hop, t0: int, prev_t: int | None, pred: Hop | None, topo: Topology) -> dict:
@@ -53,7 +68,28 @@ def _hop_dict(h: Hop, t0: int, prev_t: int | None, pred: Hop | None, topo: Topol
         "ttl": f.ttl, "ip_id": f.ip_id, "length": f.length,
         "flags": f.flags or None, "info": f.info(), "echo": is_echo(h),
         "changes": [text for _, text in h.changes], "nat": [t for t, _ in h.changes if t in narrate.NAT_TAGS],
+        "outer": dict(f.outer) if f.outer else None,
     }
+
+
+def _tunnel(hops: list[Hop]) -> dict | None:
+    """A packet's crossing of a VXLAN tunnel: VNI, outer addresses, the host that encapsulated it
+    (where the outer headers first appear) and the one that decapsulated it (the host of the
+    first hop after the last encapsulated one; None when that side was not traced)."""
+    enc = [i for i, h in enumerate(hops) if h.frame.outer]
+    if not enc:
+        return None
+    o = hops[enc[0]].frame.outer
+    after = enc[-1] + 1
+    return {"vni": o["vni"], "outer_src": o["src"], "outer_dst": o["dst"], "outer_sport": o["sport"],
+            "outer_dport": o["dport"], "encapsulated_by": hops[enc[0]].point.netns,
+            "decapsulated_by": hops[after].point.netns if after < len(hops) else None}
+
+
+def tunnel_text(t: dict) -> str:
+    decap = t["decapsulated_by"] or "? (not traced)"
+    return (f"VXLAN VNI {t['vni']}: encapsulated by {t['encapsulated_by']}, {t['outer_src']} → "
+            f"{t['outer_dst']}:{t['outer_dport']} over the underlay, decapsulated by {decap}")
 
 
 def _conntrack_for(entries: list[dict], tuples: set) -> list[dict]:
@@ -77,12 +113,16 @@ def build_report(result: Result, topo: Topology, conntrack: list[dict] | None = 
     """The report (`--json` prints it as is). Top-level keys: version, capture {started,
     duration_s, stopped_by, filter, frames, lost}, points [{point, name, detail, netns, interface,
     role, frames, lost}], flows [{id, proto, title, client, server, from, to, path, reply_path,
-    nat [text], notes [text], conntrack [...], packets [{n, direction, info, path, delivered,
+    nat [text], notes [text], conntrack [{proto, original, reply, status, state, timeout, host (across
+    hosts: whose table)}], packets [{n, direction, info, path, delivered,
     drop {reason, text, where, setting, rule {backend, table, chain, rule, verdict, packets},
     evidence}, note, hops [{t_us, dt_us, from_point, point, name, detail, netns, interface, role,
     direction, src_mac, dst_mac, proto, src, dst, sport, dport, icmp {type, code, id, seq}, ttl,
-    ip_id, length, flags, info, echo, changes [text], nat [tag]}]}]}], drops [{flow, packet, info,
-    where, reason, text, setting, rule}], notes."""
+    ip_id, length, flags, info, echo, changes [text], nat [tag], outer {src_mac, dst_mac, src, dst,
+    sport, dport, ttl, ip_id, length, vni} | null}], tunnel {vni, outer_src, outer_dst, outer_sport,
+    outer_dport, encapsulated_by, decapsulated_by} | null}], tunnels [text]}], drops [{flow, packet,
+    info, where, reason, text, setting, rule}], notes, containers {netns: [names]}, hosts {netns:
+    {address, local}} (a trace across hosts; else empty)."""
     evidence = evidence or drops.Evidence()
     cache: dict = {}  # the two ends of a veth pair see the very same bytes: dissect once
     frames = []
@@ -116,6 +156,7 @@ def build_report(result: Result, topo: Topology, conntrack: list[dict] | None = 
             all_hops.append(hops)
             replies.append(reply)
         packets = []
+        tunnels: list[str] = []
         flow_notes: list[str] = []
         for n, (hops, reply) in enumerate(zip(all_hops, replies), 1):
             for h in hops:
@@ -148,9 +189,14 @@ def build_report(result: Result, topo: Topology, conntrack: list[dict] | None = 
             for h in hops:
                 hop_dicts.append(_hop_dict(h, t0, prev_t, hops[h.pred] if h.pred is not None else None, topo))
                 prev_t = h.t_ns
+            tunnel = _tunnel(hops)
+            if tunnel:
+                text = ("reply: " if reply else "") + tunnel_text(tunnel)
+                if text not in tunnels:
+                    tunnels.append(text)
             packets.append({"n": n, "direction": "reply" if reply else "original", "info": hops[0].frame.info(),
                             "path": line, "delivered": delivered, "drop": drop.as_dict() if drop else None,
-                            "note": note, "hops": hop_dicts})
+                            "note": note, "tunnel": tunnel, "hops": hop_dicts})
             if drop:
                 drop_list.append({"flow": fid, "packet": n, "info": hops[0].frame.info(), "where": drop.where,
                                   "reason": drop.reason, "text": drop.text, "setting": drop.setting,
@@ -176,7 +222,7 @@ def build_report(result: Result, topo: Topology, conntrack: list[dict] | None = 
             "server": (first.dst if icmp else endpoint(first.dst, first.dport)) if first.dst else None,
             "from": names.who(src_ns), "to": names.who(dst_ns),
             "path": path or reply_path or "", "reply_path": reply_path if path else None,
-            "nat": nat_lines, "notes": flow_notes, "conntrack": _conntrack_for(conntrack or [], tuples),
+            "nat": nat_lines, "tunnels": tunnels, "notes": flow_notes, "conntrack": _conntrack_for(conntrack or [], tuples),
             "packets": packets,
         })
     return {
@@ -194,4 +240,5 @@ def build_report(result: Result, topo: Topology, conntrack: list[dict] | None = 
         "drops": drop_list,
         "notes": list(topo.notes),
         "containers": {ns: list(names_) for ns, names_ in topo.containers.items()},
+        "hosts": {ns: dict(h) for ns, h in topo.hosts.items()},
     }

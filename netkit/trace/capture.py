@@ -118,6 +118,8 @@ def quick_key(data: bytes):
         l4 = 14 + ihl
         if proto == 6:
             return (6, data[18:20], data[16:18], data[l4 + 4:l4 + 13])
+        if proto == 17 and data[l4 + 2:l4 + 4] == b"\x12\xb5" and len(data) >= l4 + 30:
+            return quick_key(data[l4 + 16:])  # VXLAN (UDP 4789): the frame it carries
         return (proto, data[18:20], data[16:18], zlib.crc32(data[l4 + 8:]))
     if etype == b"\x08\x06":
         return data[14:42]
@@ -129,10 +131,11 @@ def quick_key(data: bytes):
 class Capture:
     """Open sockets on every point, then run one receive loop until a limit or a stop."""
 
-    def __init__(self, points: list[Point], bpf: str = "", use_ring: bool = True):
+    def __init__(self, points: list[Point], bpf: str = "", use_ring: bool = True, tunnel_bpf: str | None = None):
         self.points = points
         self.use_ring = use_ring
         self.filter = bpf
+        self.tunnel_filter = tunnel_bpf  # for the underlay interfaces of a trace across hosts
         self.socks: list[socket.socket] = []
         self.rings: list = []  # per socket: its ring.Ring, or None (recvmsg)
         self.records: list[Record] = []
@@ -145,9 +148,10 @@ class Capture:
     # opening
     def open(self) -> None:
         code = compile_filter(self.filter) if self.filter else None
+        tunnel = compile_filter(self.tunnel_filter) if self.tunnel_filter else None
         try:
             for point in self.points:
-                self.socks.append(self._open_one(point, code))
+                self.socks.append(self._open_one(point, tunnel if tunnel and point.role == "uplink" else code))
         except BaseException:
             self.close()
             raise
@@ -375,10 +379,14 @@ def _tie_rank(point: Point, outgoing: bool) -> int:
     """Order of hops that carry the very same timestamp. Within one netns the kernel keeps a
     frame's timestamp as it goes from a bridge port to the bridge, or is routed from one interface
     to another; frames read from rings come in blocks per interface, so arrival order cannot
-    break such ties: causality does. A frame enters (0), the bridge device sees it (1), it leaves (2)."""
+    break such ties: causality does. A frame enters (0-1), the bridge device sees it (2), it leaves
+    (3-4). VXLAN: a frame arrives on the uplink (0) before the VXLAN device hands out what it
+    carried (1), and the VXLAN device sends (3) before the uplink sends it encapsulated (4)."""
     if point.role == "bridge":
-        return 1
-    return 2 if outgoing else 0
+        return 2
+    if outgoing:
+        return 4 if point.role == "uplink" else 3
+    return 0 if point.role == "uplink" else 1
 
 
 def _timestamp(ancillary) -> int:
@@ -439,4 +447,34 @@ def build_filter(proto: str | None = None, ports: list[int] | None = None, extra
         parts.append(f"(({expr}) or icmp[0] == 3 or icmp[0] == 11)" if not proto else f"({expr})")
     if extra:
         parts.append(f"({extra})")
+    return " and ".join(parts)
+
+
+VXLAN_INNER = 50  # outer Ethernet 14 + IPv4 20 (Linux's VXLAN sends no IP options) + UDP 8 + VXLAN 8
+_IP_PROTO = {"tcp": 6, "udp": 17, "icmp": 1}
+
+
+def tunnel_filter(proto: str | None = None, ports: list[int] | None = None) -> str:
+    """The BPF expression for an underlay interface of a trace across hosts: VXLAN frames only
+    (the underlay also carries the store's traffic), and of those the ones whose inner frame
+    passes --proto/--port (libpcap 1.10 has no `vxlan` keyword: inner fields by offset).
+    Call build_filter() first: it validates proto and ports."""
+    b = VXLAN_INNER
+    ip = f"ether[{b + 12}:2] = 0x0800"
+    parts = ["udp dst port 4789"]
+    proto = proto.lower() if proto else None
+    if proto == "arp":
+        parts.append(f"ether[{b + 12}:2] = 0x0806")
+    elif proto:
+        parts.append(f"{ip} and ether[{b + 23}] = {_IP_PROTO[proto]}")
+    if ports:
+        l4 = f"(ether[{b + 14}] & 0xf) * 4"
+        expr = " or ".join(f"ether[{b + 14} + {l4} : 2] = {p} or ether[{b + 16} + {l4} : 2] = {p}"
+                           for p in sorted(set(ports)))
+        if proto:
+            parts.append(f"({expr})")
+        else:
+            icmp_err = (f"({ip} and ether[{b + 23}] = 1 and (ether[{b + 14} + {l4}] = 3 or "
+                        f"ether[{b + 14} + {l4}] = 11))")
+            parts.append(f"(({ip} and (ether[{b + 23}] = 6 or ether[{b + 23}] = 17) and ({expr})) or {icmp_err})")
     return " and ".join(parts)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from netkit.trace.model import Frame, Hop, Record
 
+PORTS = ("veth", "vxlan")  # bridge ports: a container's veth, an overlay network's VXLAN device
 SPLIT_GAP_NS = 1_000_000_000  # the same identity a second later is a new packet (a retransmit)
 
 
@@ -83,15 +84,15 @@ def predecessor(hops: list[Hop], i: int) -> int | None:
         if h.point.peer == hops[j].point.label and hops[j].outgoing != h.outgoing:
             return j
     same = [j for j in range(i - 1, -1, -1) if hops[j].point.netns == h.point.netns]
-    if h.point.bridge and h.outgoing and h.point.role == "veth":
+    if h.point.bridge and h.outgoing and h.point.role in PORTS:
         # A bridge port sends what came in on another port or what the bridge device sent.
         for j in same:
             p = hops[j].point
-            if p.bridge == h.point.bridge and ((p.role == "veth" and not hops[j].outgoing) or
+            if p.bridge == h.point.bridge and ((p.role in PORTS and not hops[j].outgoing) or
                                                 (p.role == "bridge" and hops[j].outgoing)):
                 return j
     if h.point.role == "bridge" and not h.outgoing:
         for j in same:
-            if hops[j].point.bridge == h.point.bridge and hops[j].point.role == "veth" and not hops[j].outgoing:
+            if hops[j].point.bridge == h.point.bridge and hops[j].point.role in PORTS and not hops[j].outgoing:
                 return j
     return same[0] if same else (i - 1 if i else None)

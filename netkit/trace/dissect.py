@@ -80,8 +80,38 @@ def fast_dissect(data: bytes) -> Frame | None:
     return f
 
 
+VXLAN_PORT = 4789
+VXLAN_HEADER = 8  # flags (I bit: a VNI is present), 3 reserved bytes, VNI (3 bytes), 1 reserved
+
+
+def vxlan_split(data: bytes):
+    """(outer headers as a dict, inner frame) when `data` is an IPv4/UDP frame to port 4789
+    carrying a VXLAN header with a VNI; else None. Read with slicing (RFC 7348)."""
+    if len(data) < 34 or data[12:14] != b"\x08\x00" or data[14] >> 4 != 4 or data[23] != 17:
+        return None
+    if int.from_bytes(data[20:22], "big") & 0x3FFF:
+        return None  # a fragment: its UDP header is not here
+    l4 = 14 + (data[14] & 0x0F) * 4
+    vx = l4 + 8
+    if len(data) < vx + VXLAN_HEADER + 14 or int.from_bytes(data[l4 + 2:l4 + 4], "big") != VXLAN_PORT \
+            or not data[vx] & 0x08:
+        return None
+    outer = {"src_mac": _mac(data[6:12]), "dst_mac": _mac(data[0:6]), "src": _ip(data[26:30]),
+             "dst": _ip(data[30:34]), "sport": int.from_bytes(data[l4:l4 + 2], "big"), "dport": VXLAN_PORT,
+             "ttl": data[22], "ip_id": int.from_bytes(data[18:20], "big"), "length": len(data),
+             "vni": int.from_bytes(data[vx + 4:vx + 7], "big")}
+    return outer, data[vx + VXLAN_HEADER:]
+
+
 def dissect(data: bytes) -> Frame:
-    """One frame reduced to the fields the report uses: the fast path, else Scapy."""
+    """One frame reduced to the fields the report uses: the fast path, else Scapy. A VXLAN
+    frame is the frame it carries, with the tunnel's headers in Frame.outer."""
+    split = vxlan_split(data)
+    if split is not None:
+        outer, inner = split
+        f = fast_dissect(inner) or scapy_dissect(inner)
+        f.outer = outer
+        return f
     return fast_dissect(data) or scapy_dissect(data)
 
 

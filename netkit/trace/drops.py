@@ -312,7 +312,7 @@ def refused(first: list[Hop], answer: list[Hop], names: Names, topo: Topology) -
     how = "a TCP RST" if a.proto == "tcp" else "ICMP port unreachable"
     dst = endpoint(f.dst, f.dport)
     setting, why = None, f"nothing listens on {dst}"
-    if owner == "host" and f.dport is not None:
+    if topo.is_host(owner) and f.dport is not None:
         maps = [m for m in topo.published if m["host_port"] == f.dport and m["proto"] == f.proto]
         local = [m for m in maps if m["host_ip"].startswith("127.")]
         if local and not f.dst.startswith("127."):
@@ -336,7 +336,7 @@ def br_netfilter_note(hops: list[Hop], topo: Topology) -> str | None:
     """When bridged traffic skips iptables (bridge-nf-call-iptables=0 and the bridge's own
     nf_call_iptables switch off), icc=false, isolation and netkit's raw drops do not apply to it:
     say so where it matters."""
-    ns = "host"
+    ns = next((n for n, h in topo.hosts.items() if h["local"]), "host")
     settings = topo.settings.get(ns, {})
     value = settings.get("net.bridge.bridge-nf-call-iptables")
     if value != "0":

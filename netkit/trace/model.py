@@ -19,7 +19,7 @@ class Point:
     netns: str  # display name: "host", a container's netns name, "outside"
     ifname: str
     path: str | None = None  # netns file; None: the caller's own netns (the host)
-    role: str = "other"  # container | veth | bridge | uplink | outside | lo | other
+    role: str = "other"  # container | veth | bridge | vxlan | uplink | outside | lo | other
     bridge: str | None = None  # for a bridge port: its bridge; for a bridge: itself
     peer: str | None = None  # label of the other end of a veth pair, when known
     owner: str | None = None  # for a veth: the container (names) it leads to
@@ -65,11 +65,28 @@ class Topology:
     # kernel facts, filled after the capture by path.enrich():
     addresses: dict = field(default_factory=dict)  # netns name -> {ip: ifname}
     macs: dict = field(default_factory=dict)  # mac -> "netns:ifname"
-    fdb: dict = field(default_factory=dict)  # bridge -> {mac: port ifname}
+    fdb: dict = field(default_factory=dict)  # fdb_key(bridge point) -> {mac: port ifname}
     forwarding: dict = field(default_factory=dict)  # netns name -> net.ipv4.ip_forward is on
     settings: dict = field(default_factory=dict)  # netns name -> {sysctl name: value}
     mtu: dict = field(default_factory=dict)  # "netns:ifname" -> MTU
     neighbours: dict = field(default_factory=dict)  # netns name -> {ip: state name}
+    # a trace across the hosts of a multi-host sandbox (trace/hosts.py): host netns name ->
+    # {address: its underlay IP, local: this host}; empty for a one-host trace ("host")
+    hosts: dict = field(default_factory=dict)
+    tunnel_filter: str | None = None  # BPF for the underlay interfaces of such a trace (VXLAN only)
+
+    def fdb_key(self, p: "Point") -> str:
+        """A bridge's key in `fdb`: its name, or `hK:name` on another host (every host of an
+        overlay network has a bridge of the same name)."""
+        return f"{p.netns}:{p.bridge}" if p.path and p.netns in self.hosts else str(p.bridge)
+
+    def learnt(self, p: "Point", mac: str) -> str | None:
+        """The port of bridge p.bridge where `mac` was learnt."""
+        return self.fdb.get(self.fdb_key(p), {}).get(mac)
+
+    def is_host(self, ns: str | None) -> bool:
+        """A host's own netns (not a container's, not outside)."""
+        return ns == "host" or ns in self.hosts
 
 
 @dataclass
@@ -103,6 +120,10 @@ class Frame:
     length: int = 0
     payload_len: int = 0
     payload_crc: int = 0
+    # A VXLAN-encapsulated frame is dissected as the frame it carries (so that it correlates with
+    # that frame's other hops); the tunnel's own headers are here: {src_mac, dst_mac, src, dst,
+    # sport, dport, ttl, ip_id, length, vni}. None for a frame that is not encapsulated.
+    outer: dict | None = None
 
     @property
     def broadcast(self) -> bool:

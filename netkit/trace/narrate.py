@@ -42,7 +42,7 @@ class Names:
         self.labels = {p.label for p in topo.points}
 
     def uplinks_traced(self, ns: str) -> bool:
-        return any(p.role == "uplink" and p.netns == ns for p in self.topo.points) or ns != "host"
+        return any(p.role == "uplink" and p.netns == ns for p in self.topo.points) or not self.topo.is_host(ns)
 
     def ns_of(self, ip: str | None, near: str | None = None) -> str | None:
         if ip and ip.startswith("127.") and near:
@@ -53,7 +53,7 @@ class Names:
         if ns is None:
             return "?"
         names = self.topo.containers.get(ns)
-        if names and ns != "host":
+        if names and not self.topo.is_host(ns):
             return ",".join(names)
         return ns
 
@@ -82,10 +82,11 @@ def describe(prev: Hop, hop: Hop, reply: bool, topo: Topology, learnt_said: set)
                 tag = "MASQUERADE" if masq else "SNAT"
                 out.append((tag, f"SNAT (MASQUERADE) {a} → {b}" if masq else f"SNAT {a} → {b}"))
     p, q = prev.point, hop.point
+    out += _tunnel_change(prev, hop)
     qn = hop_name(q, topo).split(":", 1)[1]
     if p.netns == q.netns and p.label != q.label:
-        if q.role == "veth" and q.bridge and hop.outgoing and p.bridge == q.bridge:
-            learnt = topo.fdb.get(q.bridge, {}).get(f.dst_mac)
+        if q.role in ("veth", "vxlan") and q.bridge and hop.outgoing and p.bridge == q.bridge:
+            learnt = topo.learnt(q, f.dst_mac)
             if f.broadcast:
                 out.append(("", f"bridge {q.bridge} flooded it (broadcast) to {qn}"))
             else:
@@ -108,7 +109,7 @@ def describe(prev: Hop, hop: Hop, reply: bool, topo: Topology, learnt_said: set)
             any(t == "echo" for t, _ in prev.changes):
         out.append(("echo", f"{hop_name(q, topo).split(':')[0]} receives its own broadcast back and ignores it"))
     if q.role == "veth" and q.bridge and not hop.outgoing and f.src_mac:
-        learnt = topo.fdb.get(q.bridge, {}).get(f.src_mac)
+        learnt = topo.learnt(q, f.src_mac)
         if learnt == q.ifname and (q.bridge, f.src_mac) not in learnt_said:
             learnt_said.add((q.bridge, f.src_mac))
             out.append(("", f"bridge {q.bridge} learns src MAC {f.src_mac} on {qn}"))
@@ -119,6 +120,25 @@ def describe(prev: Hop, hop: Hop, reply: bool, topo: Topology, learnt_said: set)
 
 
 NAT_TAGS = ("DNAT", "SNAT", "MASQUERADE", "un-SNAT", "un-DNAT")
+TUNNEL_TAGS = ("encap", "decap")
+
+
+def _tunnel_change(prev: Hop, hop: Hop) -> list:
+    """VXLAN: the host that wrapped the frame (outer headers appear), the underlay crossed
+    between two hosts, the host that unwrapped it (outer headers gone)."""
+    po, o = prev.frame.outer, hop.frame.outer
+    p, q = prev.point, hop.point
+    if o and not po:
+        dev = f"its VXLAN device {p.ifname}" if p.role == "vxlan" and p.netns == q.netns else "its VXLAN device"
+        return [("encap", f"encapsulated by {q.netns} ({dev}, VNI {o['vni']}) into UDP {o['src']}:{o['sport']} → "
+                          f"{o['dst']}:{o['dport']}; the inner frame is carried unchanged")]
+    if po and not o:
+        return [("decap", f"decapsulated by {q.netns} ({q.ifname if q.role == 'vxlan' else 'its VXLAN device'}): "
+                          f"VNI {po['vni']} from {po['src']}, the inner frame goes on into the overlay bridge")]
+    if po and o and p.netns != q.netns:
+        return [("", f"crossed the underlay from {p.netns} to {q.netns}: {o['src']} → {o['dst']} "
+                     f"(UDP {o['dport']}, VNI {o['vni']})")]
+    return []
 
 
 def path_line(hops: list[Hop], topo: Topology | None = None) -> str:
@@ -130,6 +150,8 @@ def path_line(hops: list[Hop], topo: Topology | None = None) -> str:
         name = full.split(":", 1)[1] if h.point.netns == last_ns else full
         if i:
             tags = [t for t, _ in h.changes if t in NAT_TAGS]
+            tags += [f"VXLAN {h.frame.outer['vni']}" if t == "encap" else "decap"
+                     for t, _ in h.changes if t in TUNNEL_TAGS]
             parts.append(f" →[{','.join(tags)}]→ " if tags else " → ")
         parts.append(name)
         last_ns = h.point.netns

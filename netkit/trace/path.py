@@ -63,18 +63,34 @@ def _outside_points() -> list[Point]:
 
 
 def resolve(world, names: list[str] | None = None, port: int | None = None, proto: str | None = None) -> Topology:
-    """Capture points for the named containers (all of them when none is named)."""
+    """Capture points for the named containers (all of them when none is named). In a multi-host
+    sandbox a name that is not local may be a container of another host (on an overlay network):
+    its host's interfaces and the container are traced too (trace/hosts.py)."""
     containers = world.containers()
     by_name = {c.name: c for c in containers}
+    remote = []  # (RemoteHost, Container, {network name: Network})
     if names:
         missing = [n for n in names if n not in by_name]
         if missing:
-            raise NotFound(f"container '{missing[0]}' not found; see `netkit container ls`")
-        chosen = [by_name[n] for n in names]
+            from netkit.trace import hosts
+
+            for n in missing:
+                found = hosts.locate(n)
+                if found is None:
+                    where = " on any host of this sandbox" if hosts.others() else ""
+                    raise NotFound(f"container '{n}' not found{where}; see `netkit container ls`")
+                remote.append(found)
+        chosen = [by_name[n] for n in names if n in by_name]
     else:
         chosen = containers
     topo = Topology(points=[], networks=world.network_facts(), published=world.published(),
                     exposed=world.exposed())
+    here = HOST
+    if remote:
+        from netkit.trace import hosts
+
+        here = hosts.local_name() or HOST
+        topo.hosts[here] = {"address": hosts.local_address(), "local": True}
     seen: set[tuple] = set()
     # Outside first, then the host's uplinks, then bridges and veths, then the containers:
     # the order a published-port packet takes, and the order of lanes in the SVG.
@@ -94,14 +110,14 @@ def resolve(world, names: list[str] | None = None, port: int | None = None, prot
         from netkit import sandbox as sb
 
         peer = outside[0].label if outside and dev == sb.UPLINK else None
-        add(outer, Point(HOST, dev, None, "uplink", peer=peer))
+        add(outer, Point(here, dev, None, "uplink", peer=peer))
 
     for c in chosen:
         topo.modes[c.name] = c.mode if not c.shares else f"container:{c.shares}"
         owner = by_name.get(c.shares) if c.mode == MODE_CONTAINER else c
         if c.mode == MODE_HOST:
-            topo.containers.setdefault(HOST, []).append(c.name)
-            add(inner, Point(HOST, "lo", None, "lo"))
+            topo.containers.setdefault(here, []).append(c.name)
+            add(inner, Point(here, "lo", None, "lo"))
             continue
         if owner is None or not owner.netns:
             topo.notes.append(f"container '{c.name}' has no network namespace of its own")
@@ -118,10 +134,12 @@ def resolve(world, names: list[str] | None = None, port: int | None = None, prot
                 net = world.network(ep.network)
                 bridge = net.bridge if net else None
                 if bridge:
-                    add(bridges, Point(HOST, bridge, None, "bridge", bridge=bridge))
-                add(veths, Point(HOST, ep.host_ifname, None, "veth", bridge=bridge, peer=f"{ns}:{ep.ifname}",
+                    add(bridges, Point(here, bridge, None, "bridge", bridge=bridge))
+                    if net.driver == "overlay" and net.vni is not None:
+                        add(bridges, _vxlan_point(here, None, net))
+                add(veths, Point(here, ep.host_ifname, None, "veth", bridge=bridge, peer=f"{ns}:{ep.ifname}",
                                  owner=ns))
-                add(inner, Point(ns, ep.ifname, owner.netns, "container", peer=f"{HOST}:{ep.host_ifname}"))
+                add(inner, Point(ns, ep.ifname, owner.netns, "container", peer=f"{here}:{ep.host_ifname}"))
         if port:
             for pm in owner.ports:
                 if pm.host_port == port and (proto is None or pm.proto == proto):
@@ -129,10 +147,58 @@ def resolve(world, names: list[str] | None = None, port: int | None = None, prot
     # lo first inside each container only when it is the container's sole interface (none mode,
     # container mode talks over lo): otherwise eth0 leads, lo follows.
     inner.sort(key=lambda p: (p.netns, p.role == "lo"))
-    topo.points = outer + bridges + veths + inner
+    if remote:
+        # Across hosts the lanes follow the packet: containers here, this host's veths, bridges,
+        # VXLAN devices and uplink, then the other host's in the opposite order, its containers.
+        far = _remote_points(topo, remote, add)
+        topo.points = [p for p in inner if p.role != "lo"] + veths + bridges + outer + far
+    else:
+        topo.points = outer + bridges + veths + inner
     if port:
         topo.ports = sorted({port, *topo.ports})
     return topo
+
+
+def _vxlan_point(netns: str, path: str | None, net) -> Point:
+    # Named by VNI on every host, as kernel/vxlan.devices() makes it (not imported: pyroute2).
+    return Point(netns, f"vxlan{net.vni}", path, "vxlan", bridge=net.bridge)
+
+
+def _remote_points(topo: Topology, remote: list, add) -> list[Point]:
+    """Capture points on other hosts: their uplink, the overlay bridge and VXLAN device of each
+    overlay network the container is on, its veth and its eth (lo left out: a remote container
+    talks to the traced ones over the overlay)."""
+    from netkit import sandbox as sb
+
+    out: list[Point] = []
+    bucket: list[Point] = []
+    for host, c, nets in remote:
+        topo.hosts.setdefault(host.name, {"address": host.address, "local": False})
+        topo.modes[c.name] = c.mode
+        if c.mode != MODE_BRIDGE or not c.netns:
+            topo.notes.append(f"container '{c.name}' on {host.name} is not on an overlay network: "
+                              "only its host's uplink is traced")
+        bucket = []
+        add(bucket, Point(host.name, sb.UPLINK, host.net_path, "uplink"))
+        ns = _netns_name(c.netns)
+        cpath = host.path_of(c.netns) if c.netns else None
+        topo.containers.setdefault(ns, [])
+        if c.name not in topo.containers[ns]:
+            topo.containers[ns].append(c.name)
+        devs, ports, eths = [], [], []
+        for ep in c.endpoints if c.mode == MODE_BRIDGE and c.netns else []:
+            net = nets.get(ep.network)
+            if net is None or net.driver != "overlay" or net.vni is None:
+                topo.notes.append(f"{c.name}'s network {ep.network} on {host.name} is not an overlay network: "
+                                  "its packets never cross to this host, not traced")
+                continue
+            add(devs, _vxlan_point(host.name, host.net_path, net))
+            add(devs, Point(host.name, net.bridge, host.net_path, "bridge", bridge=net.bridge))
+            add(ports, Point(host.name, ep.host_ifname, host.net_path, "veth", bridge=net.bridge,
+                             peer=f"{ns}:{ep.ifname}", owner=ns))
+            add(eths, Point(ns, ep.ifname, cpath, "container", peer=f"{host.name}:{ep.host_ifname}"))
+        out += bucket + devs + ports + eths
+    return out
 
 
 def enrich(topo: Topology, world) -> None:
@@ -166,8 +232,9 @@ def enrich(topo: Topology, world) -> None:
         ns = _netns_name(c.netns)
         for ep in c.endpoints:
             topo.addresses.setdefault(ns, {}).setdefault(ep.ip, ep.ifname)
-        if c.name not in topo.containers.get(ns, []) and ns != HOST:
+        if c.name not in topo.containers.get(ns, []) and not topo.is_host(ns):
             topo.containers.setdefault(ns, []).append(c.name)
     for p in topo.points:
-        if p.role == "bridge" and p.ifname not in topo.fdb:
-            topo.fdb[p.ifname] = tracefacts.bridge_fdb(p.ifname)
+        if p.role == "bridge" and topo.fdb_key(p) not in topo.fdb:
+            with tracefacts.inside(p.path):  # another host's bridge: read in its netns
+                topo.fdb[topo.fdb_key(p)] = tracefacts.bridge_fdb(p.ifname)

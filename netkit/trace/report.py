@@ -71,11 +71,14 @@ def text_lines(report: dict, brief: bool = False) -> list[Line]:
             line("  reply      ", (flow["reply_path"], "cyan"))
         for i, nat in enumerate(flow["nat"]):
             line("  NAT        " if i == 0 else "             ", (nat, "magenta"))
+        for i, tun in enumerate(flow.get("tunnels", [])):
+            line("  tunnel     " if i == 0 else "             ", (tun, "blue"))
         for note in flow.get("notes", []):
             line("  note       ", (note, "yellow"))
         for e in flow["conntrack"]:
             o, r = e["original"], e["reply"]
-            line("  conntrack  ", (f"{e['proto']} {endpoint(o['src'], o['sport'])} → {endpoint(o['dst'], o['dport'])}"
+            line("  conntrack  ", (f"{e['host']}: " if e.get("host") else "", "bold"),
+                 (f"{e['proto']} {endpoint(o['src'], o['sport'])} → {endpoint(o['dst'], o['dport'])}"
                                    f"  reply {endpoint(r['src'], r['sport'])} → {endpoint(r['dst'], r['dport'])}",
                                    "blue"),
                  f"  [{','.join(e['status'])}]" + (f" {e['state']}" if e["state"] else "")
@@ -124,6 +127,11 @@ def _packet(line, pkt: dict) -> None:
              hop_l3(h))
         if prev is None or (h["src_mac"], h["dst_mac"]) != (prev["src_mac"], prev["dst_mac"]):
             line(" " * 26, ("L2 ", "dim"), (f"{h['src_mac']} → {h['dst_mac']}", "dim"))
+        o = h.get("outer")
+        if o and (prev is None or prev.get("outer") != o):
+            line(" " * 26, ("outer ", "blue"), (f"VXLAN VNI {o['vni']} · UDP {o['src']}:{o['sport']} → "
+                                                f"{o['dst']}:{o['dport']} ttl {o['ttl']} · L2 {o['src_mac']} → "
+                                                f"{o['dst_mac']} · {o['length']} bytes", "blue"))
         for change in h["changes"]:
             cstyle = "magenta" if change.startswith(("DNAT", "SNAT", "reverse")) else "yellow"
             if h.get("echo"):
@@ -149,7 +157,8 @@ def _brief_packet(line, pkt: dict) -> None:
         head = f"  #{pkt['n']:<3} {pkt['info'][:28]:<28} " if i == 0 else " " * 35
         l3 = hop_l3(h)
         shown = l3 if l3 != prev_l3 else ""
-        tags = ",".join(h["nat"]) or ("echo" if h.get("echo") else "")
+        tags = ",".join(h["nat"] + ([f"VXLAN {h['outer']['vni']}"] if h.get("outer") else [])) \
+            or ("echo" if h.get("echo") else "")
         line(head, (f"{h.get('name', h['point']):<{NAME_W}}", "dim" if h.get("echo") else "green"),
              f" {h['direction']:<3} ", (f"[{tags}] " if tags else "", "magenta"), shown)
         prev_l3 = l3

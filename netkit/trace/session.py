@@ -32,7 +32,16 @@ class Traced:
 
 
 def filter_for(topo: Topology, proto: str | None, port: int | None, extra: str | None = None) -> str:
-    return build_filter(proto, topo.ports if port else None, extra)
+    expr = build_filter(proto, topo.ports if port else None, extra)
+    if topo.hosts:
+        from netkit.trace.capture import tunnel_filter
+
+        # The underlay carries the store's traffic too: only VXLAN there, filtered on what it carries.
+        topo.tunnel_filter = tunnel_filter(proto, topo.ports if port else None)
+        if extra:
+            topo.notes.append(f"--filter '{extra}' applies to the containers' and hosts' own interfaces; "
+                              "on the uplinks only --proto and --port select what the VXLAN frames carry")
+    return expr
 
 
 def snapshot(topo: Topology):
@@ -53,7 +62,7 @@ def conclude(traced: Traced, world, outputs: Outputs) -> dict:
     files = pcap_mod.write(result, outputs.pcap_dir) if outputs.pcap_dir else []
     path.enrich(topo, world)
     ev = evidence_mod.evidence(topo, traced.before, traced.after)
-    report = assemble.build_report(result, topo, tracefacts.conntrack(), ev)
+    report = assemble.build_report(result, topo, _conntrack(topo), ev)
     if outputs.pcap_dir:  # again, now with each packet's hop, direction and NAT as comments
         files.append(pcap_mod.write_pcapng(result, outputs.pcap_dir, report))
     if files:
@@ -64,6 +73,19 @@ def conclude(traced: Traced, world, outputs: Outputs) -> dict:
             fh.write(svg_mod.to_svg(report, brief=outputs.brief))
         report.setdefault("files", []).append(outputs.svg)
     return report
+
+
+def _conntrack(topo: Topology) -> list[dict]:
+    """This host's conntrack entries; across hosts, every traced host's, each tagged with it."""
+    from netkit.kernel import tracefacts
+
+    if not topo.hosts:
+        return tracefacts.conntrack()
+    paths = {p.netns: p.path for p in topo.points if p.netns in topo.hosts}
+    out = []
+    for host in sorted(paths):
+        out += [dict(e, host=host) for e in tracefacts.conntrack(paths[host])]
+    return out
 
 
 def emit(report: dict, outputs: Outputs) -> None:
@@ -80,7 +102,7 @@ def emit(report: dict, outputs: Outputs) -> None:
 
 def capture(topo: Topology, bpf: str, duration: float | None, count: int | None, on_live=None) -> Traced:
     """Capture in the calling (main) thread; Ctrl-C and SIGTERM end it like a limit does."""
-    cap = Capture(topo.points, bpf)
+    cap = Capture(topo.points, bpf, tunnel_bpf=topo.tunnel_filter)
     cap.open()
     before = snapshot(topo)
     if on_live:

@@ -27,8 +27,9 @@ LEFT_CHARS = 34  # packet labels in the left column
 NOTE_CHARS = 64  # notes column width in characters
 MAX_PACKETS = 60
 NAT_TAGS = ("DNAT", "SNAT", "MASQUERADE", "un-SNAT", "un-DNAT")
+TUNNEL_NOTES = ("encapsulated by", "decapsulated by", "crossed the underlay")  # narrate._tunnel_change
 
-COLOURS = {"arrow": "#34495e", "nat": "#c0392b", "echo": "#aab7b8", "drop": "#c0392b", "flow": "#1a5276",
+COLOURS = {"arrow": "#34495e", "nat": "#c0392b", "tunnel": "#2471a3", "echo": "#aab7b8", "drop": "#c0392b", "flow": "#1a5276",
            "box": "#f4f6f7", "box_line": "#85929e", "lane": "#bfc9ca", "note": "#7d6608", "dim": "#7f8c8d"}
 NS_FILL = {"outside": "#fdf2e9", "host": "#eaf2f8"}
 
@@ -129,6 +130,9 @@ def _ns_title(ns: str, report: dict) -> str:
     if ns == "host":
         owners = report.get("containers", {}).get("host")
         return "host" + (f" (and {', '.join(owners)})" if owners else "")
+    host = report.get("hosts", {}).get(ns)
+    if host is not None:  # a trace across hosts: hK's own netns
+        return f"host {ns}" + (f" ({host['address']})" if host.get("address") else "")
     names = report.get("containers", {}).get(ns) or [ns]
     return "container " + ", ".join(names)
 
@@ -142,9 +146,10 @@ def _lanes(report: dict) -> list[dict]:
         if report["flows"] and p["point"] not in seen:
             continue  # an empty lane teaches nothing
         name = p.get("name", p["point"]).split(":", 1)[1]
-        role = {"bridge": "bridge", "uplink": "uplink", "veth": "veth", "lo": "loopback"}.get(p["role"], "")
+        role = {"bridge": "bridge", "uplink": "uplink", "veth": "veth", "lo": "loopback", "vxlan": "VXLAN"}.get(p["role"], "")
         title = name if role in ("", "veth", "uplink") or name == role else f"{name} ({role})"
-        out.append({"point": p["point"], "ns": p["netns"], "title": title, "detail": p.get("detail") or ""})
+        out.append({"point": p["point"], "ns": p["netns"], "title": title, "detail": p.get("detail") or "",
+                    "host": p["netns"] in report.get("hosts", {})})
     # one box per netns: its lanes side by side, boxes in the order their netns first appears
     first = {}
     for i, ln in enumerate(out):
@@ -275,7 +280,7 @@ def layout(report: dict, brief: bool = False) -> Layout:
             for i in range(1, len(hops)):
                 h = hops[i]
                 src = h.get("from_point") or hops[i - 1]["point"]
-                kind = "echo" if h.get("echo") else "nat" if h["nat"] else "arrow"
+                kind = "echo" if h.get("echo") else "nat" if h["nat"] else "tunnel" if h.get("outer") else "arrow"
                 elements.append(("hop", (y_row, src, h["point"], kind)))
                 texts, repeats = [], []
                 a = _addr(h)
@@ -285,7 +290,8 @@ def layout(report: dict, brief: bool = False) -> Layout:
                 for c in h["changes"]:
                     num, new = notes.ref(c)
                     colour = COLOURS["nat"] if any(c.startswith(t) or t in c.split()[0] for t in NAT_TAGS) or \
-                        c.startswith("reverse") else COLOURS["echo"] if h.get("echo") else COLOURS["note"]
+                        c.startswith("reverse") else COLOURS["echo"] if h.get("echo") else \
+                        COLOURS["tunnel"] if c.startswith(TUNNEL_NOTES) else COLOURS["note"]
                     if new:
                         texts.append((f"[{num}] {c}", colour))
                     else:
@@ -317,6 +323,8 @@ def layout(report: dict, brief: bool = False) -> Layout:
     legend = [("arrow", "frame seen on the next hop"), ("nat", "NAT rewrote addresses (red)"),
               ("echo", "hairpin echo (grey, dashed)"), ("drop", "packet dropped here"),
               ("dot", "first sighting")]
+    if any(h.get("outer") for f in report["flows"] for p in f["packets"] for h in p["hops"]):
+        legend.insert(2, ("tunnel", "VXLAN-encapsulated on the underlay (blue)"))
     lay.text(PAD, legend_y, "Legend:", "canvas", SIZE, weight="bold")
     lx = PAD + text_width("Legend: ", SIZE) + 6
     legend_items = []
@@ -360,10 +368,10 @@ def layout(report: dict, brief: bool = False) -> Layout:
 
 
 def _arrow(x1, y1, x2, y2, kind) -> str:
-    colour = COLOURS[kind if kind in ("nat", "echo") else "arrow"]
+    colour = COLOURS[kind if kind in ("nat", "echo", "tunnel") else "arrow"]
     dash = ' stroke-dasharray="5 3"' if kind == "echo" else ""
-    sw = 2.2 if kind == "nat" else 1.3
-    marker = {"nat": "nat", "echo": "echo"}.get(kind, "arrow")
+    sw = 2.2 if kind in ("nat", "tunnel") else 1.3
+    marker = {"nat": "nat", "echo": "echo", "tunnel": "tunnel"}.get(kind, "arrow")
     if abs(x1 - x2) < 1:
         return (f'<path d="M{x1:.1f},{y1:.1f} C{x1 + 34:.1f},{y1:.1f} {x1 + 34:.1f},{y2:.1f} {x1 + 5:.1f},{y2:.1f}" '
                 f'fill="none" stroke="{colour}" stroke-width="{sw}"{dash} marker-end="url(#{marker})"/>')
@@ -374,9 +382,10 @@ def _arrow(x1, y1, x2, y2, kind) -> str:
 def _draw(lay: Layout, lanes, elements, legend_items, top, head_h, bottom, width) -> list[str]:
     out = []
     lane_x = {ln["point"]: ln["x"] for ln in lanes}
+    hosts = {ln["ns"] for ln in lanes if ln.get("host")}
     for name, b in lay.boxes.items():
         if name.startswith("ns:"):
-            ns = name[3:]
+            ns = "host" if name[3:] in hosts else name[3:]
             out.append(f'<rect x="{b.x:.1f}" y="{b.y:.1f}" width="{b.w:.1f}" height="{b.h:.1f}" rx="8" '
                        f'fill="{NS_FILL.get(ns, "#eafaf1")}" stroke="{COLOURS["box_line"]}"/>')
     for ln in lanes:
@@ -437,7 +446,7 @@ def to_svg(report: dict, brief: bool = False) -> str:
             '<defs>' + "".join(
                 f'<marker id="{name}" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" '
                 f'orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="{COLOURS[c]}"/></marker>'
-                for name, c in (("arrow", "arrow"), ("nat", "nat"), ("echo", "echo"))) + '</defs>',
+                for name, c in (("arrow", "arrow"), ("nat", "nat"), ("echo", "echo"), ("tunnel", "tunnel"))) + '</defs>',
             f'<rect width="{w}" height="{h}" fill="white"/>']
     body = list(lay.shapes)
     for t in lay.texts:

@@ -126,6 +126,15 @@ def test_remove_releases_and_the_last_container_takes_the_devices(world):
     netkit(world, "h2", "container", "create", "b1", "--net", "ov")
     ip = json.loads(netkit(world, "h2", "container", "inspect", "--netkit", "b1").stdout)["endpoints"][0]["ip"]
     world.host_sh("h1", f"ip netns exec a1 ping -c1 -W2 {ip} >/dev/null && ip netns exec a1 ping -c1 -W2 b1 >/dev/null")
+    # A second network under running agents: h1's agent skipped ov2 while h1 had no device for
+    # it, so the create that makes h1's devices programs them itself (reachable on return).
+    netkit(world, "h2", "network", "create", "--driver", "overlay", "ov2", "--subnet", "10.61.0.0/24")
+    netkit(world, "h2", "container", "create", "b2", "--net", "ov2", "--ip", "10.61.0.20")
+    netkit(world, "h1", "container", "create", "a2", "--net", "ov2")
+    world.host_sh("h1", "ip netns exec a2 ping -c1 -W1 10.61.0.20 >/dev/null")
+    netkit(world, "h1", "container", "rm", "a2")
+    netkit(world, "h2", "container", "rm", "b2")
+    netkit(world, "h2", "network", "rm", "ov2")
     busy = netkit(world, "h3", "network", "rm", "ov", check=False)
     assert (busy.returncode, busy.stderr.strip()) == \
         (2, "netkit: overlay network 'ov' has 2 container(s) (a1, b1): remove them first")
