@@ -16,7 +16,7 @@ A published port costs one DNAT rule and Docker's (`--userland-proxy=false`) hai
 Docker's per-port accepts are replaced by one `--ctstate DNAT` accept per network (docs/facts.md,
 "python-iptables": legacy commits rewrite the table).
 
-Hairpin (docs/facts.md, "Hairpin"): only a container calling its own published port is
+Hairpin (docs/facts.md, "Publishing"): only a container calling its own published port is
 masqueraded (its reply would otherwise never leave its own namespace). A sibling calling
 host-address:8088 keeps its address, as with Docker: the server's reply is bridged straight back
 to the sibling, and br_netfilter hands that bridged frame to conntrack, which un-DNATs it (netkit
