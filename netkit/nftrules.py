@@ -18,7 +18,9 @@ rules, so a publish is one element and the chains stay a few rules long:
   raw_lo     127.x ip . proto . port                 (drop those from anywhere but lo)
   raw_ep_addrs / raw_ep_pairs  container ip; ip . bridge  (drop what reaches a container's address
              through anything but its bridge)
-NETKIT and NETKIT-RAW each start with the fixed lookup rules over those sets.
+  hairpin    ip . ip . proto . port                  (masquerade a container calling its own
+             published port: Docker's `-s IP -d IP --dport P -j MASQUERADE`, rules.hairpin_rule)
+NETKIT, NETKIT-RAW and NETKIT-POSTROUTING each start with the fixed lookup rules over those sets.
 
 The reconciler diffs iptables-save text (rules.py): `ops_script` turns its ops into one nft
 script (applied as one transaction), `normalize` turns the table read back as `nft -j` JSON into
@@ -58,15 +60,19 @@ SETS = {
     "raw_lo": "set raw_lo { type ipv4_addr . inet_proto . inet_service; }",
     "raw_ep_addrs": "set raw_ep_addrs { type ipv4_addr; }",
     "raw_ep_pairs": "set raw_ep_pairs { type ipv4_addr . ifname; }",
+    "hairpin": "set hairpin { type ipv4_addr . ipv4_addr . inet_proto . inet_service; }",
 }
 LOOKUPS = {
     rules.CHAIN_DNAT: ("dnat ip to ip daddr . meta l4proto . th dport map @dnat_addr",
                        "dnat ip to meta l4proto . th dport map @dnat_any"),
     rules.CHAIN_RAW: ('iifname != "lo" ip daddr . meta l4proto . th dport @raw_lo drop',
                       "ip daddr @raw_ep_addrs ip daddr . iifname != @raw_ep_pairs drop"),
+    rules.CHAIN_POST: ("ip saddr . ip daddr . meta l4proto . th dport @hairpin masquerade",),
 }
-LOOKUP_REFS = {rules.CHAIN_DNAT: ("dnat_addr", "dnat_any"), rules.CHAIN_RAW: ("raw_lo", "raw_ep_pairs")}
-CHAIN_SETS = {rules.CHAIN_DNAT: ("dnat_any", "dnat_addr"), rules.CHAIN_RAW: ("raw_lo", "raw_ep_addrs", "raw_ep_pairs")}
+LOOKUP_REFS = {rules.CHAIN_DNAT: ("dnat_addr", "dnat_any"), rules.CHAIN_RAW: ("raw_lo", "raw_ep_pairs"),
+               rules.CHAIN_POST: ("hairpin",)}
+CHAIN_SETS = {rules.CHAIN_DNAT: ("dnat_any", "dnat_addr"), rules.CHAIN_RAW: ("raw_lo", "raw_ep_addrs", "raw_ep_pairs"),
+              rules.CHAIN_POST: ("hairpin",)}
 
 
 # ---- rules -> nft ----------------------------------------------------------------------------
@@ -115,11 +121,16 @@ def statement(spec: Spec) -> str:
 def element(chain: str, spec: Spec) -> tuple[str, str, str] | None:
     """(set, key, value) when the rule is one of the per-port / per-container shapes kept as set
     elements in `chain`; None for an ordinary rule. value is "" for sets."""
+    single_host = spec.dst is not None and not spec.dst.neg and spec.dst.cidr.endswith("/32")
+    port_ok = spec.dport is not None and spec.dport.isdigit()
+    if chain == rules.CHAIN_POST and spec.target == "MASQUERADE" and single_host and spec.src == spec.dst \
+            and spec.proto and port_ok and not spec.sport and spec.iif is None and spec.oif is None \
+            and not spec.ctstate and not spec.dst_type:
+        ip = _host(spec.dst.cidr)
+        return "hairpin", f"{ip} . {ip} . {spec.proto} . {spec.dport}", ""
     plain = spec.src is None and spec.oif is None and not spec.ctstate and not spec.dst_type and not spec.goto
     if not plain or spec.sport:
         return None
-    single_host = spec.dst is not None and not spec.dst.neg and spec.dst.cidr.endswith("/32")
-    port_ok = spec.dport is not None and spec.dport.isdigit()
     if chain == rules.CHAIN_DNAT and spec.target == "DNAT" and spec.iif is None and spec.proto and port_ok:
         ip, _, port = (spec.to or "").rpartition(":")
         if not ip or not port.isdigit():
@@ -457,6 +468,11 @@ def _element_specs(chain: str, sets: dict[str, list]) -> list[str]:
             proto, port = _concat(key)
             cip, cport = _concat(val)
             out.append(Spec("DNAT", proto=proto, dport=str(port), to=f"{cip}:{cport}").text())
+    elif chain == rules.CHAIN_POST:
+        for e in sets.get("hairpin", []):
+            src, dst, proto, port = _concat(e)
+            out.append(Spec("MASQUERADE", src=Addr(host_cidr(str(src))), dst=Addr(host_cidr(str(dst))), proto=proto,
+                            dport=str(port)).text())
     elif chain == rules.CHAIN_RAW:
         for e in sets.get("raw_lo", []):
             ip, proto, port = _concat(e)

@@ -8,12 +8,22 @@ Layout (Docker's, with NETKIT names; one jump per built-in chain, foreign rules 
   raw    PREROUTING  -> NETKIT-RAW          drops: direct routing to container IPs, 127.x publishes
                                               (--no-masquerade networks: in NETKIT-FORWARD, after conntrack)
   nat    PREROUTING, OUTPUT (dst LOCAL) -> NETKIT   one DNAT per published port
-  nat    POSTROUTING -> NETKIT-POSTROUTING  MASQUERADE out, hairpin, 127.0.0.0/8 to the bridge
+  nat    POSTROUTING -> NETKIT-POSTROUTING  MASQUERADE out, 127.0.0.0/8 to the bridge, hairpin to
+                                            a container's own published port
   filter FORWARD     -> NETKIT-FORWARD      NETKIT-USER first, isolation, per-network accepts
   filter INPUT       -> NETKIT-INPUT        127.0.0.0/8 arriving from anything but lo: dropped
-A published port costs one nat rule (plus one raw rule when bound to 127.x): per-port accepts are
-replaced by one `--ctstate DNAT` accept per network, and Docker's per-port /32 hairpin MASQUERADE
-by one `--ctstate DNAT` MASQUERADE per network (docs/facts.md, "python-iptables": legacy commits rewrite the table).
+A published port costs one DNAT rule and Docker's (`--userland-proxy=false`) hairpin rule
+`-s IP/32 -d IP/32 -p tcp -m tcp --dport P -j MASQUERADE` (plus one raw rule when bound to 127.x);
+Docker's per-port accepts are replaced by one `--ctstate DNAT` accept per network (docs/facts.md,
+"python-iptables": legacy commits rewrite the table).
+
+Hairpin (docs/facts.md, "Publishing"): only a container calling its own published port is
+masqueraded (its reply would otherwise never leave its own namespace). A sibling calling
+host-address:8088 keeps its address, as with Docker: the server's reply is bridged straight back
+to the sibling, and br_netfilter hands that bridged frame to conntrack, which un-DNATs it (netkit
+turns nf_call_iptables on for each of its bridges, reconcile.bridged_filtering). Without
+br_netfilter (`plan(..., bridge_nf=False)`) the reply would bypass conntrack, so every DNATed flow
+into a bridge is masqueraded instead (`-s SUB -o BR -m conntrack --ctstate DNAT -j MASQUERADE`).
 """
 from __future__ import annotations
 
@@ -50,9 +60,10 @@ HOOKS = (
     (FILTER, "FORWARD", f"-j {CHAIN_FWD}"),
     (FILTER, "INPUT", f"-j {CHAIN_INPUT}"),
 )
-# Chains whose rules are disjoint (one DNAT per host port, DROPs), so order does not matter and
-# a publish can append/delete without knowing positions.
-UNORDERED = {(NAT, CHAIN_DNAT), (RAW, CHAIN_RAW)}
+# Chains whose order does not matter, so a publish can append/delete without knowing positions:
+# disjoint rules (one DNAT per host port, DROPs), or rules that all have one verdict (every rule of
+# NETKIT-POSTROUTING is a MASQUERADE: whichever matches first, the packet is masqueraded).
+UNORDERED = {(NAT, CHAIN_DNAT), (RAW, CHAIN_RAW), (NAT, CHAIN_POST)}
 # Belongs to the user: created, never filled, never compared.
 UNMANAGED = {(FILTER, CHAIN_USER)}
 
@@ -121,8 +132,16 @@ def publish_endpoint(c: Container, nets: dict[str, Network]):
     return None
 
 
+def hairpin_rule(ip: str, proto: str, container_port: int) -> Rule:
+    """Docker's hairpin rule: the container at `ip` calling its own published port reaches itself
+    through the host's DNAT; without a new source its reply (to itself) would never reach the
+    host's conntrack to be un-DNATed. Rewritten to the gateway, it goes back through the host."""
+    return Rule(NAT, CHAIN_POST, f"-s {ip}/32 -d {ip}/32 {_proto(proto, 'dport', str(container_port))} -j MASQUERADE")
+
+
 def mapping_rules(c: Container, nets: dict[str, Network]) -> list[Rule]:
-    """The rules of a container's published ports: one DNAT each, and a raw DROP for 127.x binds."""
+    """The rules of a container's published ports: one DNAT each, one hairpin MASQUERADE per
+    container port (two host ports to one container port share it), and a raw DROP for 127.x binds."""
     if c.mode != MODE_BRIDGE or not c.ports:
         return []
     ep = publish_endpoint(c, nets)
@@ -137,6 +156,9 @@ def mapping_rules(c: Container, nets: dict[str, Network]) -> list[Rule]:
             # DNAT in PREROUTING would also fire for a crafted packet to 127.x from a neighbour
             # (docs/facts.md, "Publishing"); Docker 28 drops those in raw the same way.
             out.append(Rule(RAW, CHAIN_RAW, f"-d {pm.host_ip}/32 ! -i lo {match} -j DROP"))
+        hairpin = hairpin_rule(ep.ip, pm.proto, pm.container_port)
+        if hairpin not in out:
+            out.append(hairpin)
     return out
 
 
@@ -211,8 +233,10 @@ def link_rules(c: Container, by_name: dict[str, Container], nets: dict[str, Netw
     return out
 
 
-def plan(networks: list[Network], containers: list[Container]) -> RuleSet:
-    """Every rule the state implies, in chain order."""
+def plan(networks: list[Network], containers: list[Container], bridge_nf: bool = True) -> RuleSet:
+    """Every rule the state implies, in chain order. `bridge_nf`: frames bridged between two ports
+    of netkit's bridges go through iptables (br_netfilter is loaded; netkit turns each bridge's
+    nf_call_iptables on); False: hairpin masquerades every DNATed flow into a bridge (see above)."""
     nets = {n.name: n for n in managed(networks)}
     ordered = sorted(nets.values(), key=lambda n: n.name)
     rules: dict[tuple[str, str], list[str]] = {(t, c): [] for t, chains in CHAINS.items() for c in chains}
@@ -232,9 +256,11 @@ def plan(networks: list[Network], containers: list[Container]) -> RuleSet:
             continue
         if n.masquerade:
             post.append(f"-s {sub} ! -o {br} -j MASQUERADE")
-        # Hairpin: a container reaching a published port via a host address gets the gateway as
-        # source, so the reply comes back through the host's conntrack (docs/facts.md, "Publishing").
-        post.append(f"-s {sub} -o {br} -m conntrack --ctstate DNAT -j MASQUERADE")
+        if not bridge_nf:
+            # No br_netfilter: a server's reply to a sibling that called host-address:port would be
+            # bridged past conntrack, un-DNATed by nobody; with the gateway as source it is routed
+            # back through the host instead (the server then sees the gateway, not the sibling).
+            post.append(f"-s {sub} -o {br} -m conntrack --ctstate DNAT -j MASQUERADE")
         # Host -> 127.0.0.1:port: with route_localnet on the bridge, the source must be rewritten.
         post.append(f"-s 127.0.0.0/8 -o {br} -j MASQUERADE")
     for n in ordered:

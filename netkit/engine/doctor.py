@@ -367,24 +367,35 @@ def other_backends(ctx: Context) -> Findings:
 
 
 def _bridge_filtering(lines: list[str], nets, facts: reconcile.HostFacts) -> int:
-    """--no-icc isolates only while bridged frames go through iptables (br_netfilter)."""
+    """--no-icc isolates, and hairpin keeps the client's address, only while bridged frames go
+    through iptables (br_netfilter, and each bridge's nf_call_iptables)."""
     needy = reconcile.bridged_filtering(nets)
     if not needy:
         return 0
+    isolating = {n.name for n in reconcile.isolating(nets)}
     names = ", ".join(n.name for n in needy)
     if facts.bridge_nf_call is None:
+        if not isolating:
+            lines.append(f"ok: br_netfilter is not loaded ({reconcile.BRIDGE_NF_CALL} is missing): hairpin masquerades "
+                         f"every published flow into {names} (a server sees the gateway, not the calling sibling; "
+                         "modprobe br_netfilter, then netkit doctor --fix, keeps the client's address as Docker does)")
+            return 0
         lines.append(f"problem: br_netfilter is not loaded ({reconcile.BRIDGE_NF_CALL} is missing): --no-icc on "
-                     f"{names} does not isolate containers (fix: modprobe br_netfilter, then netkit doctor --fix)")
+                     f"{', '.join(sorted(isolating))} does not isolate containers (fix: modprobe br_netfilter, then "
+                     "netkit doctor --fix)")
         return 1
     off = [n for n in needy if facts.nf_call.get(n.bridge) != "1"]
     for n in off:
+        what = (f"--no-icc on '{n.name}' does not isolate" if n.name in isolating else
+                f"a container calling a port published on '{n.name}' through a host address gets no reply")
+        later = (f"--no-icc on '{n.name}' stops isolating" if n.name in isolating else
+                 f"hairpin to ports published on '{n.name}' stops working")
         lines.append(f"problem: bridge {n.bridge} does not pass its frames to iptables (nf_call_iptables "
                      f"{facts.nf_call.get(n.bridge)}) and net.bridge.bridge-nf-call-iptables is "
-                     f"{facts.bridge_nf_call}: --no-icc on '{n.name}' does not isolate (fix: netkit doctor --fix)"
+                     f"{facts.bridge_nf_call}: {what} (fix: netkit doctor --fix)"
                      if facts.bridge_nf_call != "1" else
-                     f"problem: bridge {n.bridge} has nf_call_iptables {facts.nf_call.get(n.bridge)}: --no-icc on "
-                     f"'{n.name}' stops isolating if net.bridge.bridge-nf-call-iptables goes to 0 "
-                     "(fix: netkit doctor --fix)")
+                     f"problem: bridge {n.bridge} has nf_call_iptables {facts.nf_call.get(n.bridge)}: {later} "
+                     "if net.bridge.bridge-nf-call-iptables goes to 0 (fix: netkit doctor --fix)")
     if not off:
         lines.append(f"ok: bridged frames of {names} go through iptables (per-bridge nf_call_iptables 1; "
                      f"net.bridge.bridge-nf-call-iptables={facts.bridge_nf_call})")

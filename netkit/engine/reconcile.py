@@ -50,11 +50,25 @@ def managed(nets: list[Network]) -> list[Network]:
 
 
 def bridged_filtering(nets: list[Network]) -> list[Network]:
-    """Networks whose own rules act on frames bridged between two ports (icc off: `-i br -o br
-    -j DROP` and the --link holes). Those frames reach iptables only through br_netfilter: each
-    such bridge gets its per-bridge nf_call_iptables on, so isolation holds whatever the global
+    """Networks whose rules act on frames bridged between two ports: icc off (`-i br -o br -j
+    DROP` and the --link holes), and every network that can publish (hairpin: a server's reply to
+    a sibling that called host-address:port is bridged straight back, and only conntrack, reached
+    through br_netfilter, turns its source back into host-address:port; rules.py, "Hairpin").
+    Those frames reach iptables only through br_netfilter: each such bridge gets its per-bridge
+    nf_call_iptables on, so isolation and hairpin hold whatever the global
     net.bridge.bridge-nf-call-iptables says (the kernel ORs the two)."""
+    return [n for n in nets if n.iptables and (not n.icc or not n.internal)]
+
+
+def isolating(nets: list[Network]) -> list[Network]:
+    """The networks of bridged_filtering whose isolation (--no-icc) depends on br_netfilter."""
     return [n for n in nets if n.iptables and not n.icc]
+
+
+def bridge_nf(ctx: Context) -> bool:
+    """Whether br_netfilter is loaded (its sysctl exists): then netkit's bridges pass bridged frames
+    to iptables, and hairpin keeps the client's address (rules.plan's `bridge_nf`)."""
+    return ctx.probe.sysctl(BRIDGE_NF_CALL) is not None
 
 
 def hairpin_ports(containers: list[Container], nets: list[Network]) -> list[str]:
@@ -65,7 +79,7 @@ def hairpin_ports(containers: list[Container], nets: list[Network]) -> list[str]
 
 def desired(ctx: Context, nets: list[Network] | None = None) -> rules.RuleSet:
     nets = ctx.store.networks() if nets is None else nets
-    return rules.plan(nets, ctx.store.containers())
+    return rules.plan(nets, ctx.store.containers(), bridge_nf(ctx))
 
 
 # ---- pure planning ------------------------------------------------------------------------
@@ -320,7 +334,7 @@ def _dry_plan(ctx: Context, hint, nets: list[Network], meta: dict, claim_forward
             return plan
     old = ctx.store.committed()
     try:
-        before = rules.plan(old.networks(), old.containers())
+        before = rules.plan(old.networks(), old.containers(), bridge_nf(ctx))
     finally:
         old.close()
     # (Ports this plan makes do not exist yet, so the probe does not count them as hairpin off.)

@@ -112,6 +112,44 @@ def test_write_read_back_delta_reset(sandbox, name):
     assert backend.leftovers() == []
 
 
+def _before_per_port_hairpin(name: str) -> None:
+    """Make the backend hold what netkit wrote before hairpin kept the client's address: the
+    blanket `--ctstate DNAT` MASQUERADE per network, no per-port hairpin rule (nftables: no
+    `hairpin` set and no lookup rule over it)."""
+    backend = fw.get(name)
+    old = rules.plan(*everything(), bridge_nf=False)
+    old.rules[(rules.NAT, rules.CHAIN_POST)] = [s for s in old.rules[(rules.NAT, rules.CHAIN_POST)]
+                                                if "/32 -d" not in s]
+    sync(backend, old)
+    if name == "nftables":
+        listing = subprocess.run(["nft", "-a", "list", "chain", "ip", "netkit", "NETKIT-POSTROUTING"],
+                                 capture_output=True, text=True, check=True).stdout
+        handle = re.search(r"@hairpin masquerade # handle (\d+)", listing).group(1)
+        subprocess.run(["nft", f"delete rule ip netkit NETKIT-POSTROUTING handle {handle}; "
+                               "delete set ip netkit hairpin"], check=True)
+
+
+@pytest.mark.parametrize("name", KERNEL_BACKENDS)
+def test_rules_of_the_blanket_hairpin_masquerade_are_brought_to_the_per_port_shape(sandbox, name):
+    """One sync turns the rules netkit wrote before (blanket hairpin MASQUERADE) into Docker's
+    per-port hairpin rules, and back when br_netfilter is gone (the fallback)."""
+    need("iptables-legacy", "iptables-nft", "nft")
+    backend = fw.get(name)
+    want = rules.plan(*everything())
+    _before_per_port_hairpin(name)
+    ops = sync(backend, want)
+    assert in_sync(backend, want)
+    post = [o.spec for o in ops if o.chain == rules.CHAIN_POST]
+    assert "-s 172.20.0.2/32 -d 172.20.0.2/32 -p tcp -m tcp --dport 80 -j MASQUERADE" in post
+    assert not [s for s in rules.netkit_part(backend.snapshot())[rules.NAT][rules.CHAIN_POST] if "ctstate DNAT" in s]
+    fallback = rules.plan(*everything(), bridge_nf=False)
+    assert [o.spec for o in sync(backend, fallback)] == [
+        "-s 172.20.0.0/24 -o br-app -m conntrack --ctstate DNAT -j MASQUERADE",
+        "-s 172.21.0.0/24 -o br-back -m conntrack --ctstate DNAT -j MASQUERADE",
+        "-s 172.23.0.0/24 -o br-nomasq -m conntrack --ctstate DNAT -j MASQUERADE"]
+    assert in_sync(backend, fallback)
+
+
 @pytest.mark.parametrize("name", KERNEL_BACKENDS)
 def test_concurrent_writers_lose_nothing(sandbox, name):
     need("iptables-nft", "iptables-legacy", "nft")

@@ -97,6 +97,11 @@ def test_per_port_and_per_container_rules_become_set_elements():
     assert e("NETKIT-RAW", p("-d 127.0.0.1/32 ! -i lo -p udp -m udp --dport 53 -j DROP")) == \
         ("raw_lo", "127.0.0.1 . udp . 53", "")
     assert e("NETKIT-RAW", p("-d 172.20.0.2/32 ! -i br-app -j DROP")) == ("raw_ep_pairs", '172.20.0.2 . "br-app"', "")
+    assert e("NETKIT-POSTROUTING", p("-s 172.20.0.2/32 -d 172.20.0.2/32 -p tcp -m tcp --dport 80 -j MASQUERADE")) == \
+        ("hairpin", "172.20.0.2 . 172.20.0.2 . tcp . 80", "")
+    # the subnet masquerades and a hairpin-like rule between two different hosts stay rules
+    assert e("NETKIT-POSTROUTING", p("-s 172.20.0.0/24 ! -o br-app -j MASQUERADE")) is None
+    assert e("NETKIT-POSTROUTING", p("-s 172.20.0.2/32 -d 172.20.0.3/32 -p tcp -m tcp --dport 80 -j MASQUERADE")) is None
     # other shapes stay rules
     assert e("NETKIT", p("-i br-app -p tcp -m tcp --dport 1 -j DNAT --to-destination 1.1.1.1:1")) is None
     assert e("NETKIT-POSTROUTING", p("-p tcp -m tcp --dport 8088 -j DNAT --to-destination 172.20.0.2:80")) is None
@@ -150,10 +155,18 @@ def test_publish_delta_is_one_element_and_needs_no_read():
     netmap = {n.name: n for n in nets}
     ops = rules.delta(rules.container_rules(web, netmap), rules.container_rules(more, netmap))
     assert nftrules.needs_current(ops) == set()
+    # the DNAT and Docker's hairpin MASQUERADE of the new port: two elements, one transaction
     assert nftrules.ops_script(ops) == ["add table ip netkit",
-                                        "add element ip netkit dnat_any { tcp . 9999 : 172.20.0.2 . 99 }"]
+                                        "add element ip netkit dnat_any { tcp . 9999 : 172.20.0.2 . 99 }",
+                                        "add element ip netkit hairpin { 172.20.0.2 . 172.20.0.2 . tcp . 99 }"]
     back = rules.delta(rules.container_rules(more, netmap), rules.container_rules(web, netmap))
-    assert nftrules.ops_script(back)[1:] == ["delete element ip netkit dnat_any { tcp . 9999 }"]
+    assert nftrules.ops_script(back)[1:] == ["delete element ip netkit dnat_any { tcp . 9999 }",
+                                             "delete element ip netkit hairpin { 172.20.0.2 . 172.20.0.2 . tcp . 99 }"]
+    # a second host port to the same container port shares the hairpin element: nothing to delete
+    # when one of the two goes
+    twice = dataclasses.replace(more, ports=more.ports + [PortMapping("web", "tcp", "0.0.0.0", 9998, 99)])
+    drop_one = rules.delta(rules.container_rules(twice, netmap), rules.container_rules(more, netmap))
+    assert nftrules.ops_script(drop_one)[1:] == ["delete element ip netkit dnat_any { tcp . 9998 }"]
 
 
 # ---- golden renderings, per backend -------------------------------------------------------------

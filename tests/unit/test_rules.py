@@ -55,7 +55,6 @@ RENAME = {"DOCKER-USER": "NETKIT-USER", "DOCKER-ISOLATION-STAGE-1": "NETKIT-ISOL
 # Where netkit deliberately differs from Docker 20.10 for the same setup, and why.
 DIFFERENCES = {
     "! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j NETKIT": "netkit publishes on 127.x too (no userland proxy)",
-    "-s 172.17.0.2/32 -d 172.17.0.2/32 -p tcp -m tcp --dport 80 -j MASQUERADE": "one --ctstate DNAT hairpin per network",
     "-i docker0 -j RETURN": "no early return: a container may reach a published port through the host",
     "! -i docker0 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 172.17.0.2:80": "hairpin without a proxy",
     "-o docker0 -j NETKIT": "one --ctstate DNAT accept per network instead of a per-port filter chain",
@@ -82,20 +81,42 @@ def test_default_bridge_publish_matches_docker():
     assert "-A NETKIT-FORWARD -j NETKIT-USER" in mine
     assert mine.index("-j NETKIT-USER") < mine.index("-j NETKIT-ISOLATION-1") < mine.index("RELATED,ESTABLISHED")
     assert "-A NETKIT -p tcp -m tcp --dport 8080 -j DNAT --to-destination 172.17.0.2:80" in mine
-    # Docker: per-port filter ACCEPT and /32 hairpin MASQUERADE; netkit: one per network each.
+    # Docker: per-port filter ACCEPT; netkit: one per network.
     assert "-A NETKIT-FORWARD -o docker0 -m conntrack --ctstate DNAT -j ACCEPT" in mine
-    assert "-A NETKIT-POSTROUTING -s 172.17.0.0/16 -o docker0 -m conntrack --ctstate DNAT -j MASQUERADE" in mine
+    # Hairpin as Docker's: only the container calling its own port is masqueraded (a sibling keeps
+    # its address); the masquerade of every DNATed flow into the bridge is only the fallback
+    # without br_netfilter.
+    assert "-A NETKIT-POSTROUTING -s 172.17.0.2/32 -d 172.17.0.2/32 -p tcp -m tcp --dport 80 -j MASQUERADE" in mine
+    assert "--ctstate DNAT -j MASQUERADE" not in mine
     # What Docker only does with the proxy off / in 28.x, netkit always does.
     assert "-A NETKIT-POSTROUTING -s 127.0.0.0/8 -o docker0 -j MASQUERADE" in mine
     assert "-A NETKIT-RAW -d 172.17.0.2/32 ! -i docker0 -j DROP" in mine
 
 
-def test_one_rule_per_mapping():
+def test_one_dnat_per_mapping_and_one_hairpin_per_container_port():
     one = rules.plan([net()], [ct("web", "172.17.0.2", ports=[("tcp", "0.0.0.0", 8080, 80)])]).all()
     two = rules.plan([net()], [ct("web", "172.17.0.2", ports=[("tcp", "0.0.0.0", 8080, 80),
                                                                 ("udp", "0.0.0.0", 8080, 80)])]).all()
     extra = [r for r in two if r not in one]
-    assert extra == [rules.Rule("nat", "NETKIT", "-p udp -m udp --dport 8080 -j DNAT --to-destination 172.17.0.2:80")]
+    assert extra == [rules.Rule("nat", "NETKIT", "-p udp -m udp --dport 8080 -j DNAT --to-destination 172.17.0.2:80"),
+                     rules.Rule("nat", "NETKIT-POSTROUTING",
+                                "-s 172.17.0.2/32 -d 172.17.0.2/32 -p udp -m udp --dport 80 -j MASQUERADE")]
+    # a second host port to the same container port: a DNAT more, the hairpin rule is shared
+    three = rules.plan([net()], [ct("web", "172.17.0.2", ports=[("tcp", "0.0.0.0", 8080, 80),
+                                                                  ("tcp", "0.0.0.0", 8081, 80)])]).all()
+    assert [r for r in three if r not in one] == [
+        rules.Rule("nat", "NETKIT", "-p tcp -m tcp --dport 8081 -j DNAT --to-destination 172.17.0.2:80")]
+
+
+def test_without_br_netfilter_hairpin_masquerades_every_dnated_flow():
+    """No br_netfilter: a server's reply to a sibling would be bridged past conntrack, so every
+    DNATed flow into the bridge is masqueraded (the server then sees the gateway)."""
+    c = ct("web", "172.17.0.2", ports=[("tcp", "0.0.0.0", 8080, 80)])
+    post = rules.plan([net(), net("int", "br-int", "172.30.0.0/16", internal=True)], [c],
+                      bridge_nf=False).rules[("nat", "NETKIT-POSTROUTING")]
+    assert "-s 172.17.0.0/16 -o docker0 -m conntrack --ctstate DNAT -j MASQUERADE" in post
+    assert "-s 172.17.0.2/32 -d 172.17.0.2/32 -p tcp -m tcp --dport 80 -j MASQUERADE" in post
+    assert not [p for p in post if "br-int" in p]
 
 
 def test_loopback_publish_adds_raw_drop():
@@ -104,6 +125,7 @@ def test_loopback_publish_adds_raw_drop():
     assert [r.text() for r in got] == [
         "-A NETKIT -d 127.0.0.1/32 -p tcp -m tcp --dport 8088 -j DNAT --to-destination 172.17.0.2:80",
         "-A NETKIT-RAW -d 127.0.0.1/32 ! -i lo -p tcp -m tcp --dport 8088 -j DROP",
+        "-A NETKIT-POSTROUTING -s 172.17.0.2/32 -d 172.17.0.2/32 -p tcp -m tcp --dport 80 -j MASQUERADE",
         "-A NETKIT -d 198.18.0.1/32 -p tcp -m tcp --dport 8089 -j DNAT --to-destination 172.17.0.2:80"]
 
 
@@ -177,7 +199,9 @@ def test_delta_and_render():
     assert rules.render(ops) == [
         "*raw", "-A NETKIT-RAW -d 127.0.0.1/32 ! -i lo -p tcp -m tcp --dport 8088 -j DROP", "COMMIT",
         "*nat", "-D NETKIT -p udp -m udp --dport 53 -j DNAT --to-destination 172.17.0.2:53",
-        "-A NETKIT -d 127.0.0.1/32 -p tcp -m tcp --dport 8088 -j DNAT --to-destination 172.17.0.2:80", "COMMIT"]
+        "-D NETKIT-POSTROUTING -s 172.17.0.2/32 -d 172.17.0.2/32 -p udp -m udp --dport 53 -j MASQUERADE",
+        "-A NETKIT -d 127.0.0.1/32 -p tcp -m tcp --dport 8088 -j DNAT --to-destination 172.17.0.2:80",
+        "-A NETKIT-POSTROUTING -s 172.17.0.2/32 -d 172.17.0.2/32 -p tcp -m tcp --dport 80 -j MASQUERADE", "COMMIT"]
 
 
 def test_parse_save_and_reset_ops():

@@ -127,16 +127,31 @@ def test_no_icc_bridge_gets_nf_call_iptables_and_doctor_checks_it(ctx, kernel):
     networks.create(ctx, NetworkRequest("loud", subnet="172.24.0.0/24"))
     path = ops.bridge_nf_call_path("br-quiet")
     assert kernel.probe.sysctls.get(path) == "1"
-    assert kernel.probe.sysctls[ops.bridge_nf_call_path("br-loud")] == "0"  # icc on: not needed
+    # icc on: needed too, for hairpin (a server's reply to a sibling is bridged, conntrack un-DNATs it)
+    assert kernel.probe.sysctls[ops.bridge_nf_call_path("br-loud")] == "1"
     kernel.probe.sysctls[NF] = "0"
     lines, _ = doctor.firewall(ctx)
-    assert any(x.startswith("ok: bridged frames of quiet go through iptables") for x in lines)
+    assert any(x.startswith("ok: bridged frames of loud, quiet go through iptables") for x in lines)
     kernel.probe.sysctls[path] = "0"
+    kernel.probe.sysctls[ops.bridge_nf_call_path("br-loud")] = "0"
     lines, problems = doctor.firewall(ctx)
-    assert problems and any("--no-icc on 'quiet' does not isolate" in x for x in lines)
+    assert problems == 2 and any("--no-icc on 'quiet' does not isolate" in x for x in lines)
+    assert any("a container calling a port published on 'loud' through a host address gets no reply" in x
+               for x in lines)
     del kernel.probe.sysctls[NF]  # br_netfilter not loaded
     lines, _ = doctor.firewall(ctx)
     assert any("br_netfilter is not loaded" in x and "modprobe br_netfilter" in x for x in lines)
+
+
+def test_without_br_netfilter_hairpin_falls_back_to_masquerade(ctx, kernel):
+    del kernel.probe.sysctls[NF]  # br_netfilter not loaded
+    networks.create(ctx, NetworkRequest("loud", subnet="172.24.0.0/24"))
+    post = reconcile.desired(ctx).rules[(rules.NAT, rules.CHAIN_POST)]
+    assert "-s 172.24.0.0/24 -o br-loud -m conntrack --ctstate DNAT -j MASQUERADE" in post
+    lines, problems = doctor.firewall(ctx)
+    assert problems == 0 and any("hairpin masquerades every published flow into loud" in x for x in lines)
+    kernel.probe.sysctls[NF] = "1"
+    assert not [p for p in reconcile.desired(ctx).rules[(rules.NAT, rules.CHAIN_POST)] if "ctstate DNAT" in p]
 
 
 def test_no_icc_is_refused_without_br_netfilter(ctx, kernel):
