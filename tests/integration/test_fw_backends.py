@@ -222,3 +222,11 @@ def test_conntrack_entries_of_a_mapping_are_deleted_by_filter(sandbox):
     left = sandbox.sh("conntrack -L -p udp").stdout
     assert "sport=5002" in left and "sport=5003" in left
     assert "sport=5000" not in left and "sport=5001" not in left
+    # The netlink socket stays open for the next clean-up (closing one right after an nf_tables
+    # deletion waits for a grace period): the same socket, answers not mixed up with the last ones.
+    held = conntrack._shared_socket()
+    entry(OUT, 5004, 8088, "172.20.0.2")
+    conntrack.delete_mapping("udp", 8088, "172.20.0.2", 80)
+    assert conntrack._shared_socket() is held
+    left = sandbox.sh("conntrack -L -p udp").stdout
+    assert "sport=5004" not in left and "sport=5002" in left and "sport=5003" in left
