@@ -6,7 +6,22 @@ the reconciler's publish fast path drives it: a publish is one DNAT rule added a
 the conntrack clean-up of the mapping (kernel/conntrack.py). The mappings present are DNAT rules
 of other ports (set elements for nftables). Prints median and p90 per backend, side by side.
 
-    .venv/bin/python scripts/bench_firewall.py [--rounds 30] [--backends iptables-legacy,iptables-nft,nftables]
+Beside each figure, measured in the same run on the same table, the floor: the same change made
+by the backend's own tool, with nothing of netkit around it:
+  iptables-legacy  `iptables-legacy-restore --noflush` (a process: libiptc reads the whole table,
+                   the kernel replaces the whole table)
+  iptables-nft     publish: `iptables-nft-restore --noflush` (a process; netkit runs the same);
+                   unpublish: the same by rule text, and `delete rule ip nat NETKIT handle N`
+                   through libnftables in-process (the kernel's cost of one rule deletion)
+  nftables         the same nft script netkit renders, through libnftables in-process
+
+--settle MS waits MS milliseconds (untimed) after every change: nf_tables frees what a change
+deleted after an RCU grace period, and the next change that adds an xtables target (iptables-nft)
+or closes a netfilter netlink socket (any iptables-nft-restore process) waits for it. Back to back
+(the default) that wait lands on the next publish; changes further apart than the grace period
+never see it.
+
+    .venv/bin/python scripts/bench_firewall.py [--rounds 30] [--settle 0] [--backends iptables-legacy,iptables-nft,nftables]
 """
 from __future__ import annotations
 
@@ -31,7 +46,33 @@ def dnat(port: int, i: int) -> str:
     return f"-p tcp -m tcp --dport {port} -j DNAT --to-destination 172.29.{i // 250}.{i % 250 + 2}:80"
 
 
-def measure(name: str, rounds: int) -> dict[int, tuple[list[float], list[float]]]:
+def restore_tool(name: str):
+    """Run a delta through the backend's own restore tool (the floor of the iptables backends)."""
+    from netkit import programs, rules
+
+    exe = programs.require("iptables-legacy-restore" if name == "iptables-legacy" else "iptables-nft-restore")
+
+    def run(ops):
+        subprocess.run([exe, "--noflush", "-w"], input="\n".join(rules.render(ops)) + "\n", text=True, check=True)
+    return run
+
+
+def nft_handle_of(spec_port: int) -> str:
+    """The nf_tables handle of the probe's iptables-nft rule (looked up untimed)."""
+    from netkit.kernel.fw import libnft
+
+    out = libnft.check("list chain ip nat NETKIT\n", libnft.OUTPUT_HANDLE)
+    return next(line.rsplit("# handle ", 1)[1] for line in out.splitlines() if f"dport {spec_port} " in line)
+
+
+def nft_handle_delete(handle: str) -> None:
+    """The kernel's cost of deleting one iptables-nft rule: by handle through libnftables."""
+    from netkit.kernel.fw import libnft
+
+    libnft.check(f"delete rule ip nat NETKIT handle {handle}\n")
+
+
+def measure(name: str, rounds: int, settle: float) -> dict:
     from netkit import rules
     from netkit.kernel import conntrack, fw
 
@@ -50,19 +91,43 @@ def measure(name: str, rounds: int) -> dict[int, tuple[list[float], list[float]]
             have = level
         probe = rules.Op("nat", "A", "NETKIT", dnat(60000, 0))
         gone = rules.Op("nat", "D", "NETKIT", probe.spec)
-        pub, unpub, rule_only = [], [], []
+        t_ = {k: [] for k in ("pub", "unpub", "rule", "floor_pub", "floor_unpub", "floor_handle")}
+
+        def timed(key, fn, *args):
+            t = time.perf_counter()
+            fn(*args)
+            t_[key].append(time.perf_counter() - t)
+            time.sleep(settle)
+
         for _ in range(rounds):
             t = time.perf_counter()
             with backend.locked():
                 backend.apply([probe], thorough=False)
-            pub.append(time.perf_counter() - t)
+            t_["pub"].append(time.perf_counter() - t)
+            time.sleep(settle)
             t = time.perf_counter()
             with backend.locked():
                 backend.apply([gone], thorough=False)
-            rule_only.append(time.perf_counter() - t)
+            t_["rule"].append(time.perf_counter() - t)
             conntrack.delete_mapping("tcp", 60000, "172.29.0.2", 80)
-            unpub.append(time.perf_counter() - t)
-        out[level] = (pub, unpub, rule_only)
+            t_["unpub"].append(time.perf_counter() - t)
+            time.sleep(settle)
+            # the floor, on the same table
+            if name == "nftables":
+                from netkit.kernel.fw import libnft
+
+                add, drop = "\n".join(backend.render([probe])) + "\n", "\n".join(backend.render([gone])) + "\n"
+                timed("floor_pub", libnft.check, add)
+                timed("floor_unpub", libnft.check, drop)
+            else:
+                tool = restore_tool(name)
+                timed("floor_pub", tool, [probe])
+                timed("floor_unpub", tool, [gone])
+                if name == "iptables-nft":
+                    tool([probe])
+                    time.sleep(settle)
+                    timed("floor_handle", nft_handle_delete, nft_handle_of(60000))
+        out[level] = t_
     backend.reset()
     return out
 
@@ -70,25 +135,30 @@ def measure(name: str, rounds: int) -> dict[int, tuple[list[float], list[float]]
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=30)
+    ap.add_argument("--settle", type=float, default=0.0, help="milliseconds to wait (untimed) after every change")
     ap.add_argument("--backends", default="iptables-legacy,iptables-nft,nftables")
     args = ap.parse_args()
     names = args.backends.split(",")
     results = {}
     for name in names:
         print(f"measuring {name} ...", file=sys.stderr, flush=True)
-        results[name] = measure(name, args.rounds)
-    print(f"publish / unpublish of one mapping, in-process, median (p90) in ms, {args.rounds} rounds each")
-    print("unpublish = rule delete + conntrack clean-up; [rule] = the rule delete alone (median)")
-    print(f"{'mappings':>9} " + "".join(f"| {n:^41} " for n in names))
-    print(f"{'':>9} " + "".join(f"| {'publish':^16}{'unpublish':^16}{'[rule]':>8} " for _ in names))
-    for level in LEVELS:
-        cells = []
-        for name in names:
-            pub, unpub, rule_only = results[name][level]
-            cells.append(f"| {statistics.median(pub) * 1000:6.2f} ({pct(pub, 90) * 1000:6.2f}) "
-                         f"{statistics.median(unpub) * 1000:6.2f} ({pct(unpub, 90) * 1000:6.2f}) "
-                         f"[{statistics.median(rule_only) * 1000:6.2f}] ")
-        print(f"{level:>9} " + "".join(cells))
+        results[name] = measure(name, args.rounds, args.settle / 1000)
+    med = lambda v: f"{statistics.median(v) * 1000:6.2f}" if v else "     -"  # noqa: E731
+    p90 = lambda v: f"{pct(v, 90) * 1000:6.2f}" if v else "     -"  # noqa: E731
+    print(f"publish / unpublish of one mapping, in-process, median (p90) in ms, {args.rounds} rounds each, "
+          f"{args.settle:g} ms between changes")
+    print("unpublish = rule delete + conntrack clean-up; [rule] = the rule delete alone (median);")
+    print("floor = the same change by the backend's own tool (see the docstring); handle = iptables-nft rule "
+          "deleted by handle through libnftables")
+    for name in names:
+        print(f"\n{name}")
+        print(f"{'mappings':>9} | {'publish':^15} | {'floor':^15} | {'unpublish':^15} {'[rule]':>8} | "
+              f"{'floor':^15} | {'handle':^6}")
+        for level in LEVELS:
+            r = results[name][level]
+            print(f"{level:>9} | {med(r['pub'])} ({p90(r['pub'])}) | {med(r['floor_pub'])} ({p90(r['floor_pub'])}) | "
+                  f"{med(r['unpub'])} ({p90(r['unpub'])}) [{med(r['rule'])}] | "
+                  f"{med(r['floor_unpub'])} ({p90(r['floor_unpub'])}) | {med(r['floor_handle'])}")
     return 0
 
 

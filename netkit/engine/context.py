@@ -54,6 +54,7 @@ class Context:
         self._removals: list = []  # deletions run after the commit (journalled for roll-forward)
         self._journalled: list = []  # every step the journal holds (what was applied may be undone)
         self._token: str | None = None
+        self._journal_size: tuple[int, int] | None = None  # (steps, removals) the journal on disk holds
         self._on_commit: list[Callable[[Context], None]] = []
         self.firewall_hint = None
         self._hint_blocked = False
@@ -172,6 +173,7 @@ class Context:
         self._journalled.extend(apply)
         journal.write(self.store.directory, self._token, " ".join(sys.argv[1:]) or "?", self._journalled,
                       self._removals)
+        self._journal_size = (len(self._journalled), len(self._removals))
 
     def _journal_seal(self) -> None:
         """Last thing in the transaction: the state says this change committed (if it does)."""
@@ -179,7 +181,10 @@ class Context:
 
         if self._token is None and not self._removals:
             return
-        self._journal_write()  # the removals are known now
+        # The removals are known now. A journal that already holds every step and removal (a
+        # publish: one apply, no removal) is not written again: two fsyncs less, same file content.
+        if self._token is None or self._journal_size != (len(self._journalled), len(self._removals)):
+            self._journal_write()
         self.store.put_meta(journal.META, self._token)
 
     def _journal_done(self) -> None:
@@ -240,6 +245,7 @@ class Context:
         self._removals = []
         self._journalled = []
         self._token = None
+        self._journal_size = None
         self.firewall_hint = None
         self._hint_blocked = False
         try:

@@ -12,6 +12,13 @@ unpublish even with no entry at all. Kernels without filtered deletes (before 6.
 message with tuple attributes as "delete this exact entry" and answer an error, never a flush of
 everything; then the dump-and-delete way is used. The messages are built here over one plain
 netlink socket (no pyroute2, no asyncio loop).
+
+The socket is kept open, one per network namespace. Closing a NETLINK_NETFILTER socket is what
+cost the time, not the delete: the kernel's NETLINK_URELEASE handler in nf_tables
+(nft_rcv_nl_event) first flushes nf_tables' pending destroy work, and right after an nf_tables
+change that deleted something (an unpublish: a rule or set element removed) that work is waiting
+for an RCU grace period: 6-15 ms here, while send + answer take ~0.02 ms (measured in a sandbox:
+socket+bind 0.02 ms, delete 0.01 ms, close 8-16 ms after `delete element`).
 """
 from __future__ import annotations
 
@@ -19,6 +26,7 @@ import errno
 import os
 import socket
 import struct
+import threading
 
 PROTO = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP, "sctp": 132}
 
@@ -108,21 +116,48 @@ def _filter_request(number: int, host_port: int, container_ip: str, container_po
                     nested=True))
 
 
+# Filter-delete sockets kept open, one per network namespace (by the inode of
+# /proc/thread-self/ns/net: a netlink socket answers for the netns it was made in). An open socket
+# pins its netns, so the inode cannot be reused meanwhile; only a few are kept.
+# Keyed by process too: a forked child must not share its parent's socket (answers would go to
+# whichever reads first).
+_sockets: dict[tuple[int, int], _Socket] = {}
+_SOCKETS_MAX = 8
+_sockets_lock = threading.Lock()
+
+
+def _shared_socket() -> _Socket:
+    key = (os.getpid(), os.stat("/proc/thread-self/ns/net").st_ino)
+    nl = _sockets.get(key)
+    if nl is None:
+        while len(_sockets) >= _SOCKETS_MAX:
+            _sockets.pop(next(iter(_sockets))).close()
+        nl = _sockets[key] = _Socket(version=1)
+    return nl
+
+
+def _drop_shared_socket(nl: _Socket) -> None:
+    for key, held in list(_sockets.items()):
+        if held is nl:
+            del _sockets[key]
+    nl.close()
+
+
 def delete_mapping(proto: str, host_port: int, container_ip: str, container_port: int) -> int | None:
     """Remove entries whose original destination port is `host_port` and that were DNATed to
     container_ip:container_port (what the reply tuple says). Returns how many were deleted, or
     None when the kernel deleted them by the filter (it does not say how many)."""
     request = _filter_request(PROTO[proto], host_port, container_ip, container_port)
-    nl = _Socket(version=1)
-    try:
-        for _ in nl.replies(nl.send(IPCTNL_MSG_CT_DELETE, NLM_F_ACK, request)):
-            pass
-        return None
-    except OSError as err:
-        if err.errno not in (errno.ENOENT, errno.EINVAL, errno.EOPNOTSUPP):
-            raise
-    finally:
-        nl.close()
+    with _sockets_lock:  # one request at a time on a shared socket (the daemon has threads)
+        nl = _shared_socket()
+        try:
+            for _ in nl.replies(nl.send(IPCTNL_MSG_CT_DELETE, NLM_F_ACK, request)):
+                pass
+            return None
+        except OSError as err:
+            if err.errno not in (errno.ENOENT, errno.EINVAL, errno.EOPNOTSUPP):
+                _drop_shared_socket(nl)  # its state is unknown now (e.g. a half-read answer)
+                raise
     return _dump_and_delete(request)
 
 

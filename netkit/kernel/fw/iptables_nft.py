@@ -17,7 +17,7 @@ import subprocess
 
 from netkit import programs, rules
 from netkit.errors import KernelError
-from netkit.kernel.fw import Availability, ResetReport
+from netkit.kernel.fw import Availability, ResetReport, nfthandles
 from netkit.kernel.fw.legacy import describe_part, render_part, render_ruleset, reset_with
 from netkit.kernel import xtlock
 
@@ -54,18 +54,26 @@ class IptablesNftBackend:
         if not ops:
             return
         with self.locked():
-            self._restore(ops)
+            # Rules this process added are deleted by handle (nfthandles.py): no chain read, no
+            # process. Anything else, or a refusal, goes through iptables-nft-restore.
+            if nfthandles.delete(ops):
+                return
+            nfthandles.listen()
+            pid = self._restore(ops)
+            nfthandles.learn(pid, ops)
             if thorough:
                 self._verify(ops)
 
-    def _restore(self, ops: list[rules.Op]) -> None:
+    def _restore(self, ops: list[rules.Op]) -> int:
+        """Run the delta through iptables-nft-restore; its pid (nf_tables names it in its events)."""
         text = "\n".join(rules.render(ops)) + "\n"
-        proc = subprocess.run([programs.require("iptables-nft-restore"), "--noflush", "-w"], input=text,
-                              capture_output=True, text=True)
+        proc = subprocess.Popen([programs.require("iptables-nft-restore"), "--noflush", "-w"], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        _, stderr = proc.communicate(text)
         if proc.returncode == 0:
-            return
-        error = proc.stderr.strip().splitlines()[0] if proc.stderr.strip() else f"exit {proc.returncode}"
-        committed = _committed_tables(text, proc.stderr)
+            return proc.pid
+        error = stderr.strip().splitlines()[0] if stderr.strip() else f"exit {proc.returncode}"
+        committed = _committed_tables(text, stderr)
         undo = [o for t in committed for o in _inverse([o for o in ops if o.table == t])]
         if undo:
             try:
