@@ -1,6 +1,10 @@
 """A network's embedded DNS server (what Docker's 127.0.0.11 resolver and aardvark-dns do): answers
 for the container names in a records file, forwards every other query to upstream resolvers; UDP and TCP.
 
+Upstreams, like Docker's "ExtServers": a container created with `--dns X` has its queries forwarded
+to X (the records file maps its address to its servers); every other container's go to the host's
+resolvers, re-read from the host's resolv.conf whenever that file changes.
+
     python -m netkit.dns.server --listen IP [--port 53] --records FILE [--ready-fd N] [--network NAME]
 """
 
@@ -45,13 +49,22 @@ def parse_upstream(text: str) -> tuple[str, int]:
     return str(ipaddress.ip_address(host.strip("[]"))), int(port)
 
 
+class Client(NamedTuple):
+    """What one container (by source address) gets beyond the network's own records."""
+
+    names: dict[str, list[str]]  # the names of its other networks (Docker resolves on all of them)
+    upstreams: list[tuple[str, int]] | None  # its own --dns servers; None: the network's
+
+
 class Snapshot(NamedTuple):
     """One consistent reading of the records file (replaced whole, never changed in place)."""
 
     names: dict[str, list[str]]  # name -> addresses
     reverse: dict[str, str]  # "2.0.18.172.in-addr.arpa" -> name, for PTR queries
-    upstreams: list[tuple[str, int]]
+    upstreams: list[tuple[str, int]]  # the host's resolvers as the engine last wrote them
     clients: list  # networks allowed to ask (the network's subnet); empty: anyone
+    per_client: dict[str, Client] = {}  # source address -> its own names and upstreams
+    host_resolv: tuple[str, ...] = ()  # files to read the host's resolvers from (first with any)
 
     def allows(self, addr: str) -> bool:
         if not self.clients:
@@ -61,6 +74,52 @@ class Snapshot(NamedTuple):
         except ValueError:
             return False
         return any(ip in net for net in self.clients)
+
+
+def _file_key(path: str) -> tuple | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _servers_in(path: str) -> list[str]:
+    """The non-loopback nameservers of a resolv.conf (a container cannot reach the host's
+    loopback, and this server would only forward its own loopback-bound copy there)."""
+    from netkit.names import upstream_servers
+
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return upstream_servers(f.read())
+    except OSError:
+        return []
+
+
+class HostResolvers:
+    """The host's resolvers, from the first of some resolv.conf files that names one, re-read when
+    any of the files changes (a stat each per query): a DHCP lease or a VPN that rewrites the
+    host's resolv.conf reaches the containers at their next query, as Docker's resolver does."""
+
+    def __init__(self):
+        self._key: tuple | None = None
+        self.servers: list[tuple[str, int]] = []
+
+    def current(self, paths: tuple[str, ...], fallback: list[tuple[str, int]]) -> list[tuple[str, int]]:
+        if not paths:
+            return fallback
+        key = (paths, tuple(_file_key(p) for p in paths))
+        if key != self._key:
+            found: list[str] = []
+            for p in paths:
+                found = _servers_in(p)
+                if found:
+                    break
+            self.servers = [(ip, 53) for ip in found]
+            if self._key is not None:
+                log(f"host resolvers now {found} (from {' or '.join(paths)})")
+            self._key = key
+        return self.servers
 
 
 class Records:
@@ -73,6 +132,18 @@ class Records:
         self._lock = threading.Lock()  # TCP and forward threads read it too
         self._key: tuple | None = ()  # matches no stat result, so the first query loads
         self.snap = Snapshot({}, {}, [], [])
+        self.host = HostResolvers()
+
+    def upstreams_for(self, recs: Snapshot, addr: str) -> list[tuple[str, int]]:
+        """Where a query from `addr` that no record answers goes: the container's own --dns
+        servers if it has some, else the host's current resolvers."""
+        client = recs.per_client.get(addr)
+        if client is not None and client.upstreams is not None:
+            ups = client.upstreams
+        else:
+            with self._lock:
+                ups = self.host.current(recs.host_resolv, recs.upstreams)
+        return [u for u in ups if u != self.listen]  # forwarding to ourselves would loop
 
     def current(self) -> Snapshot:
         try:
@@ -86,18 +157,25 @@ class Records:
             return self.snap
 
     def _load(self, key: tuple | None) -> None:
+        per_client: dict[str, Client] = {}
+        host_resolv: tuple[str, ...] = ()
         if key is None:  # no file (yet, or the network is going away): nothing to answer
             names, ups, clients = {}, [], []
         else:
             try:
                 with open(self.path, encoding="utf-8") as f:
                     data = json.load(f)
-                names = {k.lower().rstrip("."): [str(ipaddress.ip_address(ip)) for ip in v]
-                         for k, v in data.get("records", {}).items()}
+                names = _names(data.get("records", {}))
                 ups = [parse_upstream(u) for u in data.get("upstreams", [])]
                 # Only the network's own containers may ask: the gateway address is reachable
                 # from elsewhere too, and an open forwarder leaks names and amplifies.
                 clients = [ipaddress.ip_network(c) for c in data.get("clients", [])]
+                host_resolv = tuple(str(p) for p in data.get("host_resolv", []))
+                for ip, entry in data.get("per_client", {}).items():
+                    own = entry.get("upstreams")
+                    per_client[str(ipaddress.ip_address(ip))] = Client(
+                        _names(entry.get("names", {})),
+                        None if own is None else _own_upstreams(own))
             except (OSError, ValueError, AttributeError, TypeError) as err:
                 # The engine renames a complete file into place, so this is a real error:
                 # keep serving the last good records and try again on the next query.
@@ -107,10 +185,25 @@ class Records:
         for name, ips in names.items():
             for ip in ips:
                 reverse.setdefault(ipaddress.ip_address(ip).reverse_pointer, name)
-        # Forwarding to ourselves would loop until every forward slot is taken.
-        ups = [u for u in ups if u != self.listen]
-        self.snap, self._key = Snapshot(names, reverse, ups, clients), key
-        log(f"records: {len(names)} names, upstreams {[f'{h}:{p}' for h, p in ups]}")
+        self.snap, self._key = Snapshot(names, reverse, ups, clients, per_client, host_resolv), key
+        own = sum(1 for c in per_client.values() if c.upstreams is not None)
+        log(f"records: {len(names)} names, upstreams "
+            f"{'the host resolv.conf' if host_resolv else [f'{h}:{p}' for h, p in ups]}, "
+            f"{own} container(s) with their own --dns")
+
+
+def _names(table: dict) -> dict[str, list[str]]:
+    return {k.lower().rstrip("."): [str(ipaddress.ip_address(ip)) for ip in v] for k, v in table.items()}
+
+
+def _own_upstreams(texts: list[str]) -> list[tuple[str, int]]:
+    """A container's --dns servers. Loopback ones are left out: Docker asks those from inside
+    the container's namespace, and from here they would reach the host's loopback instead."""
+    ups = [parse_upstream(u) for u in texts]
+    kept = [u for u in ups if not ipaddress.ip_address(u[0]).is_loopback]
+    if len(kept) != len(ups):
+        log(f"--dns servers on loopback are not forwarded to: {sorted({h for h, _p in ups} - {h for h, _p in kept})}")
+    return kept
 
 
 SIOCGIFADDR = 0x8915
@@ -155,12 +248,15 @@ class Server:
 
     # -- answering ---------------------------------------------------------------------------
 
-    def local(self, q: DNSRecord, recs: Snapshot) -> DNSRecord | None:
-        """Our answer if the name is one of the network's, else None (to be forwarded)."""
+    def local(self, q: DNSRecord, recs: Snapshot, client: str = "") -> DNSRecord | None:
+        """Our answer if the name is one of the network's (or of the asking container's other
+        networks), else None (to be forwarded)."""
         qname = str(q.q.qname).rstrip(".").lower()
-        if qname in recs.names:
+        extra = recs.per_client.get(client)
+        found = recs.names.get(qname) or (extra.names.get(qname) if extra else None)
+        if found:
             r = q.reply()
-            for ip in recs.names[qname]:
+            for ip in found:
                 v6 = ":" in ip
                 if q.q.qtype in (QTYPE.ANY, QTYPE.AAAA if v6 else QTYPE.A):
                     r.add_answer(RR(q.q.qname, QTYPE.AAAA if v6 else QTYPE.A,
@@ -217,14 +313,16 @@ class Server:
         recs = self.records.current()
         if not recs.allows(addr[0]):
             return
-        r = self.local(q, recs)
+        r = self.local(q, recs, addr[0])
         if r is not None:
             self.udp.sendto(fit_udp(r, q), addr)
-        elif not recs.upstreams:
+            return
+        upstreams = self.records.upstreams_for(recs, addr[0])
+        if not upstreams:
             self.udp.sendto(self.error(q, RCODE.NXDOMAIN), addr)
         elif self.forward_slots.acquire(blocking=False):
             # A slow upstream holds only its own thread; the loop goes on answering.
-            threading.Thread(target=self._udp_forward, args=(q, data, recs.upstreams, addr), daemon=True).start()
+            threading.Thread(target=self._udp_forward, args=(q, data, upstreams, addr), daemon=True).start()
         else:
             self.udp.sendto(self.error(q, RCODE.SERVFAIL), addr)
 
@@ -247,9 +345,9 @@ class Server:
         if not self.tcp_slots.acquire(blocking=False):
             conn.close()
             return
-        threading.Thread(target=self._tcp_conn, args=(conn,), daemon=True).start()
+        threading.Thread(target=self._tcp_conn, args=(conn, peer[0]), daemon=True).start()
 
-    def _tcp_conn(self, conn: socket.socket) -> None:
+    def _tcp_conn(self, conn: socket.socket, client: str = "") -> None:
         try:
             conn.settimeout(TCP_IDLE)
             while (head := recv_exact(conn, 2)) is not None:
@@ -261,8 +359,9 @@ class Server:
                     out = self.error(q, RCODE.NOTIMP)
                 else:
                     recs = self.records.current()
-                    r = self.local(q, recs)
-                    out = r.pack() if r is not None else self.forward(q, data, recs.upstreams, tcp=True)
+                    r = self.local(q, recs, client)
+                    out = r.pack() if r is not None else \
+                        self.forward(q, data, self.records.upstreams_for(recs, client), tcp=True)
                 conn.sendall(struct.pack("!H", len(out)) + out)
         except OSError:
             pass

@@ -1,7 +1,13 @@
 """Keeps names in step with state: each container's /etc/netns/NAME/{hosts,resolv.conf,hostname}
-and, for user-defined networks, the records file and DNS server of the network."""
+and, for user-defined networks, the records file and DNS server of the network.
+
+A container's resolv.conf follows the host's (refresh_host_resolv) unless someone edited it, as
+Docker's does: netkit keeps the digest of what it wrote (RUN_DIR/names/NAME.resolv.sha256) and
+leaves a file whose content no longer matches alone.
+"""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
@@ -51,6 +57,29 @@ def has_files(c: Container) -> bool:
     return c.mode in (MODE_BRIDGE, MODE_NONE) and c.netns is not None
 
 
+def host_gateway(ctx: Context, c: Container) -> str | None:
+    """What `--add-host NAME:host-gateway` becomes: config `host_gateway_ip` (daemon.json's
+    host-gateway-ip), else the gateway of the container's first network whose gateway is this
+    host (the host's address as the container sees it), else the default network's gateway."""
+    if ctx.config.host_gateway_ip:
+        return ctx.config.host_gateway_ip
+    nets = [ctx.store.network(ep.network) for ep in c.endpoints]
+    nets += [n for n in ctx.store.networks() if n.default]
+    for net in nets:
+        if net and net.gateway and not net.parent:  # macvlan/ipvlan: the gateway is a router outside
+            return net.gateway
+    return None
+
+
+def check_host_gateway(ctx: Context, c: Container) -> None:
+    """Refuse `--add-host NAME:host-gateway` before anything is made when it has no address."""
+    if any(names.parse_add_host(e)[1] == names.HOST_GATEWAY for e in c.extra_hosts) and not host_gateway(ctx, c):
+        from netkit.errors import UserError
+
+        raise UserError("--add-host NAME:host-gateway: this container has no network whose gateway is the host; "
+                        "set host_gateway_ip in the config file or use a bridge network")
+
+
 def _network_dns(ctx: Context, c: Container) -> str | None:
     """The embedded DNS address: the gateway of the first user-defined network (not `bridge`)."""
     for ep in c.endpoints:
@@ -73,9 +102,45 @@ def render_files(ctx: Context, c: Container) -> dict[str, str]:
     search = c.dns_search or ctx.config.dns_search
     return {
         "hostname": hostname + "\n",
-        "hosts": names.render_hosts(hostname, addresses, c.extra_hosts, links),
+        "hosts": names.render_hosts(hostname, addresses, c.extra_hosts, links, host_gateway(ctx, c)),
         "resolv.conf": names.render_resolv(host_resolv_text(), dns, search, c.dns_options, _network_dns(ctx, c)),
     }
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _digest_path(name: str, run: str | None = None) -> str:
+    # Not beside the file: `ip netns exec` bind-mounts every file of /etc/netns/NAME over /etc.
+    from netkit.state import run_dir
+
+    return os.path.join(run or run_dir(), "names", f"{name}.resolv.sha256")
+
+
+def user_edited(c: Container, run: str | None = None) -> bool:
+    """True when the container's resolv.conf is not what netkit last wrote (Docker: "This file
+    can be edited; Docker Engine will not make further changes once it has been modified")."""
+    current = _read(os.path.join(etc_dir(c), "resolv.conf"))
+    if not current:
+        return False  # none yet, or removed: netkit writes it
+    try:
+        with open(_digest_path(c.name, run)) as fh:
+            written = fh.read().strip()
+    except OSError:
+        return False  # written before netkit kept digests: still netkit's
+    return _digest(current) != written
+
+
+def _write_resolv(ctx: Context, c: Container, text: str) -> bool:
+    """Write resolv.conf unless the user edited it; True if written."""
+    if user_edited(c, ctx.run_dir):
+        return False
+    digest = _digest_path(c.name, ctx.run_dir)
+    os.makedirs(os.path.dirname(digest), mode=0o755, exist_ok=True)
+    _atomic_write(os.path.join(etc_dir(c), "resolv.conf"), text)
+    _atomic_write(digest, _digest(text) + "\n")
+    return True
 
 
 def write_files(ctx: Context, c: Container) -> None:
@@ -84,14 +149,17 @@ def write_files(ctx: Context, c: Container) -> None:
     folder = etc_dir(c)
     os.makedirs(folder, mode=0o755, exist_ok=True)
     for fname, text in render_files(ctx, c).items():
-        _atomic_write(os.path.join(folder, fname), text)
+        if fname == "resolv.conf":
+            _write_resolv(ctx, c, text)
+        else:
+            _atomic_write(os.path.join(folder, fname), text)
 
 
 def remove_files(c: Container) -> None:
     folder = etc_dir(c)
-    for fname in ("hosts", "resolv.conf", "hostname"):
+    for path in [os.path.join(folder, f) for f in ("hosts", "resolv.conf", "hostname")] + [_digest_path(c.name)]:
         try:
-            os.unlink(os.path.join(folder, fname))
+            os.unlink(path)
         except FileNotFoundError:
             pass
     try:
@@ -100,28 +168,110 @@ def remove_files(c: Container) -> None:
         pass
 
 
+def refresh_host_resolv(ctx: Context) -> list[str]:
+    """Bring containers in step with the host's resolv.conf, as Docker does when it changed:
+    every container resolv.conf netkit wrote and nobody edited is rewritten (those on the default
+    network list the host's servers themselves), and the DNS servers' records name the current
+    upstreams (the servers also re-read the host's file on their own). Cheap when nothing changed."""
+    done = []
+    for c in ctx.store.containers():
+        if not has_files(c):
+            continue
+        text = render_files(ctx, c)["resolv.conf"]
+        if _read(os.path.join(etc_dir(c), "resolv.conf")) != text and os.path.isdir(etc_dir(c)):
+            if _write_resolv(ctx, c, text):
+                done.append(f"resolv.conf of container '{c.name}' follows the host's")
+    for net in ctx.store.networks():
+        if serves_dns(net) and os.path.exists(records_path(ctx, net.name)):
+            want = records(ctx, net)
+            try:
+                with open(records_path(ctx, net.name)) as fh:
+                    have = json.load(fh)
+            except (OSError, ValueError):
+                have = None
+            if have != want:
+                sync_network(ctx, net)
+    return done
+
+
 # ---- per-network DNS --------------------------------------------------------------------
 
 def records_path(ctx: Context, network: str) -> str:
     return os.path.join(ctx.run_dir, "dns", f"{network}.json")
 
 
-def records(ctx: Context, net: Network) -> dict:
+def _names_of(ctx: Context, net: Network) -> dict[str, list[str]]:
     names_here = ctx.store.dns_names(net.name)
     if net.driver == "overlay":
         # Names across hosts: every container on the network, wherever it runs (the host agent
         # rewrites this as containers elsewhere come and go); the local names if the store is down.
         from netkit.engine import overlay
 
-        names_here = overlay.dns_records(ctx, net) or names_here
-    return {"records": names_here, "upstreams": names.upstream_servers(host_resolv_text()),
-            "clients": [net.subnet]}
+        remote = overlay.dns_records(ctx, net)
+        if remote:
+            return remote  # already qualified (netkit.cluster.dnsnames)
+    return names.qualified(names_here, net.name)
+
+
+def records(ctx: Context, net: Network) -> dict:
+    """The records file of a network's DNS server (netkit.dns.server reads it):
+    records      name -> addresses, names also as NAME.NETWORK
+    upstreams    where other names go: config `dns`, else the host's resolvers now
+    host_resolv  the host's resolv.conf files, which the server re-reads when they change
+    clients      who may ask: the network's subnet
+    per_client   address -> {upstreams: its --dns, names: those of its other networks}"""
+    doc: dict = {"records": _names_of(ctx, net), "clients": [net.subnet]}
+    if ctx.config.dns:  # daemon.json "dns": every container's default --dns, fixed
+        doc["upstreams"] = list(ctx.config.dns)
+    else:
+        doc["upstreams"] = names.upstream_servers(host_resolv_text())
+        doc["host_resolv"] = [os.path.abspath(HOST_RESOLV), RESOLVED_UPSTREAMS]
+    per_client: dict[str, dict] = {}
+    others: dict[str, dict[str, list[str]]] = {}  # network -> its names, read once
+    for name in ctx.store.members(net.name):
+        c = ctx.store.container(name)
+        if c is None:
+            continue
+        entry: dict = {}
+        if c.dns:
+            entry["upstreams"] = list(c.dns)
+        extra: dict[str, list[str]] = {}
+        for ep in c.endpoints:
+            other = ctx.store.network(ep.network) if ep.network != net.name else None
+            if other is None or not serves_dns(other):
+                continue
+            if other.name not in others:
+                others[other.name] = _names_of(ctx, other)
+            for n, ips in others[other.name].items():
+                extra.setdefault(n, ips)
+        if extra:
+            entry["names"] = extra
+        for ep in c.endpoints:
+            if ep.network == net.name and entry:
+                per_client[ep.ip] = entry
+    if per_client:
+        doc["per_client"] = per_client
+    return doc
 
 
 def serves_dns(net: Network) -> bool:
     """Like Docker, no names on the default bridge network; macvlan/ipvlan networks neither (the
     DNS server listens on the gateway, which is not on this host for them)."""
     return not net.default and not net.parent
+
+
+def sync_networks(ctx: Context, network_names: list[str]) -> None:
+    """sync_network for each named network and for every network that shares a container with
+    one of them: a container on two networks asks one server for the names of both."""
+    todo = list(dict.fromkeys(network_names))
+    for name in list(todo):
+        for member in ctx.store.members(name):
+            c = ctx.store.container(member)
+            todo += [ep.network for ep in (c.endpoints if c else []) if ep.network not in todo]
+    for name in todo:
+        net = ctx.store.network(name)
+        if net:
+            sync_network(ctx, net)
 
 
 def sync_network(ctx: Context, net: Network) -> None:
