@@ -327,7 +327,8 @@ def _sync_names(ctx: Context, c: Container, networks_changed: list[str] | None =
             names_sync.remove_files(c)
         else:
             names_sync.write_files(ctx, c)
-        nets = networks_changed if networks_changed is not None else [e.network for e in c.endpoints]
+        # The container's remaining networks too: their servers hold its other networks' names.
+        nets = list(networks_changed or []) + [e.network for e in c.endpoints]
         names_sync.sync_networks(ctx, nets)
         # Like Docker at a container's start: files that follow the host's resolv.conf catch up.
         names_sync.refresh_host_resolv(ctx)

@@ -168,30 +168,38 @@ def remove_files(c: Container) -> None:
         pass
 
 
-def refresh_host_resolv(ctx: Context) -> list[str]:
-    """Bring containers in step with the host's resolv.conf, as Docker does when it changed:
-    every container resolv.conf netkit wrote and nobody edited is rewritten (those on the default
-    network list the host's servers themselves), and the DNS servers' records name the current
-    upstreams (the servers also re-read the host's file on their own). Cheap when nothing changed."""
+def _last_host_path(ctx: Context) -> str:
+    return os.path.join(ctx.run_dir, "names", "host-resolv.conf")
+
+
+def refresh_host_resolv(ctx: Context, force: bool = False) -> list[str]:
+    """Bring containers' files in step with the host's resolv.conf when it changed since the last
+    call (or always, with force), as Docker does at a container's start: every resolv.conf netkit
+    wrote and nobody edited is rewritten (on the default network it lists the host's servers;
+    elsewhere the embedded server's "# ExtServers" comment). The DNS servers need nothing: they
+    re-read the host's file themselves. What was rewritten, as lines."""
+    host = host_resolv_text()
+    last = _last_host_path(ctx)
+    if not force and _read(last) == host and os.path.exists(last):
+        return []
     done = []
     for c in ctx.store.containers():
-        if not has_files(c):
+        if not has_files(c) or not os.path.isdir(etc_dir(c)):
             continue
         text = render_files(ctx, c)["resolv.conf"]
-        if _read(os.path.join(etc_dir(c), "resolv.conf")) != text and os.path.isdir(etc_dir(c)):
-            if _write_resolv(ctx, c, text):
-                done.append(f"resolv.conf of container '{c.name}' follows the host's")
-    for net in ctx.store.networks():
-        if serves_dns(net) and os.path.exists(records_path(ctx, net.name)):
-            want = records(ctx, net)
-            try:
-                with open(records_path(ctx, net.name)) as fh:
-                    have = json.load(fh)
-            except (OSError, ValueError):
-                have = None
-            if have != want:
-                sync_network(ctx, net)
+        if _read(os.path.join(etc_dir(c), "resolv.conf")) != text and _write_resolv(ctx, c, text):
+            done.append(f"resolv.conf of container '{c.name}' follows the host's again")
+    os.makedirs(os.path.dirname(last), mode=0o755, exist_ok=True)
+    _atomic_write(last, host)
     return done
+
+
+def stale_resolv(ctx: Context) -> list[str]:
+    """Containers whose resolv.conf netkit wrote, nobody edited, and that lags what netkit
+    would write now (the host's resolv.conf changed since): for `netkit doctor`."""
+    return [c.name for c in ctx.store.containers()
+            if has_files(c) and os.path.exists(os.path.join(etc_dir(c), "resolv.conf")) and not user_edited(c, ctx.run_dir)
+            and _read(os.path.join(etc_dir(c), "resolv.conf")) != render_files(ctx, c)["resolv.conf"]]
 
 
 # ---- per-network DNS --------------------------------------------------------------------
@@ -301,7 +309,7 @@ def stop_network(ctx: Context, net: Network) -> None:
 
 def repair(ctx: Context) -> list[str]:
     """doctor --fix: rewrite every file and restart every DNS server that should run."""
-    done = []
+    done = refresh_host_resolv(ctx, force=True)
     for c in ctx.store.containers():
         write_files(ctx, c)
     for net in ctx.store.networks():

@@ -79,7 +79,10 @@ def test_dns_servers_per_container_and_the_hosts_resolv_conf_followed(sandbox):
     # the embedded resolver re-reads it at the next query, with no netkit command in between
     assert getent(sandbox, "plain", "ext.example") == FROM_NEW_HOST
     assert getent(sandbox, "own", "ext.example") == FROM_OWN  # its own --dns stays
-    # files follow at the next netkit change (Docker: at a container's next start)
+    # files follow at the next netkit change (Docker: at a container's next start); doctor tells
+    lag = sandbox.netkit("doctor", check=False)
+    assert lag.returncode == 1 and "/etc/netns/follower/resolv.conf is not what netkit writes now" in lag.stdout
+    assert "/etc/netns/edited/" not in lag.stdout
     sandbox.netkit("container", "create", "late", "--net", "app")
     assert f"nameserver {NEW_HOST_DNS}\n" in resolv_conf("follower")
     assert getent(sandbox, "follower", "ext.example") == FROM_NEW_HOST
@@ -124,6 +127,8 @@ def test_name_dot_network_and_host_gateway(sandbox, tmp_path):
     # a new container on `other` reaches the records web's server holds for it
     sandbox.netkit("container", "create", "late", "--net", "other")
     assert getent(sandbox, "web", "late.other") == "172.21.0.4"
+    sandbox.netkit("network", "disconnect", "other", "web")
+    assert getent(sandbox, "web", "late.other") is None and getent(sandbox, "stranger", "web.other") is None
 
     # --add-host NAME:host-gateway: the host's address as the container sees it
     assert getent(sandbox, "web", "gw") == "172.20.0.1"
