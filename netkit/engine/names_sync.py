@@ -118,28 +118,35 @@ def _digest_path(name: str, run: str | None = None) -> str:
     return os.path.join(run or run_dir(), "names", f"{name}.resolv.sha256")
 
 
+def _digests(c: Container, run: str | None = None) -> set[str] | None:
+    try:
+        with open(_digest_path(c.name, run)) as fh:
+            return set(fh.read().split())
+    except OSError:
+        return None
+
+
 def user_edited(c: Container, run: str | None = None) -> bool:
     """True when the container's resolv.conf is not what netkit last wrote (Docker: "This file
     can be edited; Docker Engine will not make further changes once it has been modified")."""
     current = _read(os.path.join(etc_dir(c), "resolv.conf"))
-    if not current:
-        return False  # none yet, or removed: netkit writes it
-    try:
-        with open(_digest_path(c.name, run)) as fh:
-            written = fh.read().strip()
-    except OSError:
-        return False  # written before netkit kept digests: still netkit's
-    return _digest(current) != written
+    written = _digests(c, run)
+    if not current or written is None:
+        return False  # none yet, or written before netkit kept digests: netkit's
+    return _digest(current) not in written
 
 
 def _write_resolv(ctx: Context, c: Container, text: str) -> bool:
-    """Write resolv.conf unless the user edited it; True if written."""
+    """Write resolv.conf unless the user edited it; True if written. The digest file names the
+    old and the new content while the file is replaced, so a kill in between is no "edit"."""
     if user_edited(c, ctx.run_dir):
         return False
-    digest = _digest_path(c.name, ctx.run_dir)
-    os.makedirs(os.path.dirname(digest), mode=0o755, exist_ok=True)
+    path = _digest_path(c.name, ctx.run_dir)
+    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+    current = _read(os.path.join(etc_dir(c), "resolv.conf"))
+    _atomic_write(path, "".join(f"{d}\n" for d in {_digest(current), _digest(text)}))
     _atomic_write(os.path.join(etc_dir(c), "resolv.conf"), text)
-    _atomic_write(digest, _digest(text) + "\n")
+    _atomic_write(path, _digest(text) + "\n")
     return True
 
 
