@@ -3,7 +3,10 @@ for the container names in a records file, forwards every other query to upstrea
 
 Upstreams, like Docker's "ExtServers": a container created with `--dns X` has its queries forwarded
 to X (the records file maps its address to its servers); every other container's go to the host's
-resolvers, re-read from the host's resolv.conf whenever that file changes.
+resolvers, re-read from the host's resolv.conf whenever that file changes. As Docker's resolver
+does, a forwarded query leaves from the asking container's network namespace (the records file
+names it), so it takes the container's routes and rules: an --internal network resolves no
+outside names, and a --dns server on loopback is the container's own.
 
     python -m netkit.dns.server --listen IP [--port 53] --records FILE [--ready-fd N] [--network NAME]
 """
@@ -11,6 +14,7 @@ resolvers, re-read from the host's resolv.conf whenever that file changes.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import ipaddress
 import json
 import os
@@ -54,6 +58,14 @@ class Client(NamedTuple):
 
     names: dict[str, list[str]]  # the names of its other networks (Docker resolves on all of them)
     upstreams: list[tuple[str, int]] | None  # its own --dns servers; None: the network's
+    netns: str | None = None  # its network namespace, where forwarded queries leave from
+
+
+class Route(NamedTuple):
+    """Where one forwarded query goes, and from which network namespace (None: this one)."""
+
+    upstreams: list[tuple[str, int]]
+    netns: str | None
 
 
 class Snapshot(NamedTuple):
@@ -134,16 +146,21 @@ class Records:
         self.snap = Snapshot({}, {}, [], [])
         self.host = HostResolvers()
 
-    def upstreams_for(self, recs: Snapshot, addr: str) -> list[tuple[str, int]]:
+    def route_for(self, recs: Snapshot, addr: str) -> Route:
         """Where a query from `addr` that no record answers goes: the container's own --dns
-        servers if it has some, else the host's current resolvers."""
+        servers if it has some, else the host's current resolvers; from the container's netns."""
         client = recs.per_client.get(addr)
+        netns = client.netns if client is not None else None
         if client is not None and client.upstreams is not None:
             ups = client.upstreams
+            if netns is None:  # from here a loopback address is the host's, not the container's
+                ups = [u for u in ups if not ipaddress.ip_address(u[0]).is_loopback]
         else:
             with self._lock:
                 ups = self.host.current(recs.host_resolv, recs.upstreams)
-        return [u for u in ups if u != self.listen]  # forwarding to ourselves would loop
+        if netns is None:
+            ups = [u for u in ups if u != self.listen]  # forwarding to ourselves would loop
+        return Route(ups, netns)
 
     def current(self) -> Snapshot:
         try:
@@ -175,7 +192,8 @@ class Records:
                     own = entry.get("upstreams")
                     per_client[str(ipaddress.ip_address(ip))] = Client(
                         _names(entry.get("names", {})),
-                        None if own is None else _own_upstreams(own))
+                        None if own is None else [parse_upstream(u) for u in own],
+                        entry.get("netns") or None)
             except (OSError, ValueError, AttributeError, TypeError) as err:
                 # The engine renames a complete file into place, so this is a real error:
                 # keep serving the last good records and try again on the next query.
@@ -196,14 +214,34 @@ def _names(table: dict) -> dict[str, list[str]]:
     return {k.lower().rstrip("."): [str(ipaddress.ip_address(ip)) for ip in v] for k, v in table.items()}
 
 
-def _own_upstreams(texts: list[str]) -> list[tuple[str, int]]:
-    """A container's --dns servers. Loopback ones are left out: Docker asks those from inside
-    the container's namespace, and from here they would reach the host's loopback instead."""
-    ups = [parse_upstream(u) for u in texts]
-    kept = [u for u in ups if not ipaddress.ip_address(u[0]).is_loopback]
-    if len(kept) != len(ups):
-        log(f"--dns servers on loopback are not forwarded to: {sorted({h for h, _p in ups} - {h for h, _p in kept})}")
-    return kept
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns: {os.strerror(err)}")
+
+
+def open_socket(family: int, kind: int, netns: str | None) -> socket.socket:
+    """A socket of the network namespace at `netns` (this one if None). A socket keeps the netns
+    it was made in, so only this thread steps in for the call (setns is per thread) and back."""
+    if netns is None:
+        return socket.socket(family, kind)
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        target = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)  # gone with its container: OSError
+        try:
+            _setns(target)
+            try:
+                return socket.socket(family, kind)
+            finally:
+                _setns(home)
+        finally:
+            os.close(target)
+    finally:
+        os.close(home)
 
 
 SIOCGIFADDR = 0x8915
@@ -268,15 +306,15 @@ class Server:
             return r
         return None
 
-    def forward(self, q: DNSRecord, data: bytes, upstreams: list[tuple[str, int]], tcp: bool) -> bytes:
+    def forward(self, q: DNSRecord, data: bytes, route: Route, tcp: bool) -> bytes:
         """The first upstream's reply, relayed as is; NXDOMAIN with no upstreams, SERVFAIL if all fail."""
-        if not upstreams:
+        if not route.upstreams:
             return self.error(q, RCODE.NXDOMAIN)
-        for host, port in upstreams:
+        for host, port in route.upstreams:
             try:
-                out = udp_query(data, host, port)
+                out = udp_query(data, host, port, route.netns)
                 if tcp and out[2] & 0x02:  # truncated: a TCP client can take the full answer
-                    out = tcp_query(data, host, port)
+                    out = tcp_query(data, host, port, route.netns)
                 return out
             except OSError:  # timeout, refused, unreachable: try the next one
                 continue
@@ -317,18 +355,18 @@ class Server:
         if r is not None:
             self.udp.sendto(fit_udp(r, q), addr)
             return
-        upstreams = self.records.upstreams_for(recs, addr[0])
-        if not upstreams:
+        route = self.records.route_for(recs, addr[0])
+        if not route.upstreams:
             self.udp.sendto(self.error(q, RCODE.NXDOMAIN), addr)
         elif self.forward_slots.acquire(blocking=False):
             # A slow upstream holds only its own thread; the loop goes on answering.
-            threading.Thread(target=self._udp_forward, args=(q, data, upstreams, addr), daemon=True).start()
+            threading.Thread(target=self._udp_forward, args=(q, data, route, addr), daemon=True).start()
         else:
             self.udp.sendto(self.error(q, RCODE.SERVFAIL), addr)
 
-    def _udp_forward(self, q, data, upstreams, addr) -> None:
+    def _udp_forward(self, q, data, route, addr) -> None:
         try:
-            self.udp.sendto(self.forward(q, data, upstreams, tcp=False), addr)
+            self.udp.sendto(self.forward(q, data, route, tcp=False), addr)
         except OSError:
             pass
         finally:
@@ -361,7 +399,7 @@ class Server:
                     recs = self.records.current()
                     r = self.local(q, recs, client)
                     out = r.pack() if r is not None else \
-                        self.forward(q, data, self.records.upstreams_for(recs, client), tcp=True)
+                        self.forward(q, data, self.records.route_for(recs, client), tcp=True)
                 conn.sendall(struct.pack("!H", len(out)) + out)
         except OSError:
             pass
@@ -391,8 +429,8 @@ def fit_udp(r: DNSRecord, q: DNSRecord) -> bytes:
     return out if len(out) <= limit else r.truncate().pack()
 
 
-def udp_query(data: bytes, host: str, port: int) -> bytes:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM) as s:
+def udp_query(data: bytes, host: str, port: int, netns: str | None = None) -> bytes:
+    with open_socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM, netns) as s:
         s.connect((host, port))  # a connected socket only accepts datagrams from the upstream
         s.send(data)
         deadline = time.monotonic() + UPSTREAM_TIMEOUT
@@ -403,8 +441,10 @@ def udp_query(data: bytes, host: str, port: int) -> bytes:
                 return out
 
 
-def tcp_query(data: bytes, host: str, port: int) -> bytes:
-    with socket.create_connection((host, port), timeout=UPSTREAM_TIMEOUT) as s:
+def tcp_query(data: bytes, host: str, port: int, netns: str | None = None) -> bytes:
+    with open_socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM, netns) as s:
+        s.settimeout(UPSTREAM_TIMEOUT)
+        s.connect((host, port))
         s.sendall(struct.pack("!H", len(data)) + data)
         head = recv_exact(s, 2)
         out = recv_exact(s, struct.unpack("!H", head)[0]) if head else None

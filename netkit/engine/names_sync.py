@@ -136,10 +136,10 @@ def user_edited(c: Container, run: str | None = None) -> bool:
     return _digest(current) not in written
 
 
-def _write_resolv(ctx: Context, c: Container, text: str) -> bool:
-    """Write resolv.conf unless the user edited it; True if written. The digest file names the
-    old and the new content while the file is replaced, so a kill in between is no "edit"."""
-    if user_edited(c, ctx.run_dir):
+def _write_resolv(ctx: Context, c: Container, text: str, force: bool = False) -> bool:
+    """Write resolv.conf unless the user edited it (or force); True if written. The digest file
+    names the old and the new content while the file is replaced, so a kill in between is no "edit"."""
+    if not force and user_edited(c, ctx.run_dir):
         return False
     path = _digest_path(c.name, ctx.run_dir)
     os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
@@ -150,14 +150,16 @@ def _write_resolv(ctx: Context, c: Container, text: str) -> bool:
     return True
 
 
-def write_files(ctx: Context, c: Container) -> None:
+def write_files(ctx: Context, c: Container, force: bool = False) -> None:
+    """Write the container's files; a resolv.conf someone edited stays, unless force (`doctor
+    --fix`: the explicit repair puts netkit's file back)."""
     if not has_files(c):
         return
     folder = etc_dir(c)
     os.makedirs(folder, mode=0o755, exist_ok=True)
     for fname, text in render_files(ctx, c).items():
         if fname == "resolv.conf":
-            _write_resolv(ctx, c, text)
+            _write_resolv(ctx, c, text, force)
         else:
             _atomic_write(os.path.join(folder, fname), text)
 
@@ -234,7 +236,8 @@ def records(ctx: Context, net: Network) -> dict:
     upstreams    where other names go: config `dns`, else the host's resolvers now
     host_resolv  the host's resolv.conf files, which the server re-reads when they change
     clients      who may ask: the network's subnet
-    per_client   address -> {upstreams: its --dns, names: those of its other networks}"""
+    per_client   address -> {netns: where its queries are forwarded from, upstreams: its --dns,
+                 names: those of its other networks}"""
     doc: dict = {"records": _names_of(ctx, net), "clients": [net.subnet]}
     if ctx.config.dns:  # daemon.json "dns": every container's default --dns, fixed
         doc["upstreams"] = list(ctx.config.dns)
@@ -247,7 +250,10 @@ def records(ctx: Context, net: Network) -> dict:
         c = ctx.store.container(name)
         if c is None:
             continue
-        entry: dict = {}
+        # Forwarded queries leave from the container's own netns, as Docker's resolver dials
+        # them: through its routes and rules (an --internal network reaches no outside
+        # resolver), and a --dns on loopback is the container's own loopback.
+        entry: dict = {"netns": c.netns} if c.netns else {}
         if c.dns:
             entry["upstreams"] = list(c.dns)
         extra: dict[str, list[str]] = {}
@@ -318,7 +324,7 @@ def repair(ctx: Context) -> list[str]:
     """doctor --fix: rewrite every file and restart every DNS server that should run."""
     done = refresh_host_resolv(ctx, force=True)
     for c in ctx.store.containers():
-        write_files(ctx, c)
+        write_files(ctx, c, force=True)
     for net in ctx.store.networks():
         if serves_dns(net) and ctx.store.has_members(net.name):
             from netkit.dns import supervisor

@@ -69,6 +69,18 @@ def test_dns_servers_per_container_and_the_hosts_resolv_conf_followed(sandbox):
     assert getent(sandbox, "own", "nosuch.invalid") is None  # the upstream's NXDOMAIN, relayed
     assert getent(sandbox, "legacy", "ext.example") == FROM_OWN
     assert getent(sandbox, "follower", "ext.example") == FROM_HOST
+    # Forwarded from the container's own namespace, as Docker's resolver dials: a --dns on
+    # loopback is the container's own (a resolver running inside it) ...
+    sandbox.netkit("container", "create", "selfdns", "--net", "app", "--dns", "127.0.0.1")
+    inner = sandbox.spawn([sys.executable, FAKEDNS, "127.0.0.1=192.0.2.127"], netns="selfdns")
+    assert first_line(inner.stdout, what="the resolver inside selfdns").strip() == "ready"
+    assert getent(sandbox, "selfdns", "ext.example") == "192.0.2.127"
+    assert getent(sandbox, "selfdns", "own") == "172.20.0.2"
+    # ... and an --internal network reaches no outside resolver, while its names still resolve
+    sandbox.netkit("network", "create", "sealed", "--internal", "--subnet", "172.29.0.0/24")
+    sandbox.netkit("container", "create", "cut", "--net", "sealed")
+    assert getent(sandbox, "cut", "ext.example") is None
+    assert getent(sandbox, "cut", "cut.sealed") == "172.29.0.2"
 
     # The host's resolv.conf changes (a DHCP lease, a VPN): the sandbox's copy only.
     with open(f"/etc/netns/edited/resolv.conf", "a") as fh:
