@@ -75,7 +75,7 @@ class Snapshot(NamedTuple):
     reverse: dict[str, str]  # "2.0.18.172.in-addr.arpa" -> name, for PTR queries
     upstreams: list[tuple[str, int]]  # the host's resolvers as the engine last wrote them
     clients: list  # networks allowed to ask (the network's subnet); empty: anyone
-    per_client: dict[str, Client] = {}  # source address -> its own names and upstreams
+    per_client: dict[str, Client] = {}  # source address -> its netns, own names and upstreams
     host_resolv: tuple[str, ...] = ()  # files to read the host's resolvers from (first with any)
 
     def allows(self, addr: str) -> bool:
@@ -97,8 +97,9 @@ def _file_key(path: str) -> tuple | None:
 
 
 def _servers_in(path: str) -> list[str]:
-    """The non-loopback nameservers of a resolv.conf (a container cannot reach the host's
-    loopback, and this server would only forward its own loopback-bound copy there)."""
+    """The non-loopback nameservers of a resolv.conf: queries leave from the container's netns,
+    where the host's loopback is not reachable (Docker asks such a host resolver from the host's
+    namespace; netkit does not, and reads systemd-resolved's real upstreams instead)."""
     from netkit.names import upstream_servers
 
     try:
