@@ -32,6 +32,7 @@ class Config:
     ip: str = "0.0.0.0"  # default host address of published ports (-p 8080:80), as daemon.json's "ip"
     dns: list[str] = field(default_factory=list)
     dns_search: list[str] = field(default_factory=list)
+    host_gateway_ip: str | None = None  # what --add-host NAME:host-gateway names (daemon.json host-gateway-ip)
     default_address_pools: list[dict] = field(default_factory=lambda: [dict(p) for p in DEFAULT_POOLS])
     # Several hosts (docs/multihost.md): the shared store of overlay networks, and this host's
     # address on the underlay that the others send VXLAN to. Unset: netkit is single-host.
@@ -129,6 +130,8 @@ def _validate(path: str, raw: dict) -> Config:
                 except UserError:
                     raise _bad(path, key, "a list of domain names like example.com", value) from None
             cfg.dns_search = list(value)
+        elif key == "host_gateway_ip":
+            cfg.host_gateway_ip = _ipv4(path, key, value)
         elif key == "default_address_pools":
             cfg.default_address_pools = _pools(path, value)
         elif key == "cluster_store":

@@ -56,9 +56,14 @@ def validate_dns_server(text: str) -> str:
         raise UserError(f'invalid DNS server "{text}": not an IPv4 or IPv6 address') from None
 
 
+# Docker's special --add-host address: the host's address as the container sees it.
+HOST_GATEWAY = "host-gateway"
+
+
 def parse_add_host(text: str) -> tuple[str, str]:
     """Split an --add-host value: "db:10.0.0.5", "v6:[::1]", "v6:::1" or Docker 25's
-    "db=10.0.0.5" -> ("db", "10.0.0.5"). Raise UserError naming what is wrong."""
+    "db=10.0.0.5" -> ("db", "10.0.0.5"); "db:host-gateway" -> ("db", HOST_GATEWAY), which the
+    writer of /etc/hosts replaces with an address. Raise UserError naming what is wrong."""
     # A host name cannot hold ':' or '=', so the first one separates name from address,
     # which lets "v6:::1" through unbracketed like Docker does.
     sep = min((i for i in (text.find("="), text.find(":")) if i >= 0), default=-1)
@@ -67,11 +72,8 @@ def parse_add_host(text: str) -> tuple[str, str]:
     name, addr = text[:sep], text[sep + 1 :]
     if addr.startswith("[") and addr.endswith("]"):
         addr = addr[1:-1]
-    if addr == "host-gateway":
-        # Docker substitutes the daemon's host-gateway-ip here; netkit has no such setting.
-        raise UserError(f'invalid --add-host "{text}": "host-gateway" is not supported, give the gateway address')
     try:
-        ip = _ip(addr)
+        ip = addr if addr == HOST_GATEWAY else _ip(addr)
     except ValueError:
         raise UserError(f'invalid --add-host "{text}": "{addr}" is not an IP address') from None
     try:
@@ -86,12 +88,19 @@ def render_hosts(
     addresses: list[tuple[str, list[str]]],
     extra_hosts: list[str],
     links: list[tuple[str, str, str]],
+    host_gateway: str | None = None,
 ) -> str:
-    """Docker's /etc/hosts: localhost lines, then --add-host entries, then --link entries
-    (ip, alias, name), then the container's own addresses with its hostname and aliases."""
+    """Docker's /etc/hosts: localhost lines, then --add-host entries (NAME:host-gateway gets
+    `host_gateway`), then --link entries (ip, alias, name), then the container's own addresses
+    with its hostname and aliases."""
     lines = [_HOSTS_HEADER]
     for entry in extra_hosts:
         name, ip = parse_add_host(entry)
+        if ip == HOST_GATEWAY:
+            if host_gateway is None:  # no network left whose gateway is this host
+                lines.append(f"# {name}: host-gateway has no address (no network gateway, no host_gateway_ip)\n")
+                continue
+            ip = host_gateway
         lines.append(f"{ip}\t{name}\n")
     for ip, alias, name in links:
         lines.append(f"{ip}\t{alias} {name}\n" if alias != name else f"{ip}\t{name}\n")
@@ -99,6 +108,18 @@ def render_hosts(
         names = [hostname] + [a for a in aliases if a != hostname]
         lines.append(f"{ip}\t{' '.join(names)}\n")
     return "".join(lines)
+
+
+def qualified(table: dict[str, list[str]], network: str) -> dict[str, list[str]]:
+    """A network's DNS records plus each name qualified with the network's name, as Docker's
+    resolver answers `web.app` for container (or alias) `web` on network `app`."""
+    out = {name: list(ips) for name, ips in table.items()}
+    suffix = "." + network.lower()
+    for name, ips in table.items():
+        if not name.endswith(suffix):
+            merged = out.setdefault(name + suffix, [])
+            merged.extend(ip for ip in ips if ip not in merged)
+    return out
 
 
 def _is_loopback(text: str) -> bool:

@@ -5,6 +5,9 @@
 2. Through a real netkit network (issue 6): network benchnet 172.28.0.0/24, container c1; one client
    process inside c1 (`netkit exec c1 -- python3 -c ...`) sends 1000 sequential UDP A queries for c1 to
    the network's DNS server 172.28.0.1:53 and checks each answer is c1's address.
+3b. Forwarded (issue 17): 1000 sequential queries for a name no container has, forwarded to a fake
+   upstream on the sandbox's outside host (tests/integration/fakedns.py): from c1 (the host's
+   resolvers) and from a container made with `--dns 198.18.0.53` (its own server).
 3. Create-to-resolvable: for c2..c11, wall time from the start of `netkit container create cN` until a
    long-lived client in c1 (names on stdin, one query per 1 ms) gets an A answer; also the bare CLI time.
 Bounded (timeouts everywhere) and self-cleaning.
@@ -25,6 +28,7 @@ import time
 from dnslib import DNSRecord
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FAKEDNS = os.path.join(ROOT, "tests", "integration", "fakedns.py")
 sys.path.insert(0, ROOT)
 N_RECORDS, N_QUERIES = 100, 1000
 
@@ -178,9 +182,9 @@ def container_ip(name: str) -> str:
     raise RuntimeError(f"{name} has no address on {NET} in `container inspect --json`")
 
 
-def exec_client(*args: str, stdin=subprocess.DEVNULL) -> subprocess.Popen:
+def exec_client(*args: str, stdin=subprocess.DEVNULL, ct: str = CLIENT_CT) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "netkit", "exec", CLIENT_CT, "--", "python3", "-c", CLIENT, GATEWAY, *args],
+        [sys.executable, "-m", "netkit", "exec", ct, "--", "python3", "-c", CLIENT, GATEWAY, *args],
         stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": ROOT})
 
 
@@ -192,6 +196,20 @@ def stop(proc: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+
+
+def latencies(p: subprocess.Popen) -> list[float] | None:
+    """The latencies a `latency` client printed, sorted; None (after saying why) if it failed."""
+    try:
+        out, err = (b.decode(errors="replace") for b in p.communicate(timeout=LATENCY_TIMEOUT))
+    except subprocess.TimeoutExpired:
+        print(f"latency run did not finish in {LATENCY_TIMEOUT:.0f} s", file=sys.stderr)
+        return None
+    line = next((x for x in out.splitlines() if x.startswith(("LAT ", "ERR "))), "")
+    if p.returncode != 0 or not line.startswith("LAT "):
+        print(f"client failed (exit {p.returncode}): {line or err.strip()}", file=sys.stderr)
+        return None
+    return sorted(float(x) for x in line.split()[1:])
 
 
 def network_bench() -> int:
@@ -224,6 +242,27 @@ def network_bench() -> int:
         print(f"through {NET} (c1 -> {GATEWAY}:53, veth + bridge), {N_QUERIES} sequential UDP A queries for "
               f"{CLIENT_CT}, all answered {c1_ip}: median {statistics.median(times):.3f} ms, "
               f"p99 {pct(times, 0.99):.3f} ms, max {times[-1]:.3f} ms")
+
+        # -- 3b. forwarded queries: the host's upstream, and a container's own --dns ----------
+        own_dns = "198.18.0.53"
+        subprocess.run(["ip", "netns", "exec", "outside", "ip", "addr", "add", f"{own_dns}/24", "dev", "eth0"],
+                       check=True, timeout=CLI_TIMEOUT)
+        fake = subprocess.Popen(["ip", "netns", "exec", "outside", sys.executable, FAKEDNS, "198.18.0.2=192.0.2.1",
+                                 f"{own_dns}=192.0.2.53"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        procs.append(fake)
+        if Lines(fake.stdout.fileno()).readline(30.0) != "ready":
+            print("the fake upstream resolvers did not start", file=sys.stderr)
+            return 1
+        netkit("container", "create", "fwd", "--net", NET, "--dns", own_dns)
+        created.append("fwd")
+        for ct, expect, what in ((CLIENT_CT, "192.0.2.1", "the host's resolver"), ("fwd", "192.0.2.53", "its --dns")):
+            p = exec_client("latency", str(N_QUERIES), "ext.example", expect, ct=ct)
+            procs.append(p)
+            times = latencies(p)
+            if times is None:
+                return 1
+            print(f"forwarded from {ct} to {what} ({N_QUERIES} sequential queries, all answered {expect}): "
+                  f"median {statistics.median(times):.3f} ms, p99 {pct(times, 0.99):.3f} ms")
 
         # -- 4. container create -> resolvable, seen by a long-lived poller in c1 -------------
         w = exec_client("wait", str(RESOLVE_TIMEOUT), stdin=subprocess.PIPE)

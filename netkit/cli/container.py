@@ -23,10 +23,12 @@ def create(
     ip: Optional[str] = typer.Option(None, "--ip", help="Static IPv4 address on the network."),
     mac: Optional[str] = typer.Option(None, "--mac", "--mac-address", help="MAC address of eth0 (default: 02:42 + IP)."),
     hostname: Optional[str] = typer.Option(None, "--hostname", "-h", help="Hostname inside the container."),
-    dns: List[str] = typer.Option([], "--dns", help="DNS server for /etc/resolv.conf (repeatable)."),
+    dns: List[str] = typer.Option([], "--dns", help="DNS server for this container's queries (repeatable): "
+                                   "on a user network its DNS server forwards to it, on the default one resolv.conf names it."),
     dns_search: List[str] = typer.Option([], "--dns-search", help="Search domain (repeatable)."),
     dns_option: List[str] = typer.Option([], "--dns-option", help="resolv.conf option, e.g. ndots:2 (repeatable)."),
-    add_host: List[str] = typer.Option([], "--add-host", help="Extra /etc/hosts entry NAME:IP (repeatable)."),
+    add_host: List[str] = typer.Option([], "--add-host", help="Extra /etc/hosts entry NAME:IP, or NAME:host-gateway "
+                                        "for the host's address (repeatable)."),
     link: List[str] = typer.Option([], "--link", help="Link to another container: NAME[:ALIAS] (repeatable)."),
     network_alias: List[str] = typer.Option([], "--network-alias", help="DNS alias on the network (repeatable)."),
     publish: List[str] = typer.Option([], "--publish", "-p", help="Publish a port: [IP:][HOSTPORT:]PORT[/proto] (repeatable)."),

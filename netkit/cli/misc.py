@@ -46,9 +46,11 @@ def attach(
     netns: Optional[str] = typer.Option(None, "--netns", help="A netns file instead of a PID."),
     name: Optional[str] = typer.Option(None, "--name", help="Name for the container (default pidPID)."),
     ip: Optional[str] = typer.Option(None, "--ip", help="Static IPv4 address on the network."),
-    dns: List[str] = typer.Option([], "--dns", help="DNS server for its resolv.conf (repeatable)."),
+    dns: List[str] = typer.Option([], "--dns", help="DNS server for its queries (repeatable): "
+                                   "on a user network its DNS server forwards to it, on the default one resolv.conf names it."),
     dns_search: List[str] = typer.Option([], "--dns-search", help="Search domain (repeatable)."),
-    add_host: List[str] = typer.Option([], "--add-host", help="Extra hosts entry NAME:IP (repeatable)."),
+    add_host: List[str] = typer.Option([], "--add-host", help="Extra hosts entry NAME:IP, or NAME:host-gateway "
+                                        "for the host's address (repeatable)."),
     network_alias: List[str] = typer.Option([], "--network-alias", help="DNS alias on the network (repeatable)."),
     dry_run: bool = DRY_OPT,
     json: bool = JSON_OPT,

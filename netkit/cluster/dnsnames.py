@@ -1,6 +1,7 @@
 """The names an overlay network's DNS answers for, from the store's view (pure): every container
-on the network whose host is alive (or is this host), by its name and its aliases, as the local
-DNS server's records file holds them ({name: [addresses]}).
+on the network whose host is alive (or is this host), by its name and its aliases, each also as
+NAME.NETWORK (as Docker answers `web.app`), as the local DNS server's records file holds them
+({name: [addresses]}).
 
 The engine writes the file when a local container changes; the host agent rewrites it when a
 container elsewhere comes or goes, so every host's DNS for the network knows every container.
@@ -11,6 +12,7 @@ import json
 import os
 
 from netkit.cluster.store import View
+from netkit.names import qualified
 
 
 def records(view: View, network: str, me: str) -> dict[str, list[str]]:
@@ -20,7 +22,7 @@ def records(view: View, network: str, me: str) -> dict[str, list[str]]:
             continue
         for name in (ep.container, *ep.aliases):
             out.setdefault(name.lower(), set()).add(ep.ip)
-    return {name: sorted(ips) for name, ips in sorted(out.items())}
+    return qualified({name: sorted(ips) for name, ips in sorted(out.items())}, network)
 
 
 def rewrite(path: str, names: dict[str, list[str]]) -> bool:

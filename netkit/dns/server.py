@@ -1,12 +1,20 @@
 """A network's embedded DNS server (what Docker's 127.0.0.11 resolver and aardvark-dns do): answers
 for the container names in a records file, forwards every other query to upstream resolvers; UDP and TCP.
 
+Upstreams, like Docker's "ExtServers": a container created with `--dns X` has its queries forwarded
+to X (the records file maps its address to its servers); every other container's go to the host's
+resolvers, re-read from the host's resolv.conf whenever that file changes. As Docker's resolver
+does, a forwarded query leaves from the asking container's network namespace (the records file
+names it), so it takes the container's routes and rules: an --internal network resolves no
+outside names, and a --dns server on loopback is the container's own.
+
     python -m netkit.dns.server --listen IP [--port 53] --records FILE [--ready-fd N] [--network NAME]
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import ipaddress
 import json
 import os
@@ -45,13 +53,30 @@ def parse_upstream(text: str) -> tuple[str, int]:
     return str(ipaddress.ip_address(host.strip("[]"))), int(port)
 
 
+class Client(NamedTuple):
+    """What one container (by source address) gets beyond the network's own records."""
+
+    names: dict[str, list[str]]  # the names of its other networks (Docker resolves on all of them)
+    upstreams: list[tuple[str, int]] | None  # its own --dns servers; None: the network's
+    netns: str | None = None  # its network namespace, where forwarded queries leave from
+
+
+class Route(NamedTuple):
+    """Where one forwarded query goes, and from which network namespace (None: this one)."""
+
+    upstreams: list[tuple[str, int]]
+    netns: str | None
+
+
 class Snapshot(NamedTuple):
     """One consistent reading of the records file (replaced whole, never changed in place)."""
 
     names: dict[str, list[str]]  # name -> addresses
     reverse: dict[str, str]  # "2.0.18.172.in-addr.arpa" -> name, for PTR queries
-    upstreams: list[tuple[str, int]]
+    upstreams: list[tuple[str, int]]  # the host's resolvers as the engine last wrote them
     clients: list  # networks allowed to ask (the network's subnet); empty: anyone
+    per_client: dict[str, Client] = {}  # source address -> its netns, own names and upstreams
+    host_resolv: tuple[str, ...] = ()  # files to read the host's resolvers from (first with any)
 
     def allows(self, addr: str) -> bool:
         if not self.clients:
@@ -61,6 +86,53 @@ class Snapshot(NamedTuple):
         except ValueError:
             return False
         return any(ip in net for net in self.clients)
+
+
+def _file_key(path: str) -> tuple | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _servers_in(path: str) -> list[str]:
+    """The non-loopback nameservers of a resolv.conf: queries leave from the container's netns,
+    where the host's loopback is not reachable (Docker asks such a host resolver from the host's
+    namespace; netkit does not, and reads systemd-resolved's real upstreams instead)."""
+    from netkit.names import upstream_servers
+
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return upstream_servers(f.read())
+    except OSError:
+        return []
+
+
+class HostResolvers:
+    """The host's resolvers, from the first of some resolv.conf files that names one, re-read when
+    any of the files changes (a stat each per query): a DHCP lease or a VPN that rewrites the
+    host's resolv.conf reaches the containers at their next query, as Docker's resolver does."""
+
+    def __init__(self):
+        self._key: tuple | None = None
+        self.servers: list[tuple[str, int]] = []
+
+    def current(self, paths: tuple[str, ...], fallback: list[tuple[str, int]]) -> list[tuple[str, int]]:
+        if not paths:
+            return fallback
+        key = (paths, tuple(_file_key(p) for p in paths))
+        if key != self._key:
+            found: list[str] = []
+            for p in paths:
+                found = _servers_in(p)
+                if found:
+                    break
+            self.servers = [(ip, 53) for ip in found]
+            if self._key is not None:
+                log(f"host resolvers now {found} (from {' or '.join(paths)})")
+            self._key = key
+        return self.servers
 
 
 class Records:
@@ -73,6 +145,23 @@ class Records:
         self._lock = threading.Lock()  # TCP and forward threads read it too
         self._key: tuple | None = ()  # matches no stat result, so the first query loads
         self.snap = Snapshot({}, {}, [], [])
+        self.host = HostResolvers()
+
+    def route_for(self, recs: Snapshot, addr: str) -> Route:
+        """Where a query from `addr` that no record answers goes: the container's own --dns
+        servers if it has some, else the host's current resolvers; from the container's netns."""
+        client = recs.per_client.get(addr)
+        netns = client.netns if client is not None else None
+        if client is not None and client.upstreams is not None:
+            ups = client.upstreams
+            if netns is None:  # from here a loopback address is the host's, not the container's
+                ups = [u for u in ups if not ipaddress.ip_address(u[0]).is_loopback]
+        else:
+            with self._lock:
+                ups = self.host.current(recs.host_resolv, recs.upstreams)
+        if netns is None:
+            ups = [u for u in ups if u != self.listen]  # forwarding to ourselves would loop
+        return Route(ups, netns)
 
     def current(self) -> Snapshot:
         try:
@@ -86,18 +175,26 @@ class Records:
             return self.snap
 
     def _load(self, key: tuple | None) -> None:
+        per_client: dict[str, Client] = {}
+        host_resolv: tuple[str, ...] = ()
         if key is None:  # no file (yet, or the network is going away): nothing to answer
             names, ups, clients = {}, [], []
         else:
             try:
                 with open(self.path, encoding="utf-8") as f:
                     data = json.load(f)
-                names = {k.lower().rstrip("."): [str(ipaddress.ip_address(ip)) for ip in v]
-                         for k, v in data.get("records", {}).items()}
+                names = _names(data.get("records", {}))
                 ups = [parse_upstream(u) for u in data.get("upstreams", [])]
                 # Only the network's own containers may ask: the gateway address is reachable
                 # from elsewhere too, and an open forwarder leaks names and amplifies.
                 clients = [ipaddress.ip_network(c) for c in data.get("clients", [])]
+                host_resolv = tuple(str(p) for p in data.get("host_resolv", []))
+                for ip, entry in data.get("per_client", {}).items():
+                    own = entry.get("upstreams")
+                    per_client[str(ipaddress.ip_address(ip))] = Client(
+                        _names(entry.get("names", {})),
+                        None if own is None else [parse_upstream(u) for u in own],
+                        entry.get("netns") or None)
             except (OSError, ValueError, AttributeError, TypeError) as err:
                 # The engine renames a complete file into place, so this is a real error:
                 # keep serving the last good records and try again on the next query.
@@ -107,10 +204,45 @@ class Records:
         for name, ips in names.items():
             for ip in ips:
                 reverse.setdefault(ipaddress.ip_address(ip).reverse_pointer, name)
-        # Forwarding to ourselves would loop until every forward slot is taken.
-        ups = [u for u in ups if u != self.listen]
-        self.snap, self._key = Snapshot(names, reverse, ups, clients), key
-        log(f"records: {len(names)} names, upstreams {[f'{h}:{p}' for h, p in ups]}")
+        self.snap, self._key = Snapshot(names, reverse, ups, clients, per_client, host_resolv), key
+        own = sum(1 for c in per_client.values() if c.upstreams is not None)
+        log(f"records: {len(names)} names, upstreams "
+            f"{'the host resolv.conf' if host_resolv else [f'{h}:{p}' for h, p in ups]}, "
+            f"{own} container(s) with their own --dns")
+
+
+def _names(table: dict) -> dict[str, list[str]]:
+    return {k.lower().rstrip("."): [str(ipaddress.ip_address(ip)) for ip in v] for k, v in table.items()}
+
+
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns: {os.strerror(err)}")
+
+
+def open_socket(family: int, kind: int, netns: str | None) -> socket.socket:
+    """A socket of the network namespace at `netns` (this one if None). A socket keeps the netns
+    it was made in, so only this thread steps in for the call (setns is per thread) and back."""
+    if netns is None:
+        return socket.socket(family, kind)
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        target = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)  # gone with its container: OSError
+        try:
+            _setns(target)
+            try:
+                return socket.socket(family, kind)
+            finally:
+                _setns(home)
+        finally:
+            os.close(target)
+    finally:
+        os.close(home)
 
 
 SIOCGIFADDR = 0x8915
@@ -155,12 +287,15 @@ class Server:
 
     # -- answering ---------------------------------------------------------------------------
 
-    def local(self, q: DNSRecord, recs: Snapshot) -> DNSRecord | None:
-        """Our answer if the name is one of the network's, else None (to be forwarded)."""
+    def local(self, q: DNSRecord, recs: Snapshot, client: str = "") -> DNSRecord | None:
+        """Our answer if the name is one of the network's (or of the asking container's other
+        networks), else None (to be forwarded)."""
         qname = str(q.q.qname).rstrip(".").lower()
-        if qname in recs.names:
+        extra = recs.per_client.get(client)
+        found = recs.names.get(qname) or (extra.names.get(qname) if extra else None)
+        if found:
             r = q.reply()
-            for ip in recs.names[qname]:
+            for ip in found:
                 v6 = ":" in ip
                 if q.q.qtype in (QTYPE.ANY, QTYPE.AAAA if v6 else QTYPE.A):
                     r.add_answer(RR(q.q.qname, QTYPE.AAAA if v6 else QTYPE.A,
@@ -172,15 +307,15 @@ class Server:
             return r
         return None
 
-    def forward(self, q: DNSRecord, data: bytes, upstreams: list[tuple[str, int]], tcp: bool) -> bytes:
+    def forward(self, q: DNSRecord, data: bytes, route: Route, tcp: bool) -> bytes:
         """The first upstream's reply, relayed as is; NXDOMAIN with no upstreams, SERVFAIL if all fail."""
-        if not upstreams:
+        if not route.upstreams:
             return self.error(q, RCODE.NXDOMAIN)
-        for host, port in upstreams:
+        for host, port in route.upstreams:
             try:
-                out = udp_query(data, host, port)
+                out = udp_query(data, host, port, route.netns)
                 if tcp and out[2] & 0x02:  # truncated: a TCP client can take the full answer
-                    out = tcp_query(data, host, port)
+                    out = tcp_query(data, host, port, route.netns)
                 return out
             except OSError:  # timeout, refused, unreachable: try the next one
                 continue
@@ -217,20 +352,22 @@ class Server:
         recs = self.records.current()
         if not recs.allows(addr[0]):
             return
-        r = self.local(q, recs)
+        r = self.local(q, recs, addr[0])
         if r is not None:
             self.udp.sendto(fit_udp(r, q), addr)
-        elif not recs.upstreams:
+            return
+        route = self.records.route_for(recs, addr[0])
+        if not route.upstreams:
             self.udp.sendto(self.error(q, RCODE.NXDOMAIN), addr)
         elif self.forward_slots.acquire(blocking=False):
             # A slow upstream holds only its own thread; the loop goes on answering.
-            threading.Thread(target=self._udp_forward, args=(q, data, recs.upstreams, addr), daemon=True).start()
+            threading.Thread(target=self._udp_forward, args=(q, data, route, addr), daemon=True).start()
         else:
             self.udp.sendto(self.error(q, RCODE.SERVFAIL), addr)
 
-    def _udp_forward(self, q, data, upstreams, addr) -> None:
+    def _udp_forward(self, q, data, route, addr) -> None:
         try:
-            self.udp.sendto(self.forward(q, data, upstreams, tcp=False), addr)
+            self.udp.sendto(self.forward(q, data, route, tcp=False), addr)
         except OSError:
             pass
         finally:
@@ -247,9 +384,9 @@ class Server:
         if not self.tcp_slots.acquire(blocking=False):
             conn.close()
             return
-        threading.Thread(target=self._tcp_conn, args=(conn,), daemon=True).start()
+        threading.Thread(target=self._tcp_conn, args=(conn, peer[0]), daemon=True).start()
 
-    def _tcp_conn(self, conn: socket.socket) -> None:
+    def _tcp_conn(self, conn: socket.socket, client: str = "") -> None:
         try:
             conn.settimeout(TCP_IDLE)
             while (head := recv_exact(conn, 2)) is not None:
@@ -261,8 +398,9 @@ class Server:
                     out = self.error(q, RCODE.NOTIMP)
                 else:
                     recs = self.records.current()
-                    r = self.local(q, recs)
-                    out = r.pack() if r is not None else self.forward(q, data, recs.upstreams, tcp=True)
+                    r = self.local(q, recs, client)
+                    out = r.pack() if r is not None else \
+                        self.forward(q, data, self.records.route_for(recs, client), tcp=True)
                 conn.sendall(struct.pack("!H", len(out)) + out)
         except OSError:
             pass
@@ -292,8 +430,8 @@ def fit_udp(r: DNSRecord, q: DNSRecord) -> bytes:
     return out if len(out) <= limit else r.truncate().pack()
 
 
-def udp_query(data: bytes, host: str, port: int) -> bytes:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM) as s:
+def udp_query(data: bytes, host: str, port: int, netns: str | None = None) -> bytes:
+    with open_socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM, netns) as s:
         s.connect((host, port))  # a connected socket only accepts datagrams from the upstream
         s.send(data)
         deadline = time.monotonic() + UPSTREAM_TIMEOUT
@@ -304,8 +442,10 @@ def udp_query(data: bytes, host: str, port: int) -> bytes:
                 return out
 
 
-def tcp_query(data: bytes, host: str, port: int) -> bytes:
-    with socket.create_connection((host, port), timeout=UPSTREAM_TIMEOUT) as s:
+def tcp_query(data: bytes, host: str, port: int, netns: str | None = None) -> bytes:
+    with open_socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM, netns) as s:
+        s.settimeout(UPSTREAM_TIMEOUT)
+        s.connect((host, port))
         s.sendall(struct.pack("!H", len(data)) + data)
         head = recv_exact(s, 2)
         out = recv_exact(s, struct.unpack("!H", head)[0]) if head else None

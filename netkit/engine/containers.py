@@ -263,6 +263,12 @@ def _apply_name_options(ctx: Context, c: Container, req: ContainerRequest) -> No
                         f"'{req.net}' mode uses another's files")
 
 
+def _check_host_gateway(ctx: Context, c: Container) -> None:
+    from netkit.engine import names_sync
+
+    names_sync.check_host_gateway(ctx, c)
+
+
 def create(ctx: Context, req: ContainerRequest) -> Container:
     ctx.require_root()
     return _with_store_release(ctx, plan_create, req)
@@ -312,6 +318,7 @@ def plan_create(ctx: Context, req: ContainerRequest) -> Container:
     if req.publish or req.publish_all or req.expose:
         # Ports are checked for conflicts here, inside the locked state transaction.
         ports.apply_create_options(ctx, c, req.publish, req.publish_all, req.expose)
+    _check_host_gateway(ctx, c)
     ctx.apply(plan)
     ctx.store.put_container(c)
     ctx.container_changed(None, c)
@@ -328,11 +335,11 @@ def _sync_names(ctx: Context, c: Container, networks_changed: list[str] | None =
             names_sync.remove_files(c)
         else:
             names_sync.write_files(ctx, c)
-        nets = networks_changed if networks_changed is not None else [e.network for e in c.endpoints]
-        for name in nets:
-            net = ctx.store.network(name)
-            if net:
-                names_sync.sync_network(ctx, net)
+        # The container's remaining networks too: their servers hold its other networks' names.
+        nets = list(networks_changed or []) + [e.network for e in c.endpoints]
+        names_sync.sync_networks(ctx, nets)
+        # Like Docker at a container's start: files that follow the host's resolv.conf catch up.
+        names_sync.refresh_host_resolv(ctx)
 
     ctx.after(step)
 
@@ -477,6 +484,7 @@ def _attach_change(ctx: Context, network: str, name: str, source: str, pid: int 
     net = networks.get(ctx, network)
     ep, steps = plan_endpoint(ctx, c, net, ip, None, names.network_alias, ifname)
     c.endpoints.append(ep)
+    _check_host_gateway(ctx, c)
     ctx.apply(plan + steps)
     ctx.store.put_container(c)
     ctx.container_changed(None, c)

@@ -449,6 +449,10 @@ def names(ctx: Context, fix: bool) -> Findings:
         else:
             problems += 1
             lines.append(f"problem: DNS server of network '{net.name}' is not running (fix: netkit doctor --fix)")
+    for name in names_sync.stale_resolv(ctx):
+        problems += 1
+        lines.append(f"problem: /etc/netns/{name}/resolv.conf is not what netkit writes now "
+                     "(the host's resolv.conf changed; fix: netkit doctor --fix)")
     for c in ctx.store.containers():
         if names_sync.has_files(c) and not os.path.exists(os.path.join(names_sync.etc_dir(c), "hosts")):
             problems += 1

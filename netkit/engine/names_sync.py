@@ -1,7 +1,13 @@
 """Keeps names in step with state: each container's /etc/netns/NAME/{hosts,resolv.conf,hostname}
-and, for user-defined networks, the records file and DNS server of the network."""
+and, for user-defined networks, the records file and DNS server of the network.
+
+A container's resolv.conf follows the host's (refresh_host_resolv) unless someone edited it, as
+Docker's does: netkit keeps the digest of what it wrote (RUN_DIR/names/NAME.resolv.sha256) and
+leaves a file whose content no longer matches alone.
+"""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
@@ -51,6 +57,29 @@ def has_files(c: Container) -> bool:
     return c.mode in (MODE_BRIDGE, MODE_NONE) and c.netns is not None
 
 
+def host_gateway(ctx: Context, c: Container) -> str | None:
+    """What `--add-host NAME:host-gateway` becomes: config `host_gateway_ip` (daemon.json's
+    host-gateway-ip), else the gateway of the container's first network whose gateway is this
+    host (the host's address as the container sees it), else the default network's gateway."""
+    if ctx.config.host_gateway_ip:
+        return ctx.config.host_gateway_ip
+    nets = [ctx.store.network(ep.network) for ep in c.endpoints]
+    nets += [n for n in ctx.store.networks() if n.default]
+    for net in nets:
+        if net and net.gateway and not net.parent:  # macvlan/ipvlan: the gateway is a router outside
+            return net.gateway
+    return None
+
+
+def check_host_gateway(ctx: Context, c: Container) -> None:
+    """Refuse `--add-host NAME:host-gateway` before anything is made when it has no address."""
+    if any(names.parse_add_host(e)[1] == names.HOST_GATEWAY for e in c.extra_hosts) and not host_gateway(ctx, c):
+        from netkit.errors import UserError
+
+        raise UserError("--add-host NAME:host-gateway: this container has no network whose gateway is the host; "
+                        "set host_gateway_ip in the config file or use a bridge network")
+
+
 def _network_dns(ctx: Context, c: Container) -> str | None:
     """The embedded DNS address: the gateway of the first user-defined network (not `bridge`)."""
     for ep in c.endpoints:
@@ -73,25 +102,73 @@ def render_files(ctx: Context, c: Container) -> dict[str, str]:
     search = c.dns_search or ctx.config.dns_search
     return {
         "hostname": hostname + "\n",
-        "hosts": names.render_hosts(hostname, addresses, c.extra_hosts, links),
+        "hosts": names.render_hosts(hostname, addresses, c.extra_hosts, links, host_gateway(ctx, c)),
         "resolv.conf": names.render_resolv(host_resolv_text(), dns, search, c.dns_options, _network_dns(ctx, c)),
     }
 
 
-def write_files(ctx: Context, c: Container) -> None:
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _digest_path(name: str, run: str | None = None) -> str:
+    # Not beside the file: `ip netns exec` bind-mounts every file of /etc/netns/NAME over /etc.
+    from netkit.state import run_dir
+
+    return os.path.join(run or run_dir(), "names", f"{name}.resolv.sha256")
+
+
+def _digests(c: Container, run: str | None = None) -> set[str] | None:
+    try:
+        with open(_digest_path(c.name, run)) as fh:
+            return set(fh.read().split())
+    except OSError:
+        return None
+
+
+def user_edited(c: Container, run: str | None = None) -> bool:
+    """True when the container's resolv.conf is not what netkit last wrote (Docker: "This file
+    can be edited; Docker Engine will not make further changes once it has been modified")."""
+    current = _read(os.path.join(etc_dir(c), "resolv.conf"))
+    written = _digests(c, run)
+    if not current or written is None:
+        return False  # none yet, or written before netkit kept digests: netkit's
+    return _digest(current) not in written
+
+
+def _write_resolv(ctx: Context, c: Container, text: str, force: bool = False) -> bool:
+    """Write resolv.conf unless the user edited it (or force); True if written. The digest file
+    names the old and the new content while the file is replaced, so a kill in between is no "edit"."""
+    if not force and user_edited(c, ctx.run_dir):
+        return False
+    path = _digest_path(c.name, ctx.run_dir)
+    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+    current = _read(os.path.join(etc_dir(c), "resolv.conf"))
+    _atomic_write(path, "".join(f"{d}\n" for d in {_digest(current), _digest(text)}))
+    _atomic_write(os.path.join(etc_dir(c), "resolv.conf"), text)
+    _atomic_write(path, _digest(text) + "\n")
+    return True
+
+
+def write_files(ctx: Context, c: Container, force: bool = False) -> None:
+    """Write the container's files; a resolv.conf someone edited stays, unless force (`doctor
+    --fix`: the explicit repair puts netkit's file back)."""
     if not has_files(c):
         return
     folder = etc_dir(c)
     os.makedirs(folder, mode=0o755, exist_ok=True)
     for fname, text in render_files(ctx, c).items():
-        _atomic_write(os.path.join(folder, fname), text)
+        if fname == "resolv.conf":
+            _write_resolv(ctx, c, text, force)
+        else:
+            _atomic_write(os.path.join(folder, fname), text)
 
 
 def remove_files(c: Container) -> None:
     folder = etc_dir(c)
-    for fname in ("hosts", "resolv.conf", "hostname"):
+    for path in [os.path.join(folder, f) for f in ("hosts", "resolv.conf", "hostname")] + [_digest_path(c.name)]:
         try:
-            os.unlink(os.path.join(folder, fname))
+            os.unlink(path)
         except FileNotFoundError:
             pass
     try:
@@ -100,28 +177,122 @@ def remove_files(c: Container) -> None:
         pass
 
 
+def _last_host_path(ctx: Context) -> str:
+    return os.path.join(ctx.run_dir, "names", "host-resolv.conf")
+
+
+def refresh_host_resolv(ctx: Context, force: bool = False) -> list[str]:
+    """Bring containers' files in step with the host's resolv.conf when it changed since the last
+    call (or always, with force), as Docker does at a container's start: every resolv.conf netkit
+    wrote and nobody edited is rewritten (on the default network it lists the host's servers;
+    elsewhere the embedded server's "# ExtServers" comment). The DNS servers need nothing: they
+    re-read the host's file themselves. What was rewritten, as lines."""
+    host = host_resolv_text()
+    last = _last_host_path(ctx)
+    if not force and _read(last) == host and os.path.exists(last):
+        return []
+    done = []
+    for c in ctx.store.containers():
+        if not has_files(c) or not os.path.isdir(etc_dir(c)):
+            continue
+        text = render_files(ctx, c)["resolv.conf"]
+        if _read(os.path.join(etc_dir(c), "resolv.conf")) != text and _write_resolv(ctx, c, text):
+            done.append(f"resolv.conf of container '{c.name}' follows the host's again")
+    os.makedirs(os.path.dirname(last), mode=0o755, exist_ok=True)
+    _atomic_write(last, host)
+    return done
+
+
+def stale_resolv(ctx: Context) -> list[str]:
+    """Containers whose resolv.conf netkit wrote, nobody edited, and that lags what netkit
+    would write now (the host's resolv.conf changed since): for `netkit doctor`."""
+    return [c.name for c in ctx.store.containers()
+            if has_files(c) and os.path.exists(os.path.join(etc_dir(c), "resolv.conf")) and not user_edited(c, ctx.run_dir)
+            and _read(os.path.join(etc_dir(c), "resolv.conf")) != render_files(ctx, c)["resolv.conf"]]
+
+
 # ---- per-network DNS --------------------------------------------------------------------
 
 def records_path(ctx: Context, network: str) -> str:
     return os.path.join(ctx.run_dir, "dns", f"{network}.json")
 
 
-def records(ctx: Context, net: Network) -> dict:
+def _names_of(ctx: Context, net: Network) -> dict[str, list[str]]:
     names_here = ctx.store.dns_names(net.name)
     if net.driver == "overlay":
         # Names across hosts: every container on the network, wherever it runs (the host agent
         # rewrites this as containers elsewhere come and go); the local names if the store is down.
         from netkit.engine import overlay
 
-        names_here = overlay.dns_records(ctx, net) or names_here
-    return {"records": names_here, "upstreams": names.upstream_servers(host_resolv_text()),
-            "clients": [net.subnet]}
+        remote = overlay.dns_records(ctx, net)
+        if remote:
+            return remote  # already qualified (netkit.cluster.dnsnames)
+    return names.qualified(names_here, net.name)
+
+
+def records(ctx: Context, net: Network) -> dict:
+    """The records file of a network's DNS server (netkit.dns.server reads it):
+    records      name -> addresses, names also as NAME.NETWORK
+    upstreams    where other names go: config `dns`, else the host's resolvers now
+    host_resolv  the host's resolv.conf files, which the server re-reads when they change
+    clients      who may ask: the network's subnet
+    per_client   address -> {netns: where its queries are forwarded from, upstreams: its --dns,
+                 names: those of its other networks}"""
+    doc: dict = {"records": _names_of(ctx, net), "clients": [net.subnet]}
+    if ctx.config.dns:  # daemon.json "dns": every container's default --dns, fixed
+        doc["upstreams"] = list(ctx.config.dns)
+    else:
+        doc["upstreams"] = names.upstream_servers(host_resolv_text())
+        doc["host_resolv"] = [os.path.abspath(HOST_RESOLV), RESOLVED_UPSTREAMS]
+    per_client: dict[str, dict] = {}
+    others: dict[str, dict[str, list[str]]] = {}  # network -> its names, read once
+    for name in ctx.store.members(net.name):
+        c = ctx.store.container(name)
+        if c is None:
+            continue
+        # Forwarded queries leave from the container's own netns, as Docker's resolver dials
+        # them: through its routes and rules (an --internal network reaches no outside
+        # resolver), and a --dns on loopback is the container's own loopback.
+        entry: dict = {"netns": c.netns} if c.netns else {}
+        if c.dns:
+            entry["upstreams"] = list(c.dns)
+        extra: dict[str, list[str]] = {}
+        for ep in c.endpoints:
+            other = ctx.store.network(ep.network) if ep.network != net.name else None
+            if other is None or not serves_dns(other):
+                continue
+            if other.name not in others:
+                others[other.name] = _names_of(ctx, other)
+            for n, ips in others[other.name].items():
+                extra.setdefault(n, ips)
+        if extra:
+            entry["names"] = extra
+        for ep in c.endpoints:
+            if ep.network == net.name and entry:
+                per_client[ep.ip] = entry
+    if per_client:
+        doc["per_client"] = per_client
+    return doc
 
 
 def serves_dns(net: Network) -> bool:
     """Like Docker, no names on the default bridge network; macvlan/ipvlan networks neither (the
     DNS server listens on the gateway, which is not on this host for them)."""
     return not net.default and not net.parent
+
+
+def sync_networks(ctx: Context, network_names: list[str]) -> None:
+    """sync_network for each named network and for every network that shares a container with
+    one of them: a container on two networks asks one server for the names of both."""
+    todo = list(dict.fromkeys(network_names))
+    for name in list(todo):
+        for member in ctx.store.members(name):
+            c = ctx.store.container(member)
+            todo += [ep.network for ep in (c.endpoints if c else []) if ep.network not in todo]
+    for name in todo:
+        net = ctx.store.network(name)
+        if net:
+            sync_network(ctx, net)
 
 
 def sync_network(ctx: Context, net: Network) -> None:
@@ -151,9 +322,9 @@ def stop_network(ctx: Context, net: Network) -> None:
 
 def repair(ctx: Context) -> list[str]:
     """doctor --fix: rewrite every file and restart every DNS server that should run."""
-    done = []
+    done = refresh_host_resolv(ctx, force=True)
     for c in ctx.store.containers():
-        write_files(ctx, c)
+        write_files(ctx, c, force=True)
     for net in ctx.store.networks():
         if serves_dns(net) and ctx.store.has_members(net.name):
             from netkit.dns import supervisor

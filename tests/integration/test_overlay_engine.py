@@ -145,6 +145,8 @@ def test_remove_releases_and_the_last_container_takes_the_devices(world):
     netkit(world, "h3", "container", "create", "c1", "--net", "ov", "--ip", ip, "--hostname", "cache")
     # By name and by its own hostname, from another host (h1's DNS, rewritten by h1's agent).
     world.host_sh("h1", "ip netns exec a1 ping -c1 -W2 c1 >/dev/null && ip netns exec a1 ping -c1 -W2 cache >/dev/null")
+    # and qualified with the network's name, as Docker answers `c1.ov` (issue 17)
+    world.host_sh("h1", "ip netns exec a1 ping -c1 -W2 c1.ov >/dev/null && ip netns exec a1 ping -c1 -W2 cache.ov >/dev/null")
     netkit(world, "h1", "container", "rm", "a1")
     netkit(world, "h3", "container", "rm", "c1")
     netkit(world, "h2", "network", "rm", "ov")

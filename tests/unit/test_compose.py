@@ -179,3 +179,12 @@ def test_plan_down_removes_dependents_first_and_only_its_own():
     order = plan.remove_containers
     assert order.index("shop-side-1") < order.index("shop-web-1")
     assert order.index("shop-probe-1") < order.index("shop-db-1")
+
+
+def test_extra_hosts_host_gateway_in_both_forms():
+    """Issue 17: Compose's `extra_hosts: ["gw:host-gateway"]`, and the mapping form."""
+    text = ("services:\n  a:\n    extra_hosts: [\"gw:host-gateway\", \"x=host-gateway\"]\n"
+            "  b:\n    extra_hosts:\n      gw: host-gateway\n")
+    p = compose.parse(text, "compose.yaml")
+    assert p.services["a"].extra_hosts == ("gw:host-gateway", "x:host-gateway")
+    assert p.services["b"].extra_hosts == ("gw:host-gateway",)

@@ -78,7 +78,10 @@ def test_overlay_names_are_every_live_container_on_the_network():
                                          ("ov", "c", "h3", "10.50.0.4", ()), ("other", "d", "h2", "10.60.0.2", ())):
         view.endpoints[(net, name)] = Endpoint(net, name, host, "198.18.1.1", ip, "02:42:00:00:00:00", aliases)
     # h3 is dead (no host key): its container is left out, as from the data plane
-    assert dnsnames.records(view, "ov", "h1") == {"a": ["10.50.0.2"], "b": ["10.50.0.3"], "web": ["10.50.0.2"]}
+    # each name also as NAME.NETWORK, as Docker answers `web.ov`
+    assert dnsnames.records(view, "ov", "h1") == {"a": ["10.50.0.2"], "b": ["10.50.0.3"], "web": ["10.50.0.2"],
+                                                  "a.ov": ["10.50.0.2"], "b.ov": ["10.50.0.3"],
+                                                  "web.ov": ["10.50.0.2"]}
     # ... except on h3 itself, which still serves its own
     assert "c" in dnsnames.records(view, "ov", "h3")
 

@@ -5,6 +5,7 @@ import pytest
 from netkit.errors import UserError
 from netkit.names import (
     parse_add_host,
+    qualified,
     render_hosts,
     render_resolv,
     upstream_servers,
@@ -74,6 +75,25 @@ def test_parse_add_host(text, expected):
     assert parse_add_host(text) == expected
 
 
+def test_host_gateway_is_accepted_and_rendered_as_the_given_address():
+    # Issue 17: Docker's `--add-host db:host-gateway` (it was refused before netkit had the setting)
+    assert parse_add_host("db:host-gateway") == ("db", "host-gateway")
+    assert parse_add_host("db=host-gateway") == ("db", "host-gateway")
+    text = render_hosts("h", [], ["db:host-gateway", "x:10.0.0.5"], [], host_gateway="172.20.0.1")
+    assert "172.20.0.1\tdb\n10.0.0.5\tx\n" in text
+    # no address to give: a comment, never a line with a wrong address
+    orphan = render_hosts("h", [], ["db:host-gateway"], [], host_gateway=None)
+    assert "\tdb" not in orphan and "# db: host-gateway" in orphan
+
+
+def test_qualified_names_add_name_dot_network():
+    table = {"web": ["172.20.0.2"], "frontend": ["172.20.0.2"], "db": ["172.20.0.3", "172.20.0.4"]}
+    out = qualified(table, "App")
+    assert out == {**table, "web.app": ["172.20.0.2"], "frontend.app": ["172.20.0.2"],
+                   "db.app": ["172.20.0.3", "172.20.0.4"]}
+    assert table == {"web": ["172.20.0.2"], "frontend": ["172.20.0.2"], "db": ["172.20.0.3", "172.20.0.4"]}
+
+
 @pytest.mark.parametrize(
     "text, quoted",
     [
@@ -83,7 +103,6 @@ def test_parse_add_host(text, expected):
         (":10.0.0.5", '""'),  # empty name
         ("-db:10.0.0.5", '"-db"'),  # bad hostname
         ("db_1:10.0.0.5", '"db_1"'),
-        ("x:host-gateway", '"host-gateway"'),
     ],
 )
 def test_parse_add_host_errors(text, quoted):
