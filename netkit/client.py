@@ -11,8 +11,8 @@ the process running it, and its exit status becomes this process's.
 from __future__ import annotations
 
 import os
-import signal
-import _socket as socket  # the C module: socket.py builds enums worth ~5 ms of start-up
+import _signal as signal  # the C module: signal.py builds enums worth ~5 ms of start-up
+import _socket as socket  # the same for socket.py
 import sys
 
 from netkit.daemon import protocol
@@ -68,6 +68,9 @@ def forward(program: str, argv: list[str]) -> int | None:
     except (OSError, protocol.ProtocolError, ValueError):
         sock.close()
         return None
+    if reply and "exit" in reply:  # it ran, and its process ended before it could say "started"
+        sock.close()
+        return int(reply["exit"])
     if not reply or "started" not in reply:
         sock.close()
         return None
@@ -82,7 +85,7 @@ def _wait(sock: socket.socket, pid: int) -> int:
             pass
 
     for sig in FORWARDED_SIGNALS:
-        if signal.getsignal(sig) is not signal.SIG_IGN:  # ignored here (nohup, `cmd &`): ignored there too
+        if signal.getsignal(sig) != signal.SIG_IGN:  # ignored here (nohup, `cmd &`): ignored there too
             signal.signal(sig, pass_on)
     while True:
         try:

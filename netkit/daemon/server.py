@@ -44,14 +44,32 @@ def warm_up(app) -> None:
 
     iptc_loader.load()  # the module only: no table is opened here
     warm.preload_netlink()
-    from netkit.cni import plugin  # noqa: F401
-    from netkit.dockerplugin import handlers, http  # noqa: F401
-
+    warm.preload_host_facts()
+    _import_everything()
     _prebuild_click_command(app)
     # Everything imported so far lives as long as the daemon: out of the collector's sight, a
     # child's garbage collections no longer touch (and so copy) every page of the parent's heap.
     gc.collect()
     gc.freeze()
+
+
+def _import_everything() -> None:
+    """Every netkit module a command may import lazily (a create alone pulls in a dozen): once
+    here rather than in every child, where each costs a compile when no bytecode was written
+    (PYTHONDONTWRITEBYTECODE, a read-only tree) and an exec anyway. Modules run no code at import
+    but definitions; the __main__ ones, which do, are left out."""
+    import importlib
+    import pkgutil
+
+    import netkit
+
+    for info in pkgutil.walk_packages(netkit.__path__, "netkit."):
+        if info.name.rsplit(".", 1)[-1] == "__main__":
+            continue
+        try:
+            importlib.import_module(info.name)
+        except Exception as err:  # noqa: BLE001 - a command that needs it will say what is wrong
+            log(f"warm-up: {info.name} not imported: {err}")
 
 
 def _prebuild_click_command(app) -> None:
@@ -268,15 +286,14 @@ class Daemon:
             conn.close()
             return
         conn.settimeout(None)
-        pid = self._fork(conn, (request, fds), KIND_NETKIT)
+        self._fork(conn, (request, fds), KIND_NETKIT)  # the child says "started" (worker.serve)
         for fd in fds:
             os.close(fd)
-        try:
-            protocol.send(conn, {"started": pid})
-        except OSError:
-            pass  # the client left; the command still runs to its end, as with nohup
 
     def _fork(self, conn: socket.socket, request, kind: str) -> int:
+        """A child for the request. A netkit child tells the client "started" and, once the
+        command is over, its exit status itself (worker.serve): the client is answered before
+        this process reaps it. Whatever the child could not say (killed) is said on reaping."""
         # Signals the client forwards stay pending in the child until it can handle them as
         # the command would (see worker.serve).
         signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
@@ -317,10 +334,9 @@ class Daemon:
                 signal.pthread_sigmask(signal.SIG_SETMASK, set())
                 http.serve_connection(conn)
                 os._exit(0)
-            conn.close()
             from netkit.daemon import worker
 
-            worker.serve(*request)
+            worker.serve(*request, conn)
         finally:
             os._exit(1)
 
@@ -338,6 +354,8 @@ class Daemon:
             if code < 0:
                 code = 128 - code  # killed by a signal: the shell's convention
             if conn is not None:
+                # Usually the child said it already and the client left (EPIPE); a client still
+                # waiting learns the status here (the child was killed before it could say).
                 try:
                     protocol.send(conn, {"exit": code})
                 except OSError:
