@@ -102,13 +102,24 @@ def _wait(sock: socket.socket, pid: int) -> int:
             return int(reply["exit"])
 
 
+def _exit_now(code: int) -> None:
+    """End with the daemon's exit status, skipping the interpreter's teardown (a few ms of
+    freeing modules): this process wrote nothing but what it flushes here."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code & 0xFF)
+
+
 def main() -> None:
     """`netkit`: forwarded to netkitd, or the Typer application in this process."""
     argv = sys.argv[1:]
     if forwardable(argv):
         code = forward("netkit", argv)
         if code is not None:
-            sys.exit(code)
+            _exit_now(code)
     from netkit.cli.main import run
 
     run()
@@ -118,7 +129,7 @@ def cni_main() -> None:
     """`netkit-cni`: the CNI plugin, run by netkitd when it is up (the runtime waits on us)."""
     code = forward("cni", sys.argv[1:])
     if code is not None:
-        sys.exit(code)
+        _exit_now(code)
     from netkit.cni.plugin import main as plugin_main
 
     plugin_main()

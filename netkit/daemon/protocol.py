@@ -86,7 +86,7 @@ def fingerprint(pkg_dir: str | None = None) -> str:
     return f"{sys.version.split()[0]}-{count}-{total_size}-{mtime_max:x}-{mtime_sum % (1 << 32):08x}@{sys.prefix}"
 
 
-def _dumps(message: dict) -> bytes:
+def dumps(message: dict) -> bytes:
     if _c_make_encoder is None:
         import json
 
@@ -110,7 +110,7 @@ class _Scanning:
     parse_constant = {"-Infinity": float("-inf"), "Infinity": float("inf"), "NaN": float("nan")}.__getitem__
 
 
-def _loads(data: bytes):
+def loads(data: bytes):
     if _c_make_encoder is None:
         import json
 
@@ -126,7 +126,7 @@ def _loads(data: bytes):
 
 
 def encode(message: dict) -> bytes:
-    data = _dumps(message)
+    data = dumps(message)
     return len(data).to_bytes(4, "big") + data
 
 
@@ -177,7 +177,7 @@ def recv(sock: socket.socket, want_fds: int = 0) -> tuple[dict | None, list[int]
                 raise ProtocolError(f"message of {length} bytes is too long")
             need, header_done = 4 + length, True
     try:
-        return _loads(buf[4:]), fds
+        return loads(buf[4:]), fds
     except ValueError as err:
         for fd in fds:
             os.close(fd)

@@ -81,10 +81,11 @@ def _release_stdio() -> None:
     os.close(devnull)
 
 
-def serve(request: dict, fds: list[int], conn) -> None:
+def serve(request: dict, fds: list[int], conn, done=None) -> None:
     """Run the request in this (forked) process and _exit with its status; never returns.
     `conn` is the client's connection: it hears "started" with this PID first, and the exit
     status once the output is flushed, without waiting for this process to be reaped.
+    `done()`, if given, is called then too (the daemon forks its next child).
 
     The daemon forks with the client-forwarded signals blocked; they are let through only
     once this process has its own handlers and the client's stderr, so an early Ctrl-C is
@@ -123,4 +124,9 @@ def serve(request: dict, fds: list[int], conn) -> None:
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT})
         _release_stdio()
         _tell(conn, {"exit": code})
+        if done is not None:
+            try:
+                done()
+            except OSError:
+                pass
         os._exit(code)
