@@ -60,10 +60,14 @@ def forward(program: str, argv: list[str]) -> int | None:
     """The command's exit code once the daemon ran it, or None if it did not (run it here)."""
     if os.environ.get("NETKIT_DAEMON", "").lower() in OFF_VALUES or os.geteuid() != 0:
         return None
+    try:
+        request = _request(program, argv)  # before connecting: the daemon's child waits on no one
+    except (OSError, ValueError):  # e.g. a deleted working directory: in-process says it best
+        return None
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:
         sock.connect(protocol.socket_path())
-        protocol.send(sock, _request(program, argv), [0, 1, 2])
+        protocol.send(sock, request, [0, 1, 2])
         reply, _ = protocol.recv(sock)
     except (OSError, protocol.ProtocolError, ValueError):
         sock.close()

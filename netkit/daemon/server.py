@@ -2,18 +2,21 @@
 
 The parent imports the Typer application, the engine, pyroute2 and python-iptables once, then
 keeps one child forked ahead ("the spare"), waiting on the netkit socket. The spare accepts the
-next client itself, tells the parent it was taken (the parent forks the next spare at once),
-checks who is asking and runs the command: neither a fork nor a wake-up of the parent lies
-between a client and its command. The parent never opens the state, a netlink socket or an
+next client itself, checks who is asking and runs the command: neither a fork nor a wake-up of
+the parent lies between a client and its command. The parent forks the next spare once that
+command is done (a fork in the middle of it would compete with it for the CPU), or at once when
+another client arrives first. The parent never opens the state, a netlink socket or an
 iptables table itself (an iptc.Table is a per-process singleton that must not be shared across a
 fork: docs/facts.md "python-iptables"), so every child starts as clean as a fresh `netkit`
 process, minus the imports. Children run concurrently; the state's file lock stays the one
 thing that serialises changes, exactly as between separate processes.
 
-Children tell the parent on a datagram socket: "taken" (fork the next spare), "run" with the
-client's connection (the parent reports the exit status if the child dies before it can),
-"status" with the connection (the parent answers: it holds the counters), "stale" (netkit
-changed on disk: re-exec). Docker plugin requests are accepted by the parent and forked as before.
+Children tell the parent on a datagram socket: "run" with the client's connection (the parent
+reports the exit status if the child dies before it can), "done" (the command is over: fork the
+next spare now), "status" with the connection (the parent answers: it holds the counters),
+"stale" (netkit changed on disk: re-exec), "gone" (nothing to run). Whatever a spare says first
+tells the parent it is taken. Docker plugin requests are accepted by the parent and forked as
+before.
 
 Listeners: the netkit socket ($NETKIT_RUN_DIR/netkit.sock, mode 0600, root peers only) and
 optionally Docker's remote network driver socket (HTTP; see netkit.dockerplugin). Sockets can
@@ -177,8 +180,7 @@ class Daemon:
         self.children: dict[int, socket.socket | None] = {}  # running requests (+ connection)
         self.spare: int | None = None  # the child waiting for the next netkit client
         self.spare_quit: int | None = None  # closing it tells an idle spare to go
-        self.pending: set[int] = set()  # children that took a client and did not yet say "run"
-        self.busy: set[int] = set()  # children between "taken" and "done" (their command runs)
+        self.busy: set[int] = set()  # children between "run" and "done" (their command runs)
         self.watching = False  # the parent watches the netkit socket (no spare, a command runs)
         self.reaped_early: dict[int, int] = {}  # exit codes of children reaped before their "run"
         self.started = time.time()
@@ -214,7 +216,7 @@ class Daemon:
                 self._watch(False)
                 self._dismiss_spare()
                 deadline = time.monotonic() + STOP_GRACE
-            if deadline is not None and (not (self.children or self.pending or self.spare)
+            if deadline is not None and (not (self.children or self.spare)
                                          or time.monotonic() > deadline):
                 break
             if deadline is None and self.spare is None:
@@ -361,7 +363,6 @@ class Daemon:
             for sock in netkit_socks:
                 sock.close()
             os.close(quit_fd)
-            self._tell_parent({"taken": os.getpid()})
             self._serve_netkit(conn)  # never returns
         except BaseException as err:  # noqa: BLE001 - one bad client must not stop the daemon
             if not isinstance(err, SystemExit):
@@ -380,6 +381,7 @@ class Daemon:
         conn.settimeout(REQUEST_TIMEOUT)
         request, fds = protocol.recv(conn, want_fds=3)
         if request is None:
+            self._tell_parent({"gone": os.getpid()})
             os._exit(0)
         if request.get("program") == "status":
             self._tell_parent({"status": os.getpid()}, conn)  # the parent holds the counters
@@ -388,8 +390,7 @@ class Daemon:
         if reason:
             for fd in fds:
                 os.close(fd)
-            if self.reexec:
-                self._tell_parent({"stale": os.getpid()})
+            self._tell_parent({"stale" if self.reexec else "gone": os.getpid()})
             protocol.send(conn, {"refused": reason})
             os._exit(0)
         conn.settimeout(None)
@@ -414,20 +415,17 @@ class Daemon:
             except ValueError:
                 message = {}
             pid = int(next(iter(message.values()), 0) or 0)
-            if "taken" in message:
-                if pid == self.spare:
-                    self.spare = None
-                    self._dismiss_spare()
-                self.pending.add(pid)
-                self.busy.add(pid)
-            elif "done" in message:
+            if pid == self.spare:  # the spare took a client
+                self.spare = None
+                self._dismiss_spare()
+            if "done" in message:
                 self.busy.discard(pid)
             elif "run" in message and conn is not None:
-                self.pending.discard(pid)
                 self.served += 1
                 if pid in self.reaped_early:
                     self._report(conn, self.reaped_early.pop(pid))
                 else:
+                    self.busy.add(pid)
                     self.children[pid] = conn  # the exit status goes back on it if the child cannot say it
                 conn = None
             elif "status" in message and conn is not None:
@@ -496,7 +494,6 @@ class Daemon:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 self.children.clear()
-                self.pending.clear()
                 self.busy.clear()
                 self.spare = None
                 return
@@ -509,8 +506,7 @@ class Daemon:
                 self.spare = None
                 self._dismiss_spare()
             self.busy.discard(pid)
-            if pid in self.pending:  # its "run" may still be on its way
-                self.pending.discard(pid)
+            if pid not in self.children:  # its "run" may still be on its way
                 self.reaped_early[pid] = code
                 while len(self.reaped_early) > 64:  # it said nothing more: forget the oldest
                     self.reaped_early.pop(next(iter(self.reaped_early)))
