@@ -88,9 +88,10 @@ def group(name: str, help_text: str) -> typer.Typer:
     return sub
 
 
-# The command's contexts, closed when it ends: an IPRoute left open is closed by the collector at
-# exit, where its asyncio loop may be finalized after that loop's own self-pipe socket and then
-# prints "Exception ignored in BaseEventLoop.__del__ ... Invalid file descriptor: -1".
+# The command's contexts, whose netlink handles are closed when it ends: an IPRoute left open is
+# closed by the collector at exit, where its asyncio loop may be finalized after that loop's own
+# self-pipe socket and then prints "Exception ignored in BaseEventLoop.__del__ ... Invalid file
+# descriptor: -1". The state is left to the process's end, as before.
 _CONTEXTS: list = []
 
 
@@ -105,7 +106,7 @@ def context(dry_run: bool = False):
 def _close_contexts() -> None:
     while _CONTEXTS:
         try:
-            _CONTEXTS.pop().close()
+            _CONTEXTS.pop().close_kernel()
         except Exception:  # noqa: BLE001 - the command's outcome is decided; closing must not change it
             pass
 
