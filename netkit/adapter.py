@@ -81,27 +81,31 @@ def _ip_json(args: list[str]) -> list[dict]:
 
 def ensure_network(spec: NetworkSpec):
     """The netkit network `spec.name`, created from the spec if missing; a mismatch is an error."""
-    from netkit.engine import networks
-
     ctx = _context()
     try:
-        net = ctx.store.network(spec.name)
-        if net is None:
-            req = networks.NetworkRequest(spec.name, spec.subnet, spec.gateway, spec.ip_range, spec.bridge,
-                                          spec.mtu, spec.internal, True, spec.masquerade)
-            try:
-                return networks.create(ctx, req)
-            except Conflict:
-                net = ctx.store.network(spec.name)  # a concurrent ADD made it first
-                if net is None:
-                    raise
-        if spec.subnet and net.subnet != _normal_cidr(spec.subnet):
-            raise Conflict(f"network '{spec.name}' exists with subnet {net.subnet}, the config says {spec.subnet}")
-        if spec.bridge and net.bridge != spec.bridge:
-            raise Conflict(f"network '{spec.name}' exists on bridge {net.bridge}, the config says {spec.bridge}")
-        return net
+        return _ensure_network(ctx, spec)
     finally:
         ctx.close()
+
+
+def _ensure_network(ctx, spec: NetworkSpec):
+    from netkit.engine import networks
+
+    net = ctx.store.network(spec.name)
+    if net is None:
+        req = networks.NetworkRequest(spec.name, spec.subnet, spec.gateway, spec.ip_range, spec.bridge,
+                                      spec.mtu, spec.internal, True, spec.masquerade)
+        try:
+            return networks.create(ctx, req)
+        except Conflict:
+            net = ctx.store.network(spec.name)  # a concurrent ADD made it first
+            if net is None:
+                raise
+    if spec.subnet and net.subnet != _normal_cidr(spec.subnet):
+        raise Conflict(f"network '{spec.name}' exists with subnet {net.subnet}, the config says {spec.subnet}")
+    if spec.bridge and net.bridge != spec.bridge:
+        raise Conflict(f"network '{spec.name}' exists on bridge {net.bridge}, the config says {spec.bridge}")
+    return net
 
 
 def _normal_cidr(text: str) -> str:
@@ -136,13 +140,18 @@ def attach(network: str, netns_path: str, container_id: str, ifname: str, ip: st
 
 def publish(name: str, mapping: dict) -> None:
     """A CNI `portMappings` entry ({hostPort, containerPort, protocol, hostIP}) as a netkit publish."""
+    publish_spec(name, _mapping_spec(mapping))
+
+
+def _mapping_spec(mapping: dict) -> str:
+    """A CNI `portMappings` entry as a Docker-syntax port spec (`8088:80/tcp`)."""
     try:
         host_port, port = int(mapping["hostPort"]), int(mapping["containerPort"])
     except (KeyError, TypeError, ValueError):
         raise UserError(f"port mapping {json.dumps(mapping)} needs integer hostPort and containerPort") from None
     proto = str(mapping.get("protocol") or "tcp").lower()
     host_ip = mapping.get("hostIP") or ""
-    publish_spec(name, f"{host_ip + ':' if host_ip else ''}{host_port}:{port}/{proto}")
+    return f"{host_ip + ':' if host_ip else ''}{host_port}:{port}/{proto}"
 
 
 def publish_spec(name: str, spec: str) -> None:
@@ -183,18 +192,22 @@ def remove_network(name: str) -> bool:
 
 
 def describe(network: str, name: str) -> Attachment:
-    from netkit.engine import containers
-
     ctx = _context()
     try:
-        c = containers.get(ctx, name)
-        net = ctx.store.network(network)
-        ep = c.endpoint(network)
-        if ep is None or net is None:
-            raise NotFound(f"container '{name}' is not attached to network '{network}'")
-        holder = next((e for e in c.endpoints if (n := ctx.store.network(e.network)) and not n.internal), None)
+        return _describe(ctx, network, name)
     finally:
         ctx.close()
+
+
+def _describe(ctx, network: str, name: str) -> Attachment:
+    from netkit.engine import containers
+
+    c = containers.get(ctx, name)
+    net = ctx.store.network(network)
+    ep = c.endpoint(network)
+    if ep is None or net is None:
+        raise NotFound(f"container '{name}' is not attached to network '{network}'")
+    holder = next((e for e in c.endpoints if (n := ctx.store.network(e.network)) and not n.internal), None)
     netns_name = os.path.basename(c.netns)
     return Attachment(container=name, bridge=net.bridge, bridge_mac=_mac(net.bridge), host_ifname=ep.host_ifname,
                       host_mac=_mac(ep.host_ifname), ifname=ep.ifname, mac=ep.mac, netns=netns_name, ip=ep.ip,
@@ -258,5 +271,37 @@ def ready() -> None:
     ctx = _context()
     try:
         ctx.store.networks()
+    finally:
+        ctx.close()
+
+
+def add(spec: NetworkSpec, netns_path: str, container_id: str, ifname: str, ip: str | None = None,
+        port_mappings: list[dict] | None = None) -> Attachment:
+    """CNI ADD on one open state: the network (made from the spec if missing), then the
+    attachment with its port mappings, all or nothing; an attachment that exists already is
+    described as it is (ADD again is no error). What ensure_network, find and attach do one
+    after the other, without opening the state, the config and netlink for each."""
+    from netkit.engine import containers
+    from netkit.engine import publish as pub
+
+    name = attachment_name(spec.name, container_id, ifname)
+    ctx = _context()
+    try:
+        _ensure_network(ctx, spec)
+        try:
+            return _describe(ctx, spec.name, name)
+        except NotFound:
+            pass
+        containers.attach(ctx, spec.name, netns_path=netns_path, name=name, ip=ip, ifname=ifname)
+        try:
+            for mapping in port_mappings or []:
+                pub.publish(ctx, _mapping_spec(mapping), name)
+        except BaseException:
+            try:
+                containers.remove(ctx, name)
+            except NotFound:
+                pass
+            raise
+        return _describe(ctx, spec.name, name)
     finally:
         ctx.close()

@@ -140,12 +140,9 @@ def cmd_add(conf: dict) -> dict:
     cid, netns, ifname = _env("CNI_CONTAINERID"), _env("CNI_NETNS"), _env("CNI_IFNAME")
     if not os.path.exists(netns):
         raise CniError(E_INVALID_ENV, f"CNI_NETNS {netns} does not exist")
-    adapter.ensure_network(network_spec(conf))
-    existing = adapter.find(conf["name"], cid, ifname)
-    if existing is None:
-        mappings = (conf.get("runtimeConfig") or {}).get("portMappings") or []
-        existing = adapter.attach(conf["name"], netns, cid, ifname, _static_ip(conf), mappings)
-    return build_result(version, existing, netns, conf.get("prevResult"))
+    mappings = (conf.get("runtimeConfig") or {}).get("portMappings") or []
+    att = adapter.add(network_spec(conf), netns, cid, ifname, _static_ip(conf), mappings)
+    return build_result(version, att, netns, conf.get("prevResult"))
 
 
 def cmd_del(conf: dict) -> None:

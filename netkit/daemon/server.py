@@ -1,11 +1,22 @@
 """netkitd: a fork server that keeps netkit's imports warm and runs each request in a child.
 
 The parent imports the Typer application, the engine, pyroute2 and python-iptables once, then
-only accepts connections, checks who is asking and forks. It never opens the state, a netlink
-socket or an iptables table itself (an iptc.Table is a per-process singleton that must not be
-shared across a fork: docs/facts.md "python-iptables"), so every child starts as clean as a
-fresh `netkit` process, minus the imports. Children run concurrently; the state's file lock
-stays the one thing that serialises changes, exactly as between separate processes.
+keeps one child forked ahead ("the spare"), waiting on the netkit socket. The spare accepts the
+next client itself, checks who is asking and runs the command: neither a fork nor a wake-up of
+the parent lies between a client and its command. The parent forks the next spare once that
+command is done (a fork in the middle of it would compete with it for the CPU), or at once when
+another client arrives first. The parent never opens the state, a netlink socket or an
+iptables table itself (an iptc.Table is a per-process singleton that must not be shared across a
+fork: docs/facts.md "python-iptables"), so every child starts as clean as a fresh `netkit`
+process, minus the imports. Children run concurrently; the state's file lock stays the one
+thing that serialises changes, exactly as between separate processes.
+
+Children tell the parent on a datagram socket: "run" with the client's connection (the parent
+reports the exit status if the child dies before it can), "done" (the command is over: fork the
+next spare now), "status" with the connection (the parent answers: it holds the counters),
+"stale" (netkit changed on disk: re-exec), "gone" (nothing to run). Whatever a spare says first
+tells the parent it is taken. Docker plugin requests are accepted by the parent and forked as
+before.
 
 Listeners: the netkit socket ($NETKIT_RUN_DIR/netkit.sock, mode 0600, root peers only) and
 optionally Docker's remote network driver socket (HTTP; see netkit.dockerplugin). Sockets can
@@ -15,6 +26,7 @@ from __future__ import annotations
 
 import gc
 import os
+import select
 import selectors
 import signal
 import socket
@@ -44,14 +56,32 @@ def warm_up(app) -> None:
 
     iptc_loader.load()  # the module only: no table is opened here
     warm.preload_netlink()
-    from netkit.cni import plugin  # noqa: F401
-    from netkit.dockerplugin import handlers, http  # noqa: F401
-
+    warm.preload_host_facts()
+    _import_everything()
     _prebuild_click_command(app)
     # Everything imported so far lives as long as the daemon: out of the collector's sight, a
     # child's garbage collections no longer touch (and so copy) every page of the parent's heap.
     gc.collect()
     gc.freeze()
+
+
+def _import_everything() -> None:
+    """Every netkit module a command may import lazily (a create alone pulls in a dozen): once
+    here rather than in every child, where each costs a compile when no bytecode was written
+    (PYTHONDONTWRITEBYTECODE, a read-only tree) and an exec anyway. Modules run no code at import
+    but definitions; the __main__ ones, which do, are left out."""
+    import importlib
+    import pkgutil
+
+    import netkit
+
+    for info in pkgutil.walk_packages(netkit.__path__, "netkit."):
+        if info.name.rsplit(".", 1)[-1] == "__main__":
+            continue
+        try:
+            importlib.import_module(info.name)
+        except Exception as err:  # noqa: BLE001 - a command that needs it will say what is wrong
+            log(f"warm-up: {info.name} not imported: {err}")
 
 
 def _prebuild_click_command(app) -> None:
@@ -147,13 +177,20 @@ class Daemon:
         self.fingerprint = protocol.fingerprint()
         self.namespaces = protocol.namespaces()
         self.capabilities = _capabilities("self")
-        self.children: dict[int, socket.socket | None] = {}
+        self.children: dict[int, socket.socket | None] = {}  # running requests (+ connection)
+        self.spare: int | None = None  # the child waiting for the next netkit client
+        self.spare_quit: int | None = None  # closing it tells an idle spare to go
+        self.busy: set[int] = set()  # children between "run" and "done" (their command runs)
+        self.watching = False  # the parent watches the netkit socket (no spare, a command runs)
+        self.reaped_early: dict[int, int] = {}  # exit codes of children reaped before their "run"
         self.started = time.time()
         self.served = 0
         self.stopping = False
         self.reexec = False
         self.selector = selectors.DefaultSelector()
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.notify_r, self.notify_w = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.notify_r.setblocking(False)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -163,22 +200,36 @@ class Daemon:
             signal.signal(sig, self._on_stop)
         signal.signal(signal.SIGCHLD, lambda *_: None)  # its wake-up byte is what matters
         self.selector.register(self.wake_r, selectors.EVENT_READ, "wake")
+        self.selector.register(self.notify_r, selectors.EVENT_READ, "notify")
         for sock, kind in self.listeners:
-            self.selector.register(sock, selectors.EVENT_READ, kind)
+            if kind == KIND_DOCKER:  # netkit clients are accepted by the spare
+                self.selector.register(sock, selectors.EVENT_READ, kind)
         if self.pidfile:
             _write_pidfile(self.pidfile)
         log(f"serving {', '.join(_name(s) for s, _ in self.listeners)} (version {self.fingerprint})")
         deadline = None
         while True:
             if (self.stopping or self.reexec) and deadline is None:
-                for sock, _ in self.listeners:
-                    self.selector.unregister(sock)
+                for sock, kind in self.listeners:
+                    if kind == KIND_DOCKER:
+                        self.selector.unregister(sock)
+                self._watch(False)
+                self._dismiss_spare()
                 deadline = time.monotonic() + STOP_GRACE
-            if deadline is not None and (not self.children or time.monotonic() > deadline):
+            if deadline is not None and (not (self.children or self.spare)
+                                         or time.monotonic() > deadline):
                 break
-            for key, _ in self.selector.select(timeout=1.0 if deadline else None):
+            if deadline is None and self.spare is None:
+                self._spare_when_idle()
+            for key, _ in self.selector.select(timeout=1.0 if deadline or self.spare is None else None):
                 if key.data == "wake":
                     _drain(self.wake_r)
+                elif key.data == "notify":
+                    self._notified()
+                elif key.data == "waiting":  # a client came while a command runs: no more waiting
+                    self._watch(False)
+                    if self.spare is None and deadline is None:
+                        self._fork_spare()
                 else:
                     self._accept(key.fileobj, key.data)
             self._reap()
@@ -224,10 +275,7 @@ class Daemon:
         except OSError:
             return
         try:
-            if kind == KIND_DOCKER:
-                self._fork(conn, None, kind)
-            else:
-                self._netkit_request(conn)
+            self._fork(conn, None, kind)  # Docker's plugin protocol (netkit clients go to the spare)
         except Exception as err:  # noqa: BLE001 - one bad client must not stop the daemon
             log(f"request failed before it started: {err}")
             conn.close()
@@ -250,35 +298,148 @@ class Daemon:
             return "stdin, stdout and stderr were not passed"
         return None
 
-    def _netkit_request(self, conn: socket.socket) -> None:
+    # -- the spare: the child that accepts the next netkit client ----------------------------
+
+    def _fork_spare(self) -> None:
+        quit_r, quit_w = os.pipe2(os.O_CLOEXEC)
+        # Signals the client forwards stay pending in the child until it can handle them as
+        # the command would (see worker.serve).
+        signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
+        pid = -1
+        try:
+            pid = os.fork()
+            if pid == 0:
+                os.close(quit_w)
+                self._spare_child(quit_r)  # never returns
+        except OSError as err:
+            log(f"cannot fork a child for the next client: {err}")
+        finally:
+            if pid != 0:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
+        os.close(quit_r)
+        if pid <= 0:
+            os.close(quit_w)
+            return
+        self.spare, self.spare_quit = pid, quit_w
+
+    def _spare_when_idle(self) -> None:
+        """The next spare is forked once the running command is done (a fork in the middle of
+        it competes with it for the CPU), or at once when a client arrives before that."""
+        if self.busy:
+            self._watch(True)
+        else:
+            self._watch(False)
+            self._fork_spare()
+
+    def _watch(self, on: bool) -> None:
+        if on == self.watching:
+            return
+        for sock, kind in self.listeners:
+            if kind == KIND_NETKIT:
+                if on:
+                    self.selector.register(sock, selectors.EVENT_READ, "waiting")
+                else:
+                    self.selector.unregister(sock)
+        self.watching = on
+
+    def _dismiss_spare(self) -> None:
+        """Tell the idle spare to go (one that took a client meanwhile serves it to the end)."""
+        if self.spare_quit is not None:
+            os.close(self.spare_quit)
+            self.spare_quit = None
+
+    def _spare_child(self, quit_fd: int) -> None:
+        try:
+            self._close_parents_things()
+            netkit_socks = [sock for sock, kind in self.listeners if kind == KIND_NETKIT]
+            for sock, kind in self.listeners:
+                if kind != KIND_NETKIT:
+                    sock.close()
+            # The parent closes its end of quit_fd to dismiss this spare, or by dying.
+            ready, _, _ = select.select(netkit_socks + [quit_fd], [], [])
+            if quit_fd in ready or not ready:
+                os._exit(0)
+            conn, _ = ready[0].accept()
+            for sock in netkit_socks:
+                sock.close()
+            os.close(quit_fd)
+            self._serve_netkit(conn)  # never returns
+        except BaseException as err:  # noqa: BLE001 - one bad client must not stop the daemon
+            if not isinstance(err, SystemExit):
+                log(f"request failed before it started: {err}")
+        finally:
+            os._exit(1)
+
+    def _tell_parent(self, message: dict, conn: socket.socket | None = None) -> None:
+        data = protocol.encode(message)[4:]
+        fds = [conn.fileno()] if conn is not None else []
+        self.notify_w.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack(f"{len(fds)}i", *fds))]
+                              if fds else [])
+
+    def _serve_netkit(self, conn: socket.socket) -> None:
+        """In the spare that took `conn`: the request, the checks, then the command."""
         conn.settimeout(REQUEST_TIMEOUT)
         request, fds = protocol.recv(conn, want_fds=3)
         if request is None:
-            conn.close()
-            return
+            self._tell_parent({"gone": os.getpid()})
+            os._exit(0)
         if request.get("program") == "status":
-            protocol.send(conn, {"status": self.status()})
-            conn.close()
-            return
+            self._tell_parent({"status": os.getpid()}, conn)  # the parent holds the counters
+            os._exit(0)
         reason = self._refusal(conn, request, fds)
         if reason:
             for fd in fds:
                 os.close(fd)
+            self._tell_parent({"stale" if self.reexec else "gone": os.getpid()})
             protocol.send(conn, {"refused": reason})
-            conn.close()
-            return
+            os._exit(0)
         conn.settimeout(None)
-        pid = self._fork(conn, (request, fds), KIND_NETKIT)
-        for fd in fds:
-            os.close(fd)
-        try:
-            protocol.send(conn, {"started": pid})
-        except OSError:
-            pass  # the client left; the command still runs to its end, as with nohup
+        self._tell_parent({"run": os.getpid()}, conn)
+        from netkit.daemon import worker
+
+        worker.serve(request, fds, conn, lambda: self._tell_parent({"done": os.getpid()}))
+
+    def _notified(self) -> None:
+        """Read what children said (see the module's docstring)."""
+        while True:
+            try:
+                data, ancdata, _flags, _addr = self.notify_r.recvmsg(4096, socket.CMSG_SPACE(4))
+            except (BlockingIOError, InterruptedError):
+                return
+            fds = [fd for level, kind, payload in ancdata
+                   if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS
+                   for fd in struct.unpack(f"{len(payload) // 4}i", payload[: len(payload) - len(payload) % 4])]
+            conn = socket.socket(fileno=fds[0]) if fds else None
+            try:
+                message = protocol.loads(data)
+            except ValueError:
+                message = {}
+            pid = int(next(iter(message.values()), 0) or 0)
+            if pid == self.spare:  # the spare took a client
+                self.spare = None
+                self._dismiss_spare()
+            if "done" in message:
+                self.busy.discard(pid)
+            elif "run" in message and conn is not None:
+                self.served += 1
+                if pid in self.reaped_early:
+                    self._report(conn, self.reaped_early.pop(pid))
+                else:
+                    self.busy.add(pid)
+                    self.children[pid] = conn  # the exit status goes back on it if the child cannot say it
+                conn = None
+            elif "status" in message and conn is not None:
+                try:
+                    protocol.send(conn, {"status": self.status()})
+                except OSError:
+                    pass
+            elif "stale" in message:
+                self.reexec = True
+            if conn is not None:
+                conn.close()
 
     def _fork(self, conn: socket.socket, request, kind: str) -> int:
-        # Signals the client forwards stay pending in the child until it can handle them as
-        # the command would (see worker.serve).
+        """A child for a Docker plugin request: it answers the HTTP request itself."""
         signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
         pid = -1
         try:
@@ -289,26 +450,29 @@ class Daemon:
             if pid != 0:
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
         self.served += 1
-        if kind == KIND_NETKIT:
-            self.children[pid] = conn  # the exit status goes back on it once reaped
-        else:
-            conn.close()  # the child answers the HTTP request itself
-            self.children[pid] = None
+        conn.close()  # the child answers the HTTP request itself
+        self.children[pid] = None
         return pid
+
+    def _close_parents_things(self) -> None:
+        """In a fresh child: nothing of the parent's may stay open here (a copy of another
+        client's connection would keep that client waiting until this child exits)."""
+        for other in self.children.values():
+            if other is not None:
+                other.close()
+        if self.spare_quit is not None:
+            os.close(self.spare_quit)
+        self.selector.close()
+        signal.set_wakeup_fd(-1)
+        os.close(self.wake_r)
+        os.close(self.wake_w)
+        self.notify_r.close()
 
     def _in_child(self, conn: socket.socket, request, kind: str) -> None:
         try:
-            # Nothing of the parent's may stay open here: a copy of another client's
-            # connection would keep that client waiting until this child exits.
+            self._close_parents_things()
             for sock, _ in self.listeners:
                 sock.close()
-            for other in self.children.values():
-                if other is not None:
-                    other.close()
-            self.selector.close()
-            signal.set_wakeup_fd(-1)
-            os.close(self.wake_r)
-            os.close(self.wake_w)
             if kind == KIND_DOCKER:
                 from netkit.dockerplugin import http
 
@@ -317,32 +481,48 @@ class Daemon:
                 signal.pthread_sigmask(signal.SIG_SETMASK, set())
                 http.serve_connection(conn)
                 os._exit(0)
-            conn.close()
             from netkit.daemon import worker
 
-            worker.serve(*request)
+            worker.serve(*request, conn)
         finally:
             os._exit(1)
 
     def _reap(self) -> None:
-        while self.children:
+        self._notified()  # a child's "run" comes before its end: know it before reaping it
+        while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 self.children.clear()
+                self.busy.clear()
+                self.spare = None
                 return
             if pid == 0:
                 return
-            conn = self.children.pop(pid, None)
             code = os.waitstatus_to_exitcode(status)
             if code < 0:
                 code = 128 - code  # killed by a signal: the shell's convention
+            if pid == self.spare:  # died idle (or dismissed)
+                self.spare = None
+                self._dismiss_spare()
+            self.busy.discard(pid)
+            if pid not in self.children:  # its "run" may still be on its way
+                self.reaped_early[pid] = code
+                while len(self.reaped_early) > 64:  # it said nothing more: forget the oldest
+                    self.reaped_early.pop(next(iter(self.reaped_early)))
+            conn = self.children.pop(pid, None)
             if conn is not None:
-                try:
-                    protocol.send(conn, {"exit": code})
-                except OSError:
-                    pass
-                conn.close()
+                self._report(conn, code)
+
+    @staticmethod
+    def _report(conn: socket.socket, code: int) -> None:
+        # Usually the child said it already and the client left (EPIPE); a client still
+        # waiting learns the status here (the child was killed before it could say).
+        try:
+            protocol.send(conn, {"exit": code})
+        except OSError:
+            pass
+        conn.close()
 
     def status(self) -> dict:
         return {"pid": os.getpid(), "uptime": round(time.time() - self.started, 1), "served": self.served,

@@ -63,13 +63,35 @@ def _exit_code(exc: SystemExit) -> int:
     return 1
 
 
-def serve(request: dict, fds: list[int]) -> None:
+def _tell(conn, message: dict) -> None:
+    from netkit.daemon import protocol
+
+    try:
+        protocol.send(conn, message)
+    except OSError:
+        pass  # the client left; the command still runs to its end, as with nohup
+
+
+def _release_stdio() -> None:
+    """Close the client's stdin/stdout/stderr here, so that whoever reads the client's output
+    sees its end now, not when this process is gone."""
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+def serve(request: dict, fds: list[int], conn, done=None) -> None:
     """Run the request in this (forked) process and _exit with its status; never returns.
+    `conn` is the client's connection: it hears "started" with this PID first, and the exit
+    status once the output is flushed, without waiting for this process to be reaped.
+    `done()`, if given, is called then too (the daemon forks its next child).
 
     The daemon forks with the client-forwarded signals blocked; they are let through only
     once this process has its own handlers and the client's stderr, so an early Ctrl-C is
     neither lost nor handled by the daemon's code."""
     code = 1
+    _tell(conn, {"started": os.getpid()})
     try:
         signal.set_wakeup_fd(-1)
         for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD, signal.SIGQUIT):
@@ -98,5 +120,13 @@ def serve(request: dict, fds: list[int]) -> None:
             try:
                 stream.flush()
             except Exception:  # noqa: BLE001 - a closed pipe: nothing more to say
+                pass
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT})
+        _release_stdio()
+        _tell(conn, {"exit": code})
+        if done is not None:
+            try:
+                done()
+            except OSError:
                 pass
         os._exit(code)

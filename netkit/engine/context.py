@@ -116,10 +116,15 @@ class Context:
         return self._executor
 
     def close(self) -> None:
-        if self._executor is not None:
-            self._executor.close()
+        self.close_kernel()
         if self._store is not None:
             self._store.close()
+
+    def close_kernel(self) -> None:
+        """Close the netlink handles only. What a one-shot command does at its end: closing the
+        state too would checkpoint its WAL (an fsync) on every command, reads included."""
+        if self._executor is not None:
+            self._executor.close()
 
     def require_root(self) -> None:
         if os.geteuid() != 0 and not self.dry_run and self._executor is None:

@@ -28,3 +28,17 @@ def preload_netlink() -> None:
 
     for message in (ifinfmsg, ifaddrmsg, rtmsg):
         compile_tree(message)
+
+
+def preload_host_facts() -> None:
+    """Ask the host once what every command would ask it through a process of its own: what
+    `iptables` is (`iptables -V`) and whether iptables-nft works. Both answers are remembered by
+    the tools' resolved paths (kernel/fw), so a forked command finds them and a changed host is
+    still asked again. No table is opened and no rule read here."""
+    from netkit import programs
+    from netkit.kernel import fw
+    from netkit.kernel.fw import iptables_nft
+
+    fw.iptables_kind()
+    if programs.find("iptables-nft-save") is not None:
+        iptables_nft.works()

@@ -183,6 +183,19 @@ def test_ctrl_c_reaches_the_command_and_undoes_it(daemon):
     assert "web" not in daemon.sh("ip netns list").stdout
 
 
+def test_command_killed_in_the_daemon_reports_the_signal(daemon):
+    # The child reports its own exit status; one killed before it can is reported by netkitd
+    # when it reaps it: 128 + the signal, what a shell says of a killed `netkit`.
+    daemon.netkit("network", "create", "app", "--subnet", "172.20.0.0/24")
+    before = served(daemon)
+    killed = cli(["container", "create", "web", "--net", "app"], {"NETKIT_FAULT_AT": "1", "NETKIT_FAULT_MODE": "kill"})
+    assert served(daemon) == before + 1 and killed.returncode == 128 + signal.SIGKILL, killed.stderr
+    assert status(daemon)["running"] == 0
+    # The next change (served by the next child) finishes or undoes the interrupted one first.
+    assert cli(["container", "create", "db", "--net", "app"]).returncode == 0 and served(daemon) == before + 2
+    assert "web" not in daemon.sh("ip netns list").stdout or "web" in daemon.netkit("container", "ls").stdout
+
+
 def test_socket_is_root_only(daemon):
     need("setpriv")
     st = os.stat("/run/netkit/netkit.sock")

@@ -25,6 +25,7 @@ the host's `iptables` command is, so the rules are where users look).
 """
 from __future__ import annotations
 
+import os
 import subprocess
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -102,19 +103,21 @@ class Choice:
     reason: str
 
 
-_IPTABLES_KIND: str | None = None
+# `iptables -V`'s answer by the command's resolved path (the alternatives symlink's target): a
+# switch of the host's `iptables` is seen at once, even by a warm netkitd that asked before.
+_IPTABLES_KIND: dict[str, str] = {}
 
 
 def iptables_kind() -> str | None:
     """What the host's `iptables` command is: "nf_tables", "legacy", or None without one."""
-    global _IPTABLES_KIND
-    if _IPTABLES_KIND is None:
-        exe = programs.find("iptables")
-        if exe is None:
-            return None
+    exe = programs.find("iptables")
+    if exe is None:
+        return None
+    target = os.path.realpath(exe)
+    if target not in _IPTABLES_KIND:
         out = subprocess.run([exe, "-V"], capture_output=True, text=True).stdout
-        _IPTABLES_KIND = "nf_tables" if "(nf_tables)" in out else "legacy" if "(legacy)" in out else ""
-    return _IPTABLES_KIND or None
+        _IPTABLES_KIND[target] = "nf_tables" if "(nf_tables)" in out else "legacy" if "(legacy)" in out else ""
+    return _IPTABLES_KIND[target] or None
 
 
 def choose(setting: str = "auto", iptables: bool = True, source: str = "(defaults)") -> Choice:

@@ -12,6 +12,7 @@ as the legacy backend does.
 """
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 
@@ -20,6 +21,28 @@ from netkit.errors import KernelError
 from netkit.kernel.fw import Availability, ResetReport, nfthandles
 from netkit.kernel.fw.legacy import describe_part, render_part, render_ruleset, reset_with
 from netkit.kernel import xtlock
+
+
+# Tools (by resolved path) that were seen to work. Only success is remembered: nf_tables support
+# does not go away under a running kernel, while a failure may be cured (a module loaded). A
+# one-shot command asks once anyway; netkitd asks before it forks (kernel/warm.py), so that its
+# commands skip this ~5-10 ms process.
+_WORKING: set[str] = set()
+
+
+def works() -> Availability:
+    """Whether iptables-nft works here: `iptables-nft-save -t filter` runs (no nf_tables in the
+    kernel makes it fail)."""
+    tool = programs.require("iptables-nft-save")
+    target = os.path.realpath(tool)  # what runs: a multi-call binary that goes by argv[0]
+    if target in _WORKING:
+        return Availability(True)
+    proc = subprocess.run([tool, "-t", "filter"], capture_output=True, text=True)
+    if proc.returncode != 0:
+        return Availability(False, f"iptables-nft does not work here: {proc.stderr.strip() or proc.returncode} "
+                                   "(no nf_tables in the kernel?)")
+    _WORKING.add(target)
+    return Availability(True)
 
 
 class IptablesNftBackend:
@@ -35,11 +58,7 @@ class IptablesNftBackend:
         for tool in ("iptables-nft-restore", "iptables-nft-save"):
             if programs.find(tool) is None:
                 return Availability(False, programs.missing_message(tool))
-        proc = subprocess.run([programs.require("iptables-nft-save"), "-t", "filter"], capture_output=True, text=True)
-        if proc.returncode != 0:
-            return Availability(False, f"iptables-nft does not work here: {proc.stderr.strip() or proc.returncode} "
-                                       "(no nf_tables in the kernel?)")
-        return Availability(True)
+        return works()
 
     def locked(self):
         return self._lock.held()
