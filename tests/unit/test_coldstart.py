@@ -1,0 +1,84 @@
+"""Cold start: netkit loads only the rtnetlink part of pyroute2 (kernel/pyroute2_loader.py), and
+nothing on its paths runs pyroute2's package __init__ (which imports the whole library)."""
+from __future__ import annotations
+
+import ast
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+NETKIT = pathlib.Path(__file__).resolve().parents[2] / "netkit"
+
+
+def _run(code: str) -> str:
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout
+
+
+def test_the_loader_gives_working_classes_without_the_package_init():
+    # A fresh process: the loader is the first to touch pyroute2. The netlink socket only reads
+    # (loopback's index; a dump of a link that cannot exist), nothing changes on this machine.
+    out = _run(
+        "import sys\n"
+        "from netkit.kernel import pyroute2_loader as L\n"
+        "with L.IPRoute() as ipr:\n"
+        "    print('LO', ipr.link_lookup(ifname='lo'))\n"
+        "    try:\n"
+        "        ipr.get_links(2**31 - 7)\n"
+        "    except L.NetlinkError as err:\n"
+        "        print('ERR', err.code)\n"
+        "print('PERM', L.ndmsg.states['permanent'])\n"
+        "print('LAZY', L.fully_imported(), 'pyroute2.ndb.main' in sys.modules, 'pyroute2.ipdb' in sys.modules)\n"
+        # Code elsewhere that asks the package for a class still gets it (the real __init__ runs).
+        "from pyroute2 import IPRoute, Conntrack\n"
+        "import pyroute2\n"
+        "print('FULL', L.fully_imported(), IPRoute is L.IPRoute, pyroute2.__version__ != 'unknown',\n"
+        "      Conntrack.__module__)\n"
+    )
+    assert "LO [1]" in out and "ERR 19" in out and "PERM 128" in out, out
+    assert "LAZY False False False" in out, out
+    assert "FULL True True True pyroute2.conntrack" in out, out
+
+
+def test_the_loader_fails_loudly_when_pyroute2_moves_a_class():
+    from netkit.kernel import pyroute2_loader as L
+
+    for module, name in [("pyroute2.iproute.nowhere", "IPRoute"), ("pyroute2.iproute.linux", "NoSuchClass")]:
+        with pytest.raises(L.PyRoute2LayoutError, match=f"{module}.{name}.*pyroute2 0.9"):
+            L.load(module, name)
+
+
+def test_only_the_loader_imports_pyroute2():
+    """`import pyroute2` or `from pyroute2[.x] import ...` anywhere else could run the package
+    __init__ (a submodule import first imports its package)."""
+    offenders = []
+    for path in NETKIT.rglob("*.py"):
+        if path.name == "pyroute2_loader.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            offenders += [f"{path.relative_to(NETKIT)}:{node.lineno}" for n in names
+                          if n == "pyroute2" or n.startswith("pyroute2.")]
+    assert offenders == []
+
+
+def test_no_netkit_path_runs_the_pyroute2_package_init():
+    """Every module of netkit imported (CLI, engine, kernel, daemon, cni, cluster, tracer), the
+    daemon's warm-up run, and the kernel executor built: still only the rtnetlink part."""
+    out = _run(
+        "import pkgutil, sys, importlib, netkit\n"
+        "for m in pkgutil.walk_packages(netkit.__path__, 'netkit.'):\n"
+        "    if m.name not in ('netkit.__main__',):\n"
+        "        importlib.import_module(m.name)\n"
+        "from netkit.kernel.warm import preload_netlink\n"
+        "preload_netlink()\n"
+        "from netkit.kernel.executor import kernel_executor\n"
+        "kernel_executor()\n"
+        "from netkit.kernel import pyroute2_loader as L\n"
+        "print('FULL', L.fully_imported(), 'pyroute2.ndb.main' in sys.modules)\n"
+    )
+    assert "FULL False False" in out, out
