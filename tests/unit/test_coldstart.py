@@ -82,3 +82,42 @@ def test_no_netkit_path_runs_the_pyroute2_package_init():
         "print('FULL', L.fully_imported(), 'pyroute2.ndb.main' in sys.modules)\n"
     )
     assert "FULL False False" in out, out
+
+
+def _cli_in_process(argv: list[str], every_group: bool) -> str:
+    """`netkit ARGV` in a fresh process, through netkit.cli.main.run (only the groups it needs) or
+    with every group registered first (what it did before it loaded groups lazily)."""
+    code = ("import sys\nfrom netkit.cli import main\n"
+            + ("main.load()\n" if every_group else "")
+            + f"sys.argv = ['netkit'] + {argv!r}\n"
+            "try:\n    main.run()\nexcept SystemExit as e:\n    print('EXIT', e.code)\n"
+            "print('LOADED', sorted(m for m in sys.modules if m.startswith('netkit.cli.')))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
+    return out.stdout + out.stderr
+
+
+def test_every_top_level_command_is_registered_by_the_module_main_loads_for_it():
+    out = _run(
+        "import typer.main\nfrom netkit.cli import main\nfrom netkit.cli.app import app\nmain.load()\n"
+        "root = typer.main.get_command(app)\n"
+        "def module_of(cmd):\n"
+        "    if cmd.callback is not None:\n"
+        "        return cmd.callback.__module__\n"
+        "    return {module_of(sub) for sub in cmd.commands.values()}.pop()\n"
+        "for name, cmd in root.commands.items():\n"
+        "    print(name, module_of(cmd).rsplit('.', 1)[1], main.MODULE_OF.get(name))\n"
+    )
+    rows = [line.split() for line in out.splitlines()]
+    assert len(rows) >= 20
+    for name, module, mapped in rows:
+        assert mapped == ("None" if name == "daemon" else module), (name, module, mapped)
+
+
+@pytest.mark.parametrize("argv", [["container", "create", "--help"], ["network", "ls", "--nope"],
+                                  ["network", "lss"], ["publish"], ["--version"], ["daemon", "--help"],
+                                  ["contaner", "ls"], ["--help"]])
+def test_loading_only_the_needed_group_changes_no_output(argv):
+    lazy, full = _cli_in_process(argv, False), _cli_in_process(argv, True)
+    assert lazy.split("LOADED")[0] == full.split("LOADED")[0]
+    if argv[0] in ("container", "network", "publish"):
+        assert lazy.count("netkit.cli.") < full.count("netkit.cli.")  # really fewer modules
