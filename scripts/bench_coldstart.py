@@ -4,7 +4,10 @@ slower than today"): medians of interleaved runs beside the interpreter's own st
 measured in the same run), and the import cost of the modules each path loads. Runs itself in a
 netkit sandbox (container create/rm change network state).
 
-    .venv/bin/python scripts/bench_coldstart.py [--n 15]
+    .venv/bin/python scripts/bench_coldstart.py [--n 15] [--before DIR]
+
+--before DIR: also time another copy of the `netkit` package (e.g. `git archive main netkit |
+tar -x -C DIR`), interleaved with this one in the same run, so before/after share the load.
 """
 from __future__ import annotations
 
@@ -20,9 +23,10 @@ NETKIT = os.path.join(BIN, "netkit")
 ENV = {**os.environ, "NETKIT_DAEMON": "0"}
 
 
-def timed(argv: list[str]) -> float:
+def timed(argv: list[str], env: dict | None = None) -> float:
     t0 = time.perf_counter()
-    proc = subprocess.run(argv, capture_output=True, text=True, env=ENV)
+    # cwd "/": python -c would put the current folder first on sys.path, ahead of PYTHONPATH.
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env or ENV, cwd="/")
     ms = (time.perf_counter() - t0) * 1000
     if proc.returncode != 0:
         sys.exit(f"bench: {' '.join(argv)} failed: {proc.stdout}{proc.stderr}")
@@ -31,9 +35,8 @@ def timed(argv: list[str]) -> float:
 
 # Import-only figures: what each path pays before doing any work.
 IMPORTS = {
-    "import pyroute2 (the whole package)": "import pyroute2",
     "import netkit.kernel.links (netlink adapter)": "import netkit.kernel.links",
-    "import netkit.cli.main (every command group)": "import netkit.cli.main",
+    "import every command group of the CLI": "import netkit.cli.main as m; getattr(m, 'load', lambda: None)()",
 }
 
 
@@ -42,6 +45,7 @@ def main() -> None:
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=15)
+    parser.add_argument("--before", help="a folder holding another copy of the netkit package to time alongside")
     args = parser.parse_args()
     if not sandbox.in_sandbox():
         sys.exit(subprocess.call([sys.executable, "-m", "netkit", "sandbox", "--", sys.executable] + sys.argv))
@@ -49,23 +53,29 @@ def main() -> None:
     timed([NETKIT, "container", "create", "first", "--net", "cold"])  # the network's DNS server starts here
     rows: dict[str, list[float]] = {}
 
-    def run(label: str, argv: list[str]) -> None:
-        rows.setdefault(label, []).append(timed(argv))
+    versions = {"": ENV}
+    if args.before:
+        versions = {"before: ": {**ENV, "PYTHONPATH": os.path.abspath(args.before)}, "after:  ": ENV}
+
+    def run(label: str, argv: list[str], env: dict = ENV) -> None:
+        rows.setdefault(label, []).append(timed(argv, env))
 
     for i in range(args.n):  # interleaved, so that load on the machine spreads over every row
         run("python -c pass (floor)", [sys.executable, "-c", "pass"])
-        run("netkit --version", [NETKIT, "--version"])
-        run("netkit network ls", [NETKIT, "network", "ls"])
-        run("python -m netkit network ls", [sys.executable, "-m", "netkit", "network", "ls"])
-        run("netkit container create", [NETKIT, "container", "create", f"c{i}", "--net", "cold"])
-        run("netkit container rm", [NETKIT, "container", "rm", f"c{i}"])
-        for label, code in IMPORTS.items():
-            run(label, [sys.executable, "-c", code])
+        run("import pyroute2 (the whole package)", [sys.executable, "-c", "import pyroute2"])
+        for tag, env in versions.items():
+            run(f"{tag}netkit --version", [NETKIT, "--version"], env)
+            run(f"{tag}netkit network ls", [NETKIT, "network", "ls"], env)
+            run(f"{tag}python -m netkit network ls", [sys.executable, "-m", "netkit", "network", "ls"], env)
+            run(f"{tag}netkit container create", [NETKIT, "container", "create", f"{tag[:1]}c{i}", "--net", "cold"], env)
+            run(f"{tag}netkit container rm", [NETKIT, "container", "rm", f"{tag[:1]}c{i}"], env)
+            for label, code in IMPORTS.items():
+                run(f"{tag}{label}", [sys.executable, "-c", code], env)
     print(f"whole-process medians of {args.n} interleaved runs, no daemon (NETKIT_DAEMON=0):")
     floor = statistics.median(rows["python -c pass (floor)"])
-    for label, values in rows.items():
+    for label, values in sorted(rows.items(), key=lambda kv: (kv[0].split(": ")[-1], not kv[0].startswith("before"))):
         ms = statistics.median(values)
-        print(f"  {label:46s} {ms:7.1f} ms   (floor + {ms - floor:6.1f})")
+        print(f"  {label:54s} {ms:7.1f} ms   (floor + {ms - floor:6.1f})")
 
 
 if __name__ == "__main__":

@@ -121,3 +121,15 @@ def test_loading_only_the_needed_group_changes_no_output(argv):
     assert lazy.split("LOADED")[0] == full.split("LOADED")[0]
     if argv[0] in ("container", "network", "publish"):
         assert lazy.count("netkit.cli.") < full.count("netkit.cli.")  # really fewer modules
+
+
+@pytest.mark.parametrize("argv", [["container", "create", "--help"], ["network", "create"]])
+def test_help_and_usage_errors_do_not_import_rich(argv):
+    """Typer imports rich just to escape `[required]` when rich is installed; netkit's help is plain."""
+    out = _cli_in_process(argv, False)
+    assert "Usage: netkit" in out and ("[required]" in out or "Missing argument" in out), out
+    out = _run("import sys\nfrom netkit.cli import main\n"
+               f"sys.argv = ['netkit'] + {argv!r}\n"
+               "try:\n    main.run()\nexcept SystemExit:\n    pass\n"
+               "print('RICH', 'rich' in sys.modules)\n")
+    assert "RICH False" in out, out
