@@ -73,7 +73,7 @@ def main() -> None:
                 run(f"{tag}{label}", [sys.executable, "-c", code], env)
     print(f"whole-process medians of {args.n} interleaved runs, no daemon (NETKIT_DAEMON=0):")
     floor = statistics.median(rows["python -c pass (floor)"])
-    for label, values in sorted(rows.items(), key=lambda kv: (kv[0].split(": ")[-1], not kv[0].startswith("before"))):
+    for label, values in sorted(rows.items(), key=lambda kv: (kv[0].split(": ")[-1].strip(), not kv[0].startswith("before"))):
         ms = statistics.median(values)
         print(f"  {label:54s} {ms:7.1f} ms   (floor + {ms - floor:6.1f})")
 
