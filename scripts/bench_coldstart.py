@@ -67,13 +67,18 @@ def main() -> None:
             run(f"{tag}netkit --version", [NETKIT, "--version"], env)
             run(f"{tag}netkit network ls", [NETKIT, "network", "ls"], env)
             run(f"{tag}python -m netkit network ls", [sys.executable, "-m", "netkit", "network", "ls"], env)
-            run(f"{tag}netkit container create", [NETKIT, "container", "create", f"{tag[:1]}c{i}", "--net", "cold"], env)
-            run(f"{tag}netkit container rm", [NETKIT, "container", "rm", f"{tag[:1]}c{i}"], env)
+            name = f"{tag[:1]}c{i}"
+            run(f"{tag}netkit container create", [NETKIT, "container", "create", name, "--net", "cold"], env)
+            run(f"{tag}netkit container rm", [NETKIT, "container", "rm", name], env)
             for label, code in IMPORTS.items():
                 run(f"{tag}{label}", [sys.executable, "-c", code], env)
     print(f"whole-process medians of {args.n} interleaved runs, no daemon (NETKIT_DAEMON=0):")
     floor = statistics.median(rows["python -c pass (floor)"])
-    for label, values in sorted(rows.items(), key=lambda kv: (kv[0].split(": ")[-1].strip(), not kv[0].startswith("before"))):
+
+    def before_beside_after(row):
+        return row[0].split(": ")[-1].strip(), not row[0].startswith("before")
+
+    for label, values in sorted(rows.items(), key=before_beside_after):
         ms = statistics.median(values)
         print(f"  {label:54s} {ms:7.1f} ms   (floor + {ms - floor:6.1f})")
 
