@@ -6,8 +6,10 @@ import typer
 
 def _plain_help_fixes() -> None:
     """Two flaws of Typer 0.20's plain (non-rich) help with Click >= 8.3: Click's Parameter
-    init drops the help text TyperArgument set before calling it, and `[required]` comes out
-    escaped for rich's HTML export as `\\[required]`. Restore the text; print brackets plainly."""
+    init drops the help text TyperArgument set before calling it, and whenever rich is
+    installed `[required]` comes out escaped for rich's HTML export as `\\[required]` (importing
+    rich, ~50 ms, to do so). Restore the text; tell Typer rich is absent (netkit's help is plain:
+    rich_markup_mode=None), so brackets print plainly and rich is never imported."""
     from typer import core
 
     if getattr(core.TyperArgument, "_netkit_fixed", False):
@@ -18,19 +20,14 @@ def _plain_help_fixes() -> None:
         init(self, *args, help=help, **kwargs)
         self.help = help
 
-    def unescaped(get_help_record):
-        def record(self, ctx):
-            found = get_help_record(self, ctx)
-            return None if found is None else (found[0], found[1].replace("\\[", "["))
-        return record
-
     core.TyperArgument.__init__ = argument_init
     # Click >= 8.3 lists documented arguments itself ("Positional arguments"); Typer already does.
     for cls in (core.TyperCommand, core.TyperGroup):
         if hasattr(cls, "format_arguments"):
             cls.format_arguments = lambda self, ctx, formatter: None
-    core.TyperArgument.get_help_record = unescaped(core.TyperArgument.get_help_record)
-    core.TyperOption.get_help_record = unescaped(core.TyperOption.get_help_record)
+    # Read by typer.core only to pick rich help/errors (off here: rich_markup_mode=None) and to
+    # escape brackets for rich; typer.main copied it at import for pretty tracebacks (disabled).
+    core.HAS_RICH = False
     core.TyperArgument._netkit_fixed = True
 
 

@@ -335,7 +335,7 @@ def set_hairpin(ifnames: list[str], ipr=None) -> None:
     if ipr is not None:
         links.set_hairpin(ipr, ifnames)
         return
-    from pyroute2 import IPRoute
+    from netkit.kernel.pyroute2_loader import IPRoute
 
     with IPRoute() as own:
         links.set_hairpin(own, ifnames)

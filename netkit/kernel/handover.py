@@ -32,8 +32,8 @@ def drop_name(name: str) -> None:
 def move_here(netns_path: str, ifname: str, new_name: str) -> None:
     """Move `ifname` out of the netns at `netns_path` into the calling thread's netns as `new_name`
     (one netlink request: IFLA_NET_NS_FD with IFLA_IFNAME renames on the way)."""
-    from pyroute2 import IPRoute
-    from pyroute2.netlink.exceptions import NetlinkError
+    from netkit.kernel.pyroute2_loader import IPRoute
+    from netkit.kernel.pyroute2_loader import NetlinkError
 
     home = nsutil.current_netns_fd()
     try:

@@ -7,8 +7,8 @@ import errno
 import os
 import socket
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
+from netkit.kernel.pyroute2_loader import IPRoute
+from netkit.kernel.pyroute2_loader import NetlinkError
 
 from netkit import ops
 from netkit.errors import KernelError

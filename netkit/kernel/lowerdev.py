@@ -5,8 +5,8 @@ from __future__ import annotations
 import errno
 import os
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
+from netkit.kernel.pyroute2_loader import IPRoute
+from netkit.kernel.pyroute2_loader import NetlinkError
 
 from netkit.errors import EnvError, KernelError, UserError
 from netkit.kernel import netns as netns_mod

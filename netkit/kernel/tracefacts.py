@@ -31,7 +31,7 @@ def inside(path: str | None):
 
 
 def _iproute(path: str | None):
-    from pyroute2 import IPRoute
+    from netkit.kernel.pyroute2_loader import IPRoute
 
     if not path:
         return IPRoute()
@@ -92,7 +92,7 @@ def route_get(path: str | None, dst: str, src: str | None = None, iif: str | Non
     """What the kernel's routing decides for a packet (`ip route get DST [from SRC iif IF]`):
     {type: unicast|local|unreachable|..., oif, gateway, error: None|rp_filter|no_route|...}.
     With `iif` this is the input lookup a received packet gets, rp_filter included."""
-    from pyroute2.netlink.exceptions import NetlinkError
+    from netkit.kernel.pyroute2_loader import NetlinkError
 
     out = {"type": None, "oif": None, "gateway": None, "error": None, "errno": None}
     kwargs = {"dst": dst}
@@ -152,7 +152,9 @@ def _tuple_dict(t) -> dict:
 def conntrack(path: str | None = None) -> list[dict]:
     """The netns's conntrack table, read-only, as plain dicts ([] if unavailable)."""
     try:
-        from pyroute2 import Conntrack
+        from netkit.kernel.pyroute2_loader import load
+
+        Conntrack = load("pyroute2.conntrack", "Conntrack")  # noqa: N806 - a class
 
         entries = []
         with inside(path), Conntrack() as ct:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import errno
 import os
 
-from pyroute2 import IPRoute
+from netkit.kernel.pyroute2_loader import IPRoute
 
 from netkit.kernel import netns, nsutil
 
@@ -43,7 +43,7 @@ def plug(bridge: str, port: str, netns_path: str, inner: str, address: str, pref
 
 def unplug(port: str) -> None:
     """Pull a host's cable: its veth pair goes, the host is cut off the underlay."""
-    from pyroute2.netlink.exceptions import NetlinkError
+    from netkit.kernel.pyroute2_loader import NetlinkError
 
     with IPRoute() as ipr:
         found = ipr.link_lookup(ifname=port)

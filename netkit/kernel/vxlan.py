@@ -11,9 +11,9 @@ import errno
 import socket
 from dataclasses import dataclass
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netlink.rtnl import ndmsg
+from netkit.kernel.pyroute2_loader import IPRoute
+from netkit.kernel.pyroute2_loader import NetlinkError
+from netkit.kernel.pyroute2_loader import ndmsg
 
 from netkit.errors import KernelError
 from netkit.naming import bridge_mac

@@ -1,17 +1,19 @@
-"""What a warm process (netkitd) loads before it forks: pyroute2 and its compiled message tables,
-so that a forked command finds them ready (the daemon itself must not import pyroute2: layers)."""
+"""What a warm process (netkitd) loads before it forks: pyroute2's rtnetlink part and its compiled
+message tables, so that a forked command finds them ready (the daemon itself must not import
+pyroute2: layers)."""
 from __future__ import annotations
 
 
 def preload_netlink() -> None:
     """pyroute2 compiles each message class's attribute table on first use (~10 ms for an
     attach's links, addresses and routes); do it once here, in pure Python, touching no socket."""
-    import pyroute2  # noqa: F401
-    from pyroute2 import IPRoute  # noqa: F401 - pyroute2 resolves its names lazily
-    from pyroute2.netlink import nla_base
-    from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
-    from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
-    from pyroute2.netlink.rtnl.rtmsg import rtmsg
+    # The rtnetlink part netkit uses, not the whole package (kernel/pyroute2_loader.py).
+    from netkit.kernel.pyroute2_loader import load
+
+    nla_base = load("pyroute2.netlink", "nla_base")
+    ifaddrmsg = load("pyroute2.netlink.rtnl.ifaddrmsg", "ifaddrmsg")
+    ifinfmsg = load("pyroute2.netlink.rtnl.ifinfmsg", "ifinfmsg")
+    rtmsg = load("pyroute2.netlink.rtnl.rtmsg", "rtmsg")
 
     seen: set = set()
 
