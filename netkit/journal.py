@@ -9,6 +9,15 @@ written into the state (meta "intent") in the change's own transaction, so after
 - token in the state: it committed -> roll forward: run the `remove` steps.
 Firewall rules and sysctls are not rolled here: the reconciler makes them match the state anyway.
 The journal is deleted when the change is complete.
+
+What it costs (docs/facts.md, "Engine fixed cost"): a change writes the journal only when it gains
+a step recovery acts on (`needed()`), so a create writes it once, a publish never; each write is
+one fdatasync. Durability is sized to what the journal protects: kernel objects, and none of them
+survives a reboot. Against a killed process the rename alone is enough (the page cache survives);
+the fdatasync before the rename is there so that a journal seen after a power loss is whole (a
+torn one would read as damaged and stop every command), not so that it is seen at all: a journal
+a power loss drops (no folder fsync after the rename) or brings back (no folder fsync after the
+unlink) names only deletions of objects the reboot removed, which recovery tolerates.
 """
 from __future__ import annotations
 
@@ -46,27 +55,34 @@ def decode(item: dict):
     return cls(**{k: v for k, v in item.items() if k in names})
 
 
+def needed(steps) -> bool:
+    """Whether steps hold one that recovery acts on (a rules-only batch needs no journal write)."""
+    return any(type(s).__name__ in _KINDS for s in steps)
+
+
 def write(directory: str, token: str, command: str, apply: list, remove: list) -> None:
-    """Replace the journal atomically and durably (a crash leaves the old one or the new one)."""
+    """Replace the journal atomically (a crash leaves the old one or the new one, whole)."""
     data = {"token": token, "command": command, "started": time.time(),
             "apply": [encode(s) for s in apply], "remove": [encode(s) for s in remove]}
-    _durable_write(path(directory), json.dumps(data).encode())
+    _durable_write(path(directory), json.dumps(data).encode(), sync_dir=False)
 
 
-def _durable_write(target: str, data: bytes) -> None:
-    """Write, fsync, rename into place, fsync the folder. A failure (a full disk) is one line and
-    leaves the previous file as it was."""
+def _durable_write(target: str, data: bytes, sync_dir: bool = True) -> None:
+    """Write, fdatasync, rename into place and (sync_dir) fsync the folder, so that the new file
+    is whole after a power loss, and with sync_dir there at all. A failure (a full disk) is one
+    line and leaves the previous file as it was."""
     tmp = target + ".tmp"
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
             if os.write(fd, data) != len(data):
                 raise OSError(28, "short write (disk full?)")
-            os.fsync(fd)
+            os.fdatasync(fd)  # data and size; the times fsync would add are of no use here
         finally:
             os.close(fd)
         os.replace(tmp, target)
-        _fsync_dir(os.path.dirname(target))
+        if sync_dir:
+            _fsync_dir(os.path.dirname(target))
     except OSError as err:
         try:
             os.remove(tmp)
@@ -77,11 +93,12 @@ def _durable_write(target: str, data: bytes) -> None:
 
 
 def clear(directory: str) -> None:
+    """Remove the journal. Not fsync'd: after a power loss a journal that comes back only names
+    deletions of objects the reboot removed (see the module's docstring)."""
     try:
         os.remove(path(directory))
     except FileNotFoundError:
         return
-    _fsync_dir(directory)
 
 
 def read(directory: str) -> dict | None:
