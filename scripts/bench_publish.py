@@ -9,6 +9,7 @@ back), N times per phase; and the whole CLI process `netkit publish HOSTPORT:80 
 median and p90 in ms.
 
     .venv/bin/python scripts/bench_publish.py [--rounds 40] [--backends iptables-legacy,iptables-nft,nftables]
+                                              [--mappings 0,100,1000]
 """
 from __future__ import annotations
 
@@ -68,18 +69,20 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=40)
     ap.add_argument("--backends", default="iptables-legacy,iptables-nft,nftables")
+    ap.add_argument("--mappings", default="0,100,1000", help="the phases: mappings present while measuring")
     ap.add_argument("--backend", help=argparse.SUPPRESS)  # inside the sandbox: the one to measure
     args = ap.parse_args()
     if args.backend is None:  # one fresh sandbox per backend
         rc = 0
         for name in args.backends.split(","):
             rc |= subprocess.call([sys.executable, "-m", "netkit", "sandbox", "--", sys.executable,
-                                   os.path.abspath(__file__), "--rounds", str(args.rounds), "--backend", name], cwd=ROOT)
+                                   os.path.abspath(__file__), "--rounds", str(args.rounds), "--backend", name,
+                                   "--mappings", args.mappings], cwd=ROOT)
         return rc
-    return measure(args.backend, args.rounds)
+    return measure(args.backend, args.rounds, [int(m) for m in args.mappings.split(",")])
 
 
-def measure(backend: str, rounds: int) -> int:
+def measure(backend: str, rounds: int, phases: list[int]) -> int:
     import json
     import tempfile
 
@@ -97,7 +100,7 @@ def measure(backend: str, rounds: int) -> int:
     c.close()
     have = 0
     print(f"[{backend}] publish latency (in-process ports.publish / unpublish of one port, {rounds} rounds each)")
-    for target in (0, 100, 1000):
+    for target in phases:
         have = add_containers(target, have)
         ctx_ = ctx()
         pub, unpub = [], []

@@ -177,8 +177,8 @@ class Context:
 
     def _journal_write(self, apply: list = (), force: bool = False) -> None:
         """Record what this change is about to do (before it does it). Written only when the
-        journal gains a step recovery acts on (or `force`): each write is an fdatasync, and a
-        batch of rules alone changes nothing a rollback would do (the reconciler owns rules)."""
+        journal gains a step recovery acts on (or `force`): a batch of rules alone changes
+        nothing a rollback would do (the reconciler owns rules)."""
         import sys
 
         from netkit import journal
