@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """Benchmark: bridge-mode `container create` (netns + veth + address + route + bridge port).
 
-Prints median and p90 of N in-process creates through the engine beside the raw floor (the same
-kernel work written straight against pyroute2: no state, journal, firewall or name files), the 10th
-and 500th attach on one network (the cost must not grow with the bridge's size: docs/facts.md,
-"IPv6 flooding"), and the whole-process time of `netkit container create`. Runs itself inside a
-netkit sandbox.
+Prints median and p90 of N in-process creates, then removes, through the engine beside the raw
+floor (the same kernel work written straight against pyroute2: no state, journal, firewall or name
+files), the 10th and 500th attach on one network (the cost must not grow with the bridge's size:
+docs/facts.md, "IPv6 flooding"), and the whole-process time of `netkit container create`. Runs
+itself inside a netkit sandbox.
 
     .venv/bin/python scripts/bench_attach.py [--n 100] [--big 500] [--cli 10]
 """
@@ -109,6 +109,13 @@ def main() -> None:
     window = lambda k: statistics.median(times[max(0, k - 5):k + 5])  # noqa: E731 - smooth single outliers
     print(f"attach #10: {window(9):.2f} ms, attach #{args.big}: {window(args.big - 1):.2f} ms "
           f"(median of 10 around each; ratio {window(args.big - 1) / window(9):.2f})")
+    removed = []
+    for i in range(args.n):
+        t0 = time.perf_counter()
+        containers.remove(ctx, f"c{i}")
+        removed.append((time.perf_counter() - t0) * 1000)
+    print(f"in-process rm, N={args.n} (of {args.big}): median {statistics.median(removed):.2f} ms, "
+          f"p90 {pct(removed, 0.9):.2f} ms")
     ctx.close()
 
     wait_idle()
