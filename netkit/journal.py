@@ -70,6 +70,7 @@ def needed(steps) -> bool:
 # One connection per state folder and process (a fork, e.g. the daemon's workers, opens its own);
 # re-opened if the file was replaced or removed meanwhile.
 _CONNECTIONS: dict[str, tuple[int, tuple, sqlite3.Connection]] = {}
+_INHERITED: list[sqlite3.Connection] = []
 
 
 def _identity(target: str) -> tuple | None:
@@ -90,6 +91,8 @@ def _db(directory: str, create: bool) -> sqlite3.Connection | None:
         del _CONNECTIONS[directory]
         if cached[0] == os.getpid():
             cached[2].close()  # the file was removed or replaced
+        else:  # a forked child: the parent's handle is not for it to close (nor to collect)
+            _INHERITED.append(cached[2])
     if ident is None and not create:
         return None
     db = sqlite3.connect(target, isolation_level=None, timeout=30, check_same_thread=False)
