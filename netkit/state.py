@@ -297,8 +297,14 @@ class Store:
         return [r[0] for r in rows]
 
     def sharers(self, name: str) -> list[str]:
-        """Containers in container:NAME mode that share NAME's netns."""
-        return [c.name for c in self.containers() if c.shares == name]
+        """Containers in container:NAME mode that share NAME's netns. Asked of SQLite's JSON
+        functions: decoding every container (~0.1 ms each) made each `rm` grow with the host."""
+        try:
+            rows = self.db.execute("SELECT name FROM containers WHERE json_extract(data, '$.shares') = ? "
+                                   "ORDER BY name", (name,)).fetchall()
+        except sqlite3.Error:  # a row that is no JSON: the decoding path says so in one line
+            return [c.name for c in self.containers() if c.shares == name]
+        return [r[0] for r in rows]
 
     # plain bridges made by `netkit bridge create`
     def bridge(self, name: str) -> dict | None:

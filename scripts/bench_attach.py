@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """Benchmark: bridge-mode `container create` (netns + veth + address + route + bridge port).
 
-Prints median and p90 of N in-process creates through the engine, the 10th and 500th attach on
-one network (the cost must not grow with the bridge's size: docs/facts.md, "IPv6 flooding"), and the
-whole-process time of `netkit container create`. Runs itself inside a netkit sandbox.
+Prints median and p90 of N in-process creates, then removes, through the engine beside the raw
+floor (the same kernel work written straight against pyroute2: no state, journal, firewall or name
+files), the 10th and 500th attach on one network (the cost must not grow with the bridge's size:
+docs/facts.md, "IPv6 flooding"), and the whole-process time of `netkit container create`. Runs
+itself inside a netkit sandbox.
 
     .venv/bin/python scripts/bench_attach.py [--n 100] [--big 500] [--cli 10]
 """
@@ -29,6 +31,51 @@ def wait_idle(seconds: float = 3.0) -> None:
     time.sleep(seconds)
 
 
+def raw_floor(n: int) -> list[float]:
+    """N attaches with nothing but the kernel steps: netns (unshare + pin, IPv6 off, lo up), veth
+    made with its peer inside the netns and its bridge set, host end up, address, default route."""
+    import socket
+
+    from pyroute2 import IPRoute
+
+    from netkit.kernel import nsutil
+
+    os.makedirs("/run/netns", exist_ok=True)
+    ipr = IPRoute()
+    ipr.link("add", ifname="br-rawfloor", kind="bridge")
+    bridge = ipr.link_lookup(ifname="br-rawfloor")[0]
+    ipr.addr("add", index=bridge, address="10.201.0.1", prefixlen=16)
+    ipr.link("set", index=bridge, state="up")
+    times = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        nsutil.unshare(nsutil.CLONE_NEWNET)
+        nsutil.pin("/proc/thread-self/ns/net", f"/run/netns/raw{i}")
+        for scope in ("all", "default"):
+            with open(f"/proc/sys/net/ipv6/conf/{scope}/disable_ipv6", "w") as fh:
+                fh.write("1")
+        inner = IPRoute()  # opened inside the new netns
+        inner.link("set", index=1, state="up")
+        ns_fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        nsutil.setns(home, nsutil.CLONE_NEWNET)
+        os.close(home)
+        host_if = f"vraw{i}"
+        ipr.link("add", ifname=host_if, kind="veth", master=bridge, peer={"ifname": "eth0", "net_ns_fd": ns_fd})
+        os.close(ns_fd)
+        with open(f"/proc/sys/net/ipv6/conf/{host_if}/disable_ipv6", "w") as fh:
+            fh.write("1")
+        ipr.link("set", index=socket.if_nametoindex(host_if), state="up")
+        idx = inner.link_lookup(ifname="eth0")[0]
+        inner.link("set", index=idx, state="up")
+        inner.addr("add", index=idx, address=f"10.201.{1 + i // 250}.{1 + i % 250}", prefixlen=16)
+        inner.route("add", dst="0.0.0.0/0", gateway="10.201.0.1")
+        inner.close()
+        times.append((time.perf_counter() - t0) * 1000)
+    ipr.close()
+    return times
+
+
 def main() -> None:
     from netkit import sandbox
 
@@ -43,6 +90,8 @@ def main() -> None:
     from netkit.engine import containers, networks
     from netkit.engine.context import Context
 
+    raw = raw_floor(args.n)
+    wait_idle()
     ctx = Context()
     networks.create(ctx, networks.NetworkRequest("bench", subnet="10.200.0.0/16"))
     times = []
@@ -50,7 +99,8 @@ def main() -> None:
         t0 = time.perf_counter()
         containers.create(ctx, containers.ContainerRequest(f"c{i}", net="bench"))
         times.append((time.perf_counter() - t0) * 1000)
-    print(f"in-process create, N={args.n}: median {statistics.median(times):.2f} ms, p90 {pct(times, 0.9):.2f} ms")
+    print(f"in-process create, N={args.n}: median {statistics.median(times):.2f} ms, p90 {pct(times, 0.9):.2f} ms "
+          f"(raw pyroute2 floor: median {statistics.median(raw):.2f} ms, p90 {pct(raw, 0.9):.2f} ms)")
 
     for i in range(args.n, args.big):
         t0 = time.perf_counter()
@@ -59,6 +109,13 @@ def main() -> None:
     window = lambda k: statistics.median(times[max(0, k - 5):k + 5])  # noqa: E731 - smooth single outliers
     print(f"attach #10: {window(9):.2f} ms, attach #{args.big}: {window(args.big - 1):.2f} ms "
           f"(median of 10 around each; ratio {window(args.big - 1) / window(9):.2f})")
+    removed = []
+    for i in range(args.n):
+        t0 = time.perf_counter()
+        containers.remove(ctx, f"c{i}")
+        removed.append((time.perf_counter() - t0) * 1000)
+    print(f"in-process rm, N={args.n} (of {args.big}): median {statistics.median(removed):.2f} ms, "
+          f"p90 {pct(removed, 0.9):.2f} ms")
     ctx.close()
 
     wait_idle()

@@ -24,6 +24,13 @@ if TYPE_CHECKING:
     from netkit.kernel.probe import Probe
 
 
+# The firewall backend each config asks for, checked once per process: `available()` runs a
+# program (`iptables-nft-save`) or loads libnftables, ~6 ms that a long-lived engine (the daemon,
+# the Docker driver) would otherwise pay on every change. Keyed by the settings that decide the
+# choice, so a config that names another backend (or turns iptables off) is checked afresh.
+_FIREWALLS: dict[tuple, tuple] = {}
+
+
 class _DryRun(Exception):
     """Raised at the end of a dry-run change so that the state transaction rolls back."""
 
@@ -53,8 +60,8 @@ class Context:
         self._applied: list = []
         self._removals: list = []  # deletions run after the commit (journalled for roll-forward)
         self._journalled: list = []  # every step the journal holds (what was applied may be undone)
+        self._journal_removals = 0  # how many of _removals the journal on disk holds
         self._token: str | None = None
-        self._journal_size: tuple[int, int] | None = None  # (steps, removals) the journal on disk holds
         self._on_commit: list[Callable[[Context], None]] = []
         self.firewall_hint = None
         self._hint_blocked = False
@@ -87,7 +94,13 @@ class Context:
         if self._firewall is None:
             from netkit.kernel import fw
 
-            self._firewall, self.firewall_choice = fw.for_config(self.config)
+            cfg = self.config
+            key = (cfg.firewall_backend, cfg.iptables, cfg.source)
+            found = _FIREWALLS.get(key)
+            if found is None:
+                found = fw.for_config(cfg)
+                _FIREWALLS[key] = found  # only a backend that works here is remembered
+            self._firewall, self.firewall_choice = found
         return self._firewall
 
     def firewall_why(self) -> str:
@@ -167,18 +180,22 @@ class Context:
 
     # ---- the intent journal (netkit/journal.py) ----------------------------------------------
 
-    def _journal_write(self, apply: list = ()) -> None:
-        """Record what this change is about to do (before it does it)."""
+    def _journal_write(self, apply: list = (), force: bool = False) -> None:
+        """Record what this change is about to do (before it does it). Written only when the
+        journal gains a step recovery acts on (or `force`): a batch of rules alone changes
+        nothing a rollback would do (the reconciler owns rules)."""
         import sys
 
         from netkit import journal
 
+        self._journalled.extend(apply)
+        if not force and not journal.needed(apply):
+            return
         if self._token is None:
             self._token = os.urandom(8).hex()
-        self._journalled.extend(apply)
         journal.write(self.store.directory, self._token, " ".join(sys.argv[1:]) or "?", self._journalled,
                       self._removals)
-        self._journal_size = (len(self._journalled), len(self._removals))
+        self._journal_removals = len(self._removals)
 
     def _journal_seal(self) -> None:
         """Last thing in the transaction: the state says this change committed (if it does)."""
@@ -186,10 +203,8 @@ class Context:
 
         if self._token is None and not self._removals:
             return
-        # The removals are known now. A journal that already holds every step and removal (a
-        # publish: one apply, no removal) is not written again: two fsyncs less, same file content.
-        if self._token is None or self._journal_size != (len(self._journalled), len(self._removals)):
-            self._journal_write()
+        if len(self._removals) != self._journal_removals:
+            self._journal_write(force=True)  # the removals are known now
         self.store.put_meta(journal.META, self._token)
 
     def _journal_done(self) -> None:
@@ -249,8 +264,8 @@ class Context:
         self._on_commit = []
         self._removals = []
         self._journalled = []
+        self._journal_removals = 0
         self._token = None
-        self._journal_size = None
         self.firewall_hint = None
         self._hint_blocked = False
         try:

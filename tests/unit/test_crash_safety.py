@@ -118,3 +118,53 @@ def test_doctor_fix_refuses_to_empty_the_host_for_a_lost_state(ctx, kernel, tmp_
     with pytest.raises(EnvError, match="is empty, yet 1 container.s. netkit made exist"):
         doctor.kernel_objects(ctx, fix=True)
     assert "c1" in kernel.probe.netns
+
+
+def test_journal_written_by_a_killed_process_is_read_whole(tmp_path):
+    """The journal is a SQLite commit without fsync: a writer killed right after it is still read."""
+    import signal
+
+    steps = [ops.NetnsAdd("c1"), ops.UtsAdd("/run/netkit/uts/c1", "c1")]
+    pid = os.fork()
+    if pid == 0:  # the child: write, then die as a SIGKILL leaves it (no close, no cleanup)
+        journal.write(str(tmp_path), "tok", "container create c1", steps, [])
+        os.kill(os.getpid(), signal.SIGKILL)
+    os.waitpid(pid, 0)
+    data = journal.read(str(tmp_path))
+    assert data["token"] == "tok" and journal.plan(data, committed=False) == [ops.UtsDel("/run/netkit/uts/c1"),
+                                                                               ops.NetnsDel("c1")]
+    journal.clear(str(tmp_path))
+    assert journal.read(str(tmp_path)) is None
+
+
+def test_journal_of_an_older_netkit_and_a_damaged_one(ctx, kernel):
+    networks.create(ctx, NetworkRequest("app", subnet="172.20.0.0/24"))
+    kernel.executor.apply([ops.BridgeAdd("br-n2", 1500, "172.21.0.1/24", naming.bridge_mac("br-n2"))])
+    legacy = os.path.join(ctx.store.directory, journal.LEGACY_FILE)
+    with open(legacy, "w") as fh:  # intent.json as netkit wrote it before the SQLite journal
+        fh.write('{"token": "old", "command": "network create n2", "started": 0, "remove": [], '
+                 '"apply": [{"op": "BridgeAdd", "name": "br-n2", "mtu": 1500}]}')
+    networks.create(ctx, NetworkRequest("n3", subnet="172.22.0.0/24"))  # rolls the old one back first
+    assert not os.path.exists(legacy) and not kernel.probe.link_exists("br-n2")
+    for suffix in ("", "-wal", "-shm"):  # replaced by something else: the open handle is not used
+        os.remove(journal.path(ctx.store.directory) + suffix)
+    with open(journal.path(ctx.store.directory), "wb") as fh:
+        fh.write(b"not a database" * 100)
+    assert "damaged" in journal.read(ctx.store.directory)
+    with pytest.raises(EnvError, match="intent.db of an interrupted change is damaged"):
+        networks.create(ctx, NetworkRequest("n4", subnet="172.23.0.0/24"))
+
+
+def test_only_changes_with_steps_to_undo_write_the_journal(ctx, kernel, monkeypatch):
+    from netkit.engine import ports
+
+    networks.create(ctx, NetworkRequest("app", subnet="172.20.0.0/24"))
+    writes = []
+    real = journal.write
+    monkeypatch.setattr(journal, "write", lambda *a: writes.append(a[2]) or real(*a))
+    containers.create(ctx, ContainerRequest("c1", net="app"))
+    assert len(writes) == 1  # once, before the netns and veth are made
+    ports.publish(ctx, "8080:80", "c1")  # rules only: the reconciler owns them, nothing to journal
+    assert len(writes) == 1
+    containers.remove(ctx, "c1")  # the deletions it runs after the commit
+    assert len(writes) == 2 and journal.read(ctx.store.directory) is None
