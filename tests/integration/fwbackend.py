@@ -92,4 +92,34 @@ def every_rule(sandbox) -> str:
     # legacy as configuration: an empty built-in-only table appears when anyone merely reads it
     legacy = netstate.iptables_config(sandbox.sh("iptables-legacy-save 2>/dev/null", check=False).stdout)
     nft = sandbox.sh("nft list ruleset 2>/dev/null", check=False).stdout
-    return legacy + "\n" + re.sub(r"counter packets \d+ bytes \d+ ?", "", nft)
+    return order_free(legacy + "\n" + re.sub(r"counter packets \d+ bytes \d+ ?", "", nft))
+
+
+def order_free(text: str) -> str:
+    """The rules of netkit's order-free chains (rules.UNORDERED) sorted, in iptables-save text
+    (`-A CHAIN ...` lines) and in `nft list` text (`chain CHAIN { ... }` blocks): their order is
+    history (an undo appends what it puts back), not meaning. Chain names are unique across tables."""
+    from netkit import rules
+
+    free = {chain for _, chain in rules.UNORDERED}
+    out: list[str] = []
+    run: list[str] = []  # the current stretch of order-free rule lines
+    block = None  # the nft chain block we are in, if it is order-free
+    for line in text.splitlines():
+        stripped = line.strip()
+        chain_of_line = stripped.split()[1] if stripped.startswith("-A ") else None
+        in_free = (chain_of_line in free) or (block is not None and stripped not in ("}", "")
+                                              and not stripped.startswith(("type ", "policy ")))
+        if run and (not in_free or (chain_of_line and run[0].strip().split()[1:2] != [chain_of_line])):
+            out.extend(sorted(run))
+            run = []
+        if stripped.startswith("chain "):
+            block = stripped.split()[1] if stripped.split()[1] in free else None
+        elif stripped == "}":
+            block = None
+        if in_free and not stripped.startswith("chain "):
+            run.append(line)
+        else:
+            out.append(line)
+    out.extend(sorted(run))
+    return "\n".join(out)
