@@ -58,7 +58,7 @@ if [ ! -x .venv/bin/python ] || [ pyproject.toml -nt "$stamp" ]; then
   # friends at every interpreter start, ~20 ms of each netkit command (docs/facts.md, "CLI start-up").
   .venv/bin/pip install -q --disable-pip-version-check -e '.[test]' --config-settings editable_mode=compat 2>&1 \
     | grep -v '^WARNING: Location' >&2 || true
-  .venv/bin/python -c 'import pyroute2, iptc, scapy, typer, rich, dnslib, yaml, pytest, hypothesis, importlinter'
+  .venv/bin/python -c 'import pyroute2, iptc, scapy, typer, rich, dnslib, yaml, pytest, hypothesis, importlinter, xdist'
   touch "$stamp"
 fi
 # Bytecode for netkit's own modules, as a regular install has it: with PYTHONDONTWRITEBYTECODE
@@ -80,5 +80,5 @@ if [ $report = 1 ]; then
     fi
   done <<<"$list"
   echo "  python packages: $(.venv/bin/python -m pip list --disable-pip-version-check --format=freeze 2>/dev/null \
-    | grep -iE '^(pyroute2|python-iptables|scapy|typer|rich|dnslib|pytest|hypothesis)=' | tr '\n' ' ')"
+    | grep -iE '^(pyroute2|python-iptables|scapy|typer|rich|dnslib|pytest|hypothesis|pytest-xdist)=' | tr '\n' ' ')"
 fi

@@ -63,9 +63,26 @@ def snapshot(sandbox) -> dict:
         "dns": sorted(f for f in os.listdir("/run/netkit/dns") if f.endswith(".pid"))
         if os.path.isdir("/run/netkit/dns") else [],
         "iptables": every_rule(sandbox),
-        "containers": json.loads(sandbox.netkit("container", "ls", "--json").stdout),
-        "networks": json.loads(sandbox.netkit("network", "ls", "--json").stdout),
+        "containers": netkit_json("container", "ls", "--json"),
+        "networks": netkit_json("network", "ls", "--json"),
     }
+
+
+def netkit_json(*args: str):
+    """The JSON a read-only `netkit ARGS` prints, run in this process (Typer's test runner, same
+    environment, netns and state folder as a `netkit` child would have): snapshots are taken
+    hundreds of times per suite run (crash and bad-input sweeps), and a netkit process costs
+    ~0.2 s of start-up each time."""
+    from typer.testing import CliRunner
+
+    import netkit.cli.main  # noqa: F401 - registers every command group on the app
+    from netkit.cli.app import app
+
+    result = CliRunner().invoke(app, list(args))
+    if result.exit_code != 0:
+        raise AssertionError(f"netkit {' '.join(args)} failed ({result.exit_code}):\n{result.output}"
+                             f"{result.exception!r}")
+    return json.loads(result.stdout)
 
 
 # /proc/net/tcp states (include/net/tcp_states.h) a connection passes through while packets are
