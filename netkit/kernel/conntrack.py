@@ -28,6 +28,8 @@ import socket
 import struct
 import threading
 
+from netkit.kernel import nlmsg
+
 PROTO = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP, "sctp": 132}
 
 NETLINK_NETFILTER = 12
@@ -88,11 +90,7 @@ class _Socket:
         """Payloads (after nfgenmsg) of the answers to `seq`, until DONE or the ACK; OSError on an error."""
         while True:
             data = self.sock.recv(65536)
-            i = 0
-            while i + 16 <= len(data):
-                length, kind, _, mseq, _ = struct.unpack_from("=IHHII", data, i)
-                payload = data[i + 16:i + length]
-                i += (length + 3) & ~3
+            for kind, mseq, _, payload in nlmsg.messages(data):
                 if mseq != seq:
                     continue
                 if kind == NLMSG_DONE:

@@ -36,6 +36,7 @@ import struct
 import threading
 from collections import defaultdict
 
+from netkit.kernel import nlmsg
 from netkit.rules import CHAIN_USER, PREFIX
 
 NETLINK_NETFILTER = 12
@@ -148,13 +149,8 @@ class _Tracker:
                     self.generation = None
                     continue
                 raise
-            i = 0
-            while i + 16 <= len(data):
-                length, kind, _, _, portid = struct.unpack_from("=IHHII", data, i)
-                if length < 16:
-                    break
-                self._event(kind, portid, data[i + 16:i + length])
-                i += (length + 3) & ~3
+            for kind, _, portid, payload in nlmsg.messages(data):
+                self._event(kind, portid, payload)
 
     def _event(self, kind: int, portid: int, payload: bytes) -> None:
         if kind >> 8 != NFNL_SUBSYS_NFTABLES or len(payload) < 4:
@@ -197,11 +193,7 @@ class _Tracker:
                                     socket.AF_UNSPEC, 0, b""))
         while True:
             data = self.requests.recv(65536)
-            i = 0
-            while i + 16 <= len(data):
-                length, kind, _, mseq, _ = struct.unpack_from("=IHHII", data, i)
-                body = data[i + 16:i + length]
-                i += (length + 3) & ~3
+            for kind, mseq, _, body in nlmsg.messages(data):
                 if mseq != seq:
                     continue
                 if kind == NLMSG_ERROR:
@@ -231,11 +223,7 @@ class _Tracker:
         ok = True
         while waiting:
             data = self.requests.recv(65536)
-            i = 0
-            while i + 16 <= len(data):
-                length, kind, _, mseq, _ = struct.unpack_from("=IHHII", data, i)
-                body = data[i + 16:i + length]
-                i += (length + 3) & ~3
+            for kind, mseq, _, body in nlmsg.messages(data):
                 if kind != NLMSG_ERROR:
                     continue
                 code = -struct.unpack_from("=i", body)[0]
