@@ -75,8 +75,10 @@ def netkit_json(*args: str):
     ~0.2 s of start-up each time."""
     from typer.testing import CliRunner
 
-    import netkit.cli.main  # noqa: F401 - registers every command group on the app
+    from netkit.cli import main
     from netkit.cli.app import app
+
+    main.load()  # registers every command group on the app (`netkit` itself loads only the one named)
 
     result = CliRunner().invoke(app, list(args))
     if result.exit_code != 0:
