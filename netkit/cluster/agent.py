@@ -69,6 +69,8 @@ class Agent:
     # ---- data plane -----------------------------------------------------------------------
 
     def reconcile(self, networks) -> None:
+        from netkit import state
+        from netkit.cluster import programming
         from netkit.kernel import vxlan
 
         local = vxlan.local_vnis()
@@ -78,10 +80,15 @@ class Agent:
                 continue  # this host has no container on it: nothing to program
             want = plane.desired(self.view, name, self.host)
             try:
-                added, removed = vxlan.program(net.vni, want.fdb, want.neigh)
+                # Through the per-device revision lock: a command programming from a newer read
+                # meanwhile is not undone (cluster/programming.py).
+                done = programming.program_at(state.run_dir(), net.vni, self.view.revision, want.fdb, want.neigh)
             except Exception as err:  # noqa: BLE001 - one network's failure must not stop the others
                 log(f"network {name}: {err}")
                 continue
+            if done is None:
+                continue  # the device already holds a newer view; this agent's next events catch up
+            added, removed = done
             if added or removed:
                 log(f"network {name} (VNI {net.vni}): {added} entries added, {removed} removed")
         self.rewrite_names(networks)
@@ -122,7 +129,10 @@ class Agent:
                         touched |= set(self.view.networks)
                     elif what:
                         touched.add(what)
-                self.view.revision = max(self.view.revision, revision)
+                # The view is complete up to the last event applied (a batch without events is a
+                # progress notice: everything up to its header revision was sent).
+                seen = max((ev.mod_revision for ev in events), default=revision)
+                self.view.revision = max(self.view.revision, seen)
                 if touched:
                     self.reconcile(touched)
                 if self.stopping.is_set():

@@ -105,10 +105,12 @@ def create_container(member: Membership, name: str, network: str, ip: str | None
             raise
         # The agent may have seen this endpoint's event before the device existed: program the
         # remote entries now, so the container reaches the others when the command returns.
-        from netkit.cluster import plane
+        # Through the revision lock: never undo what the agent programmed from a newer event.
+        from netkit.cluster import plane, programming
 
-        want = plane.desired(store.snapshot(), network, member.host)
-        vxlan.program(net.vni, want.fdb, want.neigh)
+        view = store.snapshot()
+        want = plane.desired(view, network, member.host)
+        programming.program_at(run_dir(), net.vni, view.revision, want.fdb, want.neigh)
         return ep
     finally:
         store.close()

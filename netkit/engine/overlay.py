@@ -216,8 +216,7 @@ def start_agent(ctx: Context) -> bool:
 def program_now(ctx: Context, net: Network) -> None:
     """Program the host's VXLAN device for `net` from a fresh read, so that remote containers are
     reachable when the command returns (the agent keeps it so afterwards)."""
-    from netkit.cluster import plane
-    from netkit.kernel import vxlan
+    from netkit.cluster import overlay, plane, programming
 
     store = _store(ctx)
     try:
@@ -225,7 +224,9 @@ def program_now(ctx: Context, net: Network) -> None:
     finally:
         store.close()
     want = plane.desired(view, net.name, socket.gethostname())
-    vxlan.program(net.vni, want.fdb, want.neigh)
+    # Through the revision lock: a read older than the agent's last programming of the device
+    # would delete entries it added since (cluster/programming.py); the agent has them then.
+    programming.program_at(overlay.run_dir(), net.vni, view.revision, want.fdb, want.neigh)
 
 
 def dns_records(ctx: Context, net: Network) -> dict[str, list[str]] | None:

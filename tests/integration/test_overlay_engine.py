@@ -71,6 +71,9 @@ def test_thirty_containers_on_three_hosts_reach_each_other_by_ip_and_name(world)
         where[name] = ep["ip"]
         assert ep["host"] == name[:2]
     assert len(where) == 30 and len(set(where.values())) == 30
+    # Each host's agent programs the others' last containers from its etcd watch, after their
+    # creates returned: wait (bounded) until every kernel agrees exactly with the store.
+    world.wait_agreement(HOSTS)
 
     pcap = os.path.join(mh.HOSTS_DIR, "overlay-engine.pcap")
     dump = subprocess.Popen(["tcpdump", "-n", "-U", "-i", mh.UNDERLAY, "-w", pcap],
