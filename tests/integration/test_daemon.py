@@ -16,6 +16,7 @@ import time
 import pytest
 
 from required import need
+from waiting import wait_for
 
 pytestmark = pytest.mark.root
 
@@ -152,20 +153,31 @@ def test_client_in_another_netns_runs_in_process(daemon):
     assert "brx" not in daemon.sh("ip -br link").stdout
 
 
+def _flock_waiters(path: str) -> list[int]:
+    """PIDs blocked in flock() on `path`, from the kernel's own list: /proc/locks shows each
+    waiter as `N: -> FLOCK ADVISORY WRITE PID MAJ:MIN:INODE ...` after the lock it waits for."""
+    st = os.stat(path)
+    where = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    with open("/proc/locks") as fh:
+        rows = [line.split() for line in fh]
+    return [int(row[5]) for row in rows if len(row) > 6 and row[1:3] == ["->", "FLOCK"] and row[6] == where]
+
+
 def _interrupted_create(sandbox, env: dict, forwarded: bool) -> tuple[int, str, str]:
     """Ctrl-C on `container create` while it waits for the state lock; its outcome."""
-    lock = os.open(os.path.join(sandbox.state_dir, "lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    lock_path = os.path.join(sandbox.state_dir, "lock")
+    lock = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
     fcntl.flock(lock, fcntl.LOCK_EX)  # held: the create waits inside its transaction
     try:
         before = served(sandbox)
         proc = subprocess.Popen(NETKIT + ["container", "create", "web", "--net", "app"], env={**os.environ, **env},
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # Interrupt only once the command is blocked on the lock (not at a guessed moment): in
+        # the daemon's child when forwarded, in the client itself when not.
+        waiters = wait_for(lambda: _flock_waiters(lock_path), timeout=60, what="container create to wait for the state lock")
+        assert len(waiters) == 1 and (waiters[0] != proc.pid) == forwarded, (waiters, proc.pid)
         if forwarded:
-            deadline = time.monotonic() + 30
-            while served(sandbox) == before and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert status(sandbox)["running"] == 1
-        time.sleep(1.0)  # well inside the wait for the lock, either way
+            assert served(sandbox) == before + 1 and status(sandbox)["running"] == 1
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
     finally:

@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from nettools import send_echo, snapshot, start_echo
+from waiting import wait_for
 
 pytestmark = pytest.mark.root
 
@@ -178,18 +179,17 @@ def test_network_prune_removes_only_unused_custom_networks(sandbox):
     assert "br-idle3" in sandbox.sh("ip -br link").stdout
 
 
-def test_rm_refuses_with_processes_inside_and_rm_f_ends_them(sandbox):
-    import time
+def _comm(pid: int) -> str:
+    with open(f"/proc/{pid}/comm") as fh:
+        return fh.read().strip()
 
+
+def test_rm_refuses_with_processes_inside_and_rm_f_ends_them(sandbox):
     sandbox.netkit("container", "create", "web")
     # `exec` replaces itself with sh, then sleep: the PID stays the one spawned.
     proc = sandbox.spawn([sys.executable, "-m", "netkit", "exec", "web", "sh", "-c", "echo ready; exec sleep 300"])
     assert proc.stdout.readline().strip() == "ready"
-    for _ in range(200):
-        with open(f"/proc/{proc.pid}/comm") as fh:
-            if fh.read().strip() == "sleep":
-                break
-        time.sleep(0.02)
+    wait_for(lambda: _comm(proc.pid) == "sleep", what="sh to exec sleep")
     before = snapshot(sandbox)
     r = sandbox.netkit("container", "rm", "web", check=False)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1

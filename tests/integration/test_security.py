@@ -29,6 +29,7 @@ from publish_helpers import servers  # noqa: F401,F811 - a fixture: pytest finds
 
 from netkit.kernel import nsutil
 from required import need
+from waiting import wait_for
 
 pytestmark = pytest.mark.root
 BACKENDS = ("iptables-legacy", "iptables-nft", "nftables")
@@ -116,13 +117,11 @@ def ns_ip(ns: str) -> str:
     return next(w for w in out if "/" in w).split("/")[0]
 
 
-def wait_for(pred, timeout=2.0) -> bool:
-    end = time.time() + timeout
-    while time.time() < end:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return pred()
+# Each probe checks both ways. Where something must arrive (no guard), the test waits for it
+# (bounded, tests/waiting.py). Where nothing may arrive (guarded), it allows NOTHING_WITHIN
+# seconds: frames dropped by netfilter/the bridge are dropped as they are sent, so a late
+# arrival could only make a guarded test pass wrongly, never fail spuriously.
+NOTHING_WITHIN = 0.6
 
 
 # ---- loopback exposure -----------------------------------------------------------------------
@@ -143,7 +142,7 @@ def test_containers_cannot_reach_host_loopback_services(sandbox, backend, server
         sandbox.ns(ns, f"ping -c1 -W1 {'172.20.0.1' if br == 'br-app' else '172.21.0.1'}", check=False)
         assert not syn_ack_from_loopback(ns, gw, 9999), f"{ns} completed a handshake with 127.0.0.1:9999"
         send(ns, gw, mac_of("eth0", ns), 0x0800, _udp(ns_ip(ns), "127.0.0.1", 40000, 9998, b"x"))
-    time.sleep(0.5)
+    time.sleep(NOTHING_WITHIN)
     assert secret_udp.peers == [] and secret_tcp.peers == []
     # the 127.x publishes still work, TCP and UDP
     assert ask(None, "tcp", "127.0.0.1", 8090) == "web 172.20.0.1"
@@ -173,13 +172,13 @@ def test_ip_and_source_spoofing(sandbox, backend, servers, guarded):
     send(a, bmac, me, 0x0800, _udp(f"{p}.9", f"{p}.3", 5555, 7777, b"spoof-ip"))  # a neighbour's IP
     send(a, gw, me, 0x0800, _udp(f"{p}.3", OUT, 5555, 7778, b"spoof-sibling"))  # the sibling's, outwards
     send(a, gw, me, 0x0800, _udp("8.8.8.8", OUT, 5555, 7778, b"spoof-8888"))  # arbitrary, un-NATed
-    time.sleep(0.6)
     if guarded:
+        time.sleep(NOTHING_WITHIN)
         assert sink.peers == [f"{p}.2"]
         assert outside.peers == []
     else:  # the probe sees the hole when there is no guard
-        assert f"{p}.9" in sink.peers
-        assert "8.8.8.8" in outside.peers  # left the uplink un-NATed
+        wait_for(lambda: f"{p}.9" in sink.peers, what=f"the spoofed {p}.9 datagram at {b}")
+        wait_for(lambda: "8.8.8.8" in outside.peers, what="the un-NATed 8.8.8.8 datagram outside")
 
 
 @pytest.mark.parametrize("guarded", [True, False], ids=["guarded", "no-anti-spoofing"])
@@ -192,13 +191,15 @@ def test_mac_takeover(sandbox, backend, servers, guarded):
     va = sandbox.inspect("container", a)["endpoints"][0]["host_interface"]
     for _ in range(3):  # a claims b's MAC (and IP): the bridge would move b's MAC to a's port
         send(a, gw, bmac, 0x0800, _udp(f"{p}.3", f"{p}.1", 5555, 9, b"takeover"))
-    time.sleep(0.3)
-    fdb = sandbox.sh(f"bridge fdb show br br-app | grep -i '^{bmac} '").stdout
+    def fdb() -> str:
+        return sandbox.sh(f"bridge fdb show br br-app | grep -i '^{bmac} '", check=False).stdout
+
     if guarded:
-        assert f"dev {vb}" in fdb and f"dev {va}" not in fdb
+        time.sleep(NOTHING_WITHIN)
+        assert f"dev {vb}" in fdb() and f"dev {va}" not in fdb()
         assert ask(a, "udp", f"{p}.3", 7777) == f"{b} {p}.2"
     else:
-        assert f"dev {va}" in fdb
+        wait_for(lambda: f"dev {va}" in fdb(), what=f"the bridge to learn b's MAC on a's port {va}")
 
 
 @pytest.mark.parametrize("guarded", [True, False], ids=["guarded", "no-anti-spoofing"])
@@ -211,12 +212,14 @@ def test_arp_spoof_of_the_gateway(sandbox, backend, guarded):
     for op, dst in ((1, bmac), (2, bmac), (2, "ff:ff:ff:ff:ff:ff")):  # request to b, reply, gratuitous
         send(a, dst, me, 0x0806, _arp(op, me, gw_ip, bmac if dst == bmac else "00:00:00:00:00:00",
                                       f"{p}.3" if dst == bmac else gw_ip))
-    time.sleep(0.3)
-    entry = sandbox.ns(b, f"ip neigh show {gw_ip}").stdout
+    def entry() -> str:
+        return sandbox.ns(b, f"ip neigh show {gw_ip}").stdout
+
     if guarded:
-        assert gw in entry and me not in entry
+        time.sleep(NOTHING_WITHIN)
+        assert gw in entry() and me not in entry()
     else:
-        assert me in entry
+        wait_for(lambda: me in entry(), what=f"b to take a's lie about {gw_ip}")
 
 
 def test_anti_spoofing_doctor_and_reset(sandbox, backend):
