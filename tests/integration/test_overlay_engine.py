@@ -76,7 +76,9 @@ def test_thirty_containers_on_three_hosts_reach_each_other_by_ip_and_name(world)
     world.wait_agreement(HOSTS)
 
     pcap = os.path.join(mh.HOSTS_DIR, "overlay-engine.pcap")
-    dump = subprocess.Popen(["tcpdump", "-n", "-U", "-i", mh.UNDERLAY, "-w", pcap],
+    # --immediate-mode: libpcap's ring otherwise hands packets over when a block fills or its 1 s
+    # timeout passes, and a capture stopped within that second (fast pings) writes nothing.
+    dump = subprocess.Popen(["tcpdump", "-n", "-U", "--immediate-mode", "-i", mh.UNDERLAY, "-w", pcap],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         assert b"listening" in dump.stderr.readline()
