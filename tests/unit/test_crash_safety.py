@@ -5,7 +5,6 @@ import sqlite3
 
 import pytest
 
-from fakekernel import FakeKernel
 
 from netkit import journal, naming, ops
 from netkit.engine import containers, doctor, networks, reconcile
@@ -13,18 +12,6 @@ from netkit.engine.containers import ContainerRequest
 from netkit.engine.networks import NetworkRequest
 from netkit.errors import EnvError
 from netkit.state import Store
-
-
-@pytest.fixture
-def kernel():
-    return FakeKernel()
-
-
-@pytest.fixture
-def ctx(kernel, tmp_path):
-    c = kernel.context(str(tmp_path))
-    yield c
-    c.store.close()
 
 
 def test_zero_byte_state_is_refused(tmp_path):

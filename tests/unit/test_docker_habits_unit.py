@@ -8,7 +8,6 @@ from contextlib import redirect_stdout
 
 import pytest
 
-from fakekernel import FakeKernel
 
 from netkit import bridgeopts, config, dockerfilter, naming, ops
 from netkit.cli import render
@@ -16,18 +15,6 @@ from netkit.engine import containers, lookup, networks, ports
 from netkit.engine.containers import ContainerRequest
 from netkit.engine.networks import NetworkRequest
 from netkit.errors import Conflict, NotFound, UserError
-
-
-@pytest.fixture
-def kernel():
-    return FakeKernel()
-
-
-@pytest.fixture
-def ctx(kernel, tmp_path):
-    c = kernel.context(str(tmp_path))
-    yield c
-    c.store.close()
 
 
 def test_lookup_by_name_full_id_and_unique_prefix(ctx):

@@ -3,7 +3,6 @@ sandbox. What is checked is what a use case decides: the steps it plans, the sta
 rules and host settings the reconciler makes, and what it refuses."""
 import pytest
 
-from fakekernel import FakeKernel
 
 from netkit import ops, rules
 from netkit.engine import containers, doctor, networks, ports, reconcile
@@ -12,18 +11,6 @@ from netkit.engine.networks import NetworkRequest
 from netkit.errors import Conflict, KernelError, NotFound, UserError
 
 FORWARD = "/proc/sys/net/ipv4/ip_forward"
-
-
-@pytest.fixture
-def kernel():
-    return FakeKernel()
-
-
-@pytest.fixture
-def ctx(kernel, tmp_path):
-    c = kernel.context(str(tmp_path))
-    yield c
-    c.store.close()
 
 
 def steps(kernel, cls):

@@ -23,13 +23,6 @@ def kernel():
     return k
 
 
-@pytest.fixture
-def ctx(kernel, tmp_path):
-    c = kernel.context(str(tmp_path))
-    yield c
-    c.store.close()
-
-
 def test_overlay_without_a_cluster_store_is_one_line_and_changes_nothing(ctx):
     with pytest.raises(UserError, match=r"^--driver overlay needs a cluster store: set cluster_store "
                                         r"\(etcd://ADDRESS:PORT\) and cluster_advertise in "):

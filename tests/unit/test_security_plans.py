@@ -21,13 +21,6 @@ def kernel():
     return k
 
 
-@pytest.fixture
-def ctx(kernel, tmp_path):
-    c = kernel.context(str(tmp_path))
-    yield c
-    c.store.close()
-
-
 def test_table_script_is_idempotent_text_and_elements_are_three():
     script = antispoof.table_script()
     assert script[0] == "add table bridge netkit"
