@@ -162,6 +162,11 @@ def status(json: bool = JSON_OPT):
             render.emit("  its netkit differs from this one: commands run in-process until it restarts itself")
         for path, kind in info["sockets"].items():
             render.emit(f"  {kind} socket: {path}")
+        dns = info.get("dns_host") or {}
+        if dns.get("pid"):
+            render.emit(f"  DNS host: pid {dns['pid']} serves every network's DNS ({dns['restarts']} restart(s))")
+        elif "dns_host" in info:
+            render.emit("  DNS host: not running (see `netkit doctor`)")
     else:
         render.emit(f"netkitd is not running (no answer on {protocol.socket_path()})")
     if not info:

@@ -169,7 +169,7 @@ def inherited_sockets() -> tuple[list[tuple[socket.socket, str]], list[str]]:
 
 class Daemon:
     def __init__(self, listeners: list[tuple[socket.socket, str]], pidfile: str | None, argv: list[str],
-                 owned_paths: list[str]):
+                 owned_paths: list[str], dns=None):
         self.listeners = listeners
         self.pidfile = pidfile
         self.argv = argv  # to re-exec ourselves with
@@ -191,6 +191,7 @@ class Daemon:
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.notify_r, self.notify_w = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.notify_r.setblocking(False)
+        self.dns = dns  # DnsHosting: the one process serving every network's DNS (None: not ours)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -206,6 +207,8 @@ class Daemon:
                 self.selector.register(sock, selectors.EVENT_READ, kind)
         if self.pidfile:
             _write_pidfile(self.pidfile)
+        if self.dns is not None:
+            self._watch_dns(self.dns.start())
         log(f"serving {', '.join(_name(s) for s, _ in self.listeners)} (version {self.fingerprint})")
         deadline = None
         while True:
@@ -221,11 +224,18 @@ class Daemon:
                 break
             if deadline is None and self.spare is None:
                 self._spare_when_idle()
-            for key, _ in self.selector.select(timeout=1.0 if deadline or self.spare is None else None):
+            if self.dns is not None and deadline is None and self.dns.due():
+                self._watch_dns(self.dns.start())
+            waiting_dns = self.dns is not None and self.dns.pidfd is None
+            for key, _ in self.selector.select(timeout=1.0 if deadline or self.spare is None or waiting_dns else None):
                 if key.data == "wake":
                     _drain(self.wake_r)
                 elif key.data == "notify":
                     self._notified()
+                elif key.data == "dnshost":  # the DNS host died
+                    self.selector.unregister(key.fileobj)
+                    if deadline is None:
+                        self._watch_dns(self.dns.exited())
                 elif key.data == "waiting":  # a client came while a command runs: no more waiting
                     self._watch(False)
                     if self.spare is None and deadline is None:
@@ -233,10 +243,16 @@ class Daemon:
                 else:
                     self._accept(key.fileobj, key.data)
             self._reap()
+        if self.dns is not None:
+            self.dns.stop(give_back=not self.reexec)
         if self.reexec:
             self._reexec()
         self._cleanup()
         return 0
+
+    def _watch_dns(self, pidfd: int | None) -> None:
+        if pidfd is not None:
+            self.selector.register(pidfd, selectors.EVENT_READ, "dnshost")
 
     def _on_stop(self, signum, _frame) -> None:
         self.stopping = True
@@ -462,6 +478,8 @@ class Daemon:
                 other.close()
         if self.spare_quit is not None:
             os.close(self.spare_quit)
+        if self.dns is not None:
+            self.dns.close_in_child()
         self.selector.close()
         signal.set_wakeup_fd(-1)
         os.close(self.wake_r)
@@ -527,6 +545,7 @@ class Daemon:
     def status(self) -> dict:
         return {"pid": os.getpid(), "uptime": round(time.time() - self.started, 1), "served": self.served,
                 "running": len(self.children), "version": self.fingerprint,
+                "dns_host": self.dns.status() if self.dns is not None else None,
                 "sockets": {_name(s): kind for s, kind in self.listeners}}
 
 
@@ -567,4 +586,6 @@ def serve(docker_socket: str | None, pidfile: str | None, argv: list[str], progr
             listeners.append((bind_unix(docker_socket, 0o600), KIND_DOCKER))
             owned.append(docker_socket)
     warm_up(app)
-    return Daemon(listeners, pidfile, argv, owned).run()
+    from netkit.daemon.dnshost import DnsHosting
+
+    return Daemon(listeners, pidfile, argv, owned, DnsHosting(protocol.run_dir())).run()

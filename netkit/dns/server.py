@@ -14,6 +14,7 @@ outside names, and a --dns server on loopback is the container's own.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import ipaddress
 import json
@@ -279,11 +280,18 @@ class Server:
         self.udp = socket.socket(self.family, socket.SOCK_DGRAM)
         self.tcp = socket.socket(self.family, socket.SOCK_STREAM)
         self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # restart despite TIME_WAIT
-        for sock in (self.udp, self.tcp):
-            if self.device:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, self.device.encode())
-            sock.bind((listen_ip, port))
-        self.tcp.listen(64)
+        try:
+            for sock in (self.udp, self.tcp):
+                # The next owner of the port (the DNS host taking the network over, or its own
+                # server getting it back) binds beside this one before this one goes: no gap.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                if self.device:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, self.device.encode())
+                sock.bind((listen_ip, port))
+            self.tcp.listen(64)
+        except OSError:
+            self.close()
+            raise
 
     # -- answering ---------------------------------------------------------------------------
 
@@ -338,10 +346,12 @@ class Server:
 
     # -- transports --------------------------------------------------------------------------
 
-    def on_udp(self) -> None:
+    def on_udp(self, raise_empty: bool = False) -> None:
         try:
             data, addr = self.udp.recvfrom(65535)
         except OSError:
+            if raise_empty:
+                raise
             return
         q = self.parse(data)
         if q is None:
@@ -408,16 +418,49 @@ class Server:
             conn.close()
             self.tcp_slots.release()
 
-    def serve_forever(self) -> None:
-        sel = selectors.DefaultSelector()
+    def register(self, sel: selectors.BaseSelector) -> None:
+        """Serve from `sel`'s loop (one loop can serve many networks: the DNS host)."""
         sel.register(self.udp, selectors.EVENT_READ, self.on_udp)
         sel.register(self.tcp, selectors.EVENT_READ, self.on_tcp)
-        while True:
-            for key, _ in sel.select():
-                try:
-                    key.data()
-                except Exception as err:  # noqa: BLE001 - one bad query must not stop the server
-                    log(f"error handling a query: {err!r}")
+
+    def unregister(self, sel: selectors.BaseSelector) -> None:
+        for sock in (self.udp, self.tcp):
+            with contextlib.suppress(KeyError, ValueError):
+                sel.unregister(sock)
+
+    def drain(self, timeout: float = UPSTREAM_TIMEOUT) -> None:
+        """Before closing: answer the queries already queued on the UDP socket (a successor bound
+        beside it gets the new ones) and let forwards in flight send their answers."""
+        self.udp.setblocking(False)
+        with contextlib.suppress(OSError):
+            while True:
+                self.on_udp(raise_empty=True)
+        deadline = time.monotonic() + timeout
+        taken = 0
+        while taken < MAX_FORWARDS and self.forward_slots.acquire(timeout=max(deadline - time.monotonic(), 0)):
+            taken += 1
+        for _ in range(taken):
+            self.forward_slots.release()
+
+    def close(self) -> None:
+        self.udp.close()
+        self.tcp.close()
+
+    def serve_forever(self) -> None:
+        sel = selectors.DefaultSelector()
+        self.register(sel)
+        run(sel)
+
+
+def run(sel: selectors.BaseSelector, running=lambda: True, timeout: float | None = None) -> None:
+    """The loop: each registered object's data is the callable that handles it being readable;
+    `running()` is asked after each round (at least every `timeout` seconds)."""
+    while running():
+        for key, _ in sel.select(timeout=timeout):
+            try:
+                key.data()
+            except Exception as err:  # noqa: BLE001 - one bad query must not stop the server
+                log(f"error handling a query: {err!r}")
 
 
 def fit_udp(r: DNSRecord, q: DNSRecord) -> bytes:
@@ -489,6 +532,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         server.serve_forever()
     except (KeyboardInterrupt, SystemExit):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the drain short
+        server.drain()
         log("stopped")
     return 0
 

@@ -1,25 +1,26 @@
-"""Start, check and stop a network's DNS server process (netkit.dns.server), detached from the CLI;
-pidfile and log in RUN_DIR/dns/NETWORK.{pid,log}. Imports only cheap stdlib modules."""
+"""Who serves a network's DNS, and starting, checking and stopping it: the DNS host (one process
+for every network, netkit.dns.host) when one runs, which it does while netkitd runs; otherwise a
+server process per network (netkit.dns.server), detached from the CLI, pidfile and log in
+RUN_DIR/dns/NETWORK.{pid,log}. Callers (the engine) see one interface either way. Imports only
+cheap stdlib modules.
+
+Hand-over without a gap: every listener binds its UDP and TCP sockets with SO_REUSEPORT, so the
+new owner of a network's port 53 binds beside the old one and is ready before the old one is
+told to stop (take_over: per-network servers -> a new host; give_back: host -> per-network
+servers). A query the kernel queued on the old socket in the instant between its last read and
+its close is lost (the client retries); scripts/bench_dns_host.py counts them."""
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
-import select
-import signal
 import sys
-import time
 
 from netkit import faults
+from netkit.dns import hostctl, procs
 from netkit.errors import EnvError
 
 MODULE = "netkit.dns.server"
-READY_TIMEOUT = 15.0  # start + dnslib import + bind take ~0.1 s idle; a loaded machine needs far more
-STOP_TIMEOUT = 5.0
-# The directory holding the netkit package, so the server imports the same netkit as the CLI
-# even when netkit is not installed and the CLI ran from a source tree.
-_PKG_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _paths(network: str, run_dir: str) -> tuple[str, str, str]:
@@ -27,175 +28,71 @@ def _paths(network: str, run_dir: str) -> tuple[str, str, str]:
     return os.path.join(d, f"{network}.pid"), os.path.join(d, f"{network}.log"), os.path.join(d, f"{network}.lock")
 
 
-@contextlib.contextmanager
-def _locked(lockfile: str):
-    """Serialise start/stop of one network's server between concurrent CLI processes."""
-    os.makedirs(os.path.dirname(lockfile), exist_ok=True)
-    fd = os.open(lockfile, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
-def _read_pid(pidfile: str) -> int | None:
-    try:
-        with open(pidfile) as f:
-            return int(f.read().strip())
-    except (OSError, ValueError):
-        return None
+def _hosting(run_dir: str, shared: bool = True):
+    """Shared: a command decides who serves a network; exclusive: the host takes over or gives back."""
+    return procs.locked(hostctl.paths(run_dir)["lock"], shared=shared)
 
 
 def _is_ours(pid: int, network: str) -> bool:
     """True if PID runs `python -m netkit.dns.server ... --network NETWORK` (a PID in a stale
     pidfile may have been reused by any other process, which we must never signal)."""
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            argv = f.read().decode(errors="replace").split("\0")
-    except OSError:
-        return False  # gone (a zombie has an empty cmdline and fails below too)
-    pairs = list(zip(argv, argv[1:]))
-    return ("-m", MODULE) in pairs and ("--network", network) in pairs
+    argv = procs.argv_of(pid)
+    return procs.runs_module(argv, MODULE) and ("--network", network) in zip(argv, argv[1:])
 
 
 def _running_pid(network: str, pidfile: str) -> int | None:
-    pid = _read_pid(pidfile)
+    pid = procs.read_pid(pidfile)
     return pid if pid is not None and _is_ours(pid, network) else None
-
-
-def _log_tail(logfile: str, lines: int = 3) -> str:
-    try:
-        with open(logfile, errors="replace") as f:
-            tail = [line.strip() for line in f.read().splitlines()[-lines:] if line.strip()]
-    except OSError:
-        tail = []
-    return " | ".join(tail) or "no output"
-
-
-def _wait_exit(pidfd: int, timeout: float) -> bool:
-    """Wait until the process behind pidfd exits (a pidfd polls readable then)."""
-    p = select.poll()
-    p.register(pidfd, select.POLLIN)
-    return bool(p.poll(timeout * 1000))
-
-
-def _spawn(network: str, listen_ip: str, port: int, records_file: str, logfile: str) -> int:
-    """Double-fork the server so init adopts it (it survives the CLI, which is left with no
-    zombie to reap) and return its PID once it has bound its sockets; EnvError otherwise."""
-    r, w = os.pipe()
-    argv = [sys.executable, "-m", MODULE, "--listen", listen_ip, "--port", str(port),
-            "--records", os.path.abspath(records_file), "--ready-fd", str(w), "--network", network]
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (_PKG_ROOT, env.get("PYTHONPATH")) if p)
-    log_fd = os.open(logfile, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    null_fd = os.open(os.devnull, os.O_RDONLY)
-    child = os.fork()
-    if child == 0:  # only os.* calls until exec: the parent may have had other threads
-        try:
-            os.close(r)
-            os.setsid()  # own session: no SIGHUP/SIGINT from the CLI's terminal
-            grandchild = os.fork()
-            if grandchild == 0:
-                os.dup2(null_fd, 0)
-                os.dup2(log_fd, 1)
-                os.dup2(log_fd, 2)
-                os.set_inheritable(w, True)
-                os.chdir("/")
-                try:
-                    os.execve(sys.executable, argv, env)
-                except OSError as err:
-                    os.write(2, f"exec {sys.executable} failed: {err}\n".encode())
-                os._exit(127)
-            # The intermediate tells the CLI the server's PID through the same pipe the
-            # server later writes its ready byte to.
-            os.write(w, f"{grandchild}\n".encode())
-        finally:
-            os._exit(0)
-    os.close(w)
-    os.close(log_fd)
-    os.close(null_fd)
-    os.waitpid(child, 0)
-    try:
-        pid, ready = _read_ready(r)
-    finally:
-        os.close(r)
-    if ready and pid:
-        return pid
-    if pid:
-        _kill(pid, network)  # bound nothing in time: do not leave it half-started
-    what = "did not get ready" if pid else "could not be spawned"
-    raise EnvError(f"DNS server for network {network} on {listen_ip}:{port} {what}: {_log_tail(logfile)}")
-
-
-def _read_ready(r: int) -> tuple[int | None, bool]:
-    """Read "PID\n" (from the intermediate) and "R" (from the bound server), in either order,
-    until both arrived, EOF (everyone closed the pipe: the server died) or timeout."""
-    p = select.poll()
-    p.register(r, select.POLLIN)
-    data = b""
-    deadline = time.monotonic() + READY_TIMEOUT
-    while not (b"R" in data and b"\n" in data):
-        left = deadline - time.monotonic()
-        if left <= 0 or not p.poll(left * 1000):
-            break
-        chunk = os.read(r, 64)
-        if not chunk:
-            break
-        data += chunk
-    digits = data.replace(b"R", b"").split(b"\n")[0]
-    return (int(digits) if digits.isdigit() else None), b"R" in data
 
 
 def _kill(pid: int, network: str) -> bool:
     """SIGTERM (then SIGKILL) PID if, and only if, it is our server for NETWORK; wait for it."""
-    try:
-        # Hold a pidfd from before the check: if PID is ours now, the signal cannot reach
-        # some other process that reused the number meanwhile.
-        pidfd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return False
-    try:
-        if not _is_ours(pid, network):
-            return False
-        signal.pidfd_send_signal(pidfd, signal.SIGTERM)
-        if not _wait_exit(pidfd, STOP_TIMEOUT):
-            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-            _wait_exit(pidfd, STOP_TIMEOUT)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)  # reap it if it is our child after all
-        return True
-    finally:
-        os.close(pidfd)
+    return procs.kill(pid, lambda p: _is_ours(p, network))
+
+
+def _spawn(network: str, listen_ip: str, port: int, records_file: str, logfile: str) -> int:
+    argv = [sys.executable, "-m", MODULE, "--listen", listen_ip, "--port", str(port),
+            "--records", os.path.abspath(records_file), "--network", network]
+    return procs.spawn(argv, logfile, f"DNS server for network {network} on {listen_ip}:{port}",
+                       lambda p: _is_ours(p, network))
 
 
 def servers() -> list[tuple[str, int]]:
-    """(network, pid) of every netkit DNS server running on this host (found by its argv, so
-    also one whose pidfile a crash never wrote). Only servers in this network namespace: hosts
+    """(network, pid) of every per-network DNS server running on this host (found by its argv,
+    so also one whose pidfile a crash never wrote). Only servers in this network namespace: hosts
     that share a PID namespace (`netkit sandbox --hosts`) each have a server of a network `ov`."""
+    return [(dict(zip(argv, argv[1:]))["--network"], pid) for pid, argv in _here(MODULE) if "--network" in argv]
+
+
+def _here(module: str) -> list[tuple[int, list[str]]]:
+    """(pid, argv) of the processes of this network namespace that run `python -m module`."""
     found = []
     here = os.stat("/proc/self/ns/net")
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                argv = f.read().decode(errors="replace").split("\0")
             there = os.stat(f"/proc/{entry}/ns/net")
         except OSError:
             continue
         if (there.st_dev, there.st_ino) != (here.st_dev, here.st_ino):
             continue
-        pairs = dict(zip(argv, argv[1:]))
-        if pairs.get("-m") == MODULE and "--network" in pairs:
-            found.append((pairs["--network"], int(entry)))
+        argv = procs.argv_of(entry)
+        if procs.runs_module(argv, module):
+            found.append((int(entry), argv))
     return found
+
+
+def hosts() -> list[int]:
+    """PIDs of every DNS host running in this network namespace (one, or none, unless a crash
+    between spawn and pidfile left a second)."""
+    return [pid for pid, _ in _here(hostctl.MODULE)]
 
 
 def orphans(run_dir: str) -> list[tuple[str, int]]:
     """Servers no pidfile names (a kill between spawn and pidfile): they hold the network's
-    port 53, so a new server could never bind."""
-    return [(net, pid) for net, pid in servers() if _read_pid(_paths(net, run_dir)[0]) != pid]
+    port 53 beside a new server, with records nobody updates the path of."""
+    return [(net, pid) for net, pid in servers() if procs.read_pid(_paths(net, run_dir)[0]) != pid]
 
 
 def stop_orphans(network: str | None, run_dir: str) -> list[tuple[str, int]]:
@@ -203,50 +100,175 @@ def stop_orphans(network: str | None, run_dir: str) -> list[tuple[str, int]]:
     return [(net, pid) for net, pid in orphans(run_dir) if network in (None, net) and _kill(pid, net)]
 
 
-def _write_pidfile(pidfile: str, pid: int) -> None:
-    tmp = f"{pidfile}.tmp"
-    with open(tmp, "w") as f:
-        f.write(f"{pid}\n")
-    os.replace(tmp, pidfile)
+# -- a network's own server process -------------------------------------------------------------
 
-
-def _start(network: str, listen_ip: str, records_file: str, run_dir: str, port: int, reuse: bool) -> int:
+def start_own(network: str, listen_ip: str, records_file: str, run_dir: str, port: int = 53,
+              reuse: bool = True) -> int:
+    """The network's own server process (spawned unless running and `reuse`); its PID."""
     pidfile, logfile, lockfile = _paths(network, run_dir)
-    with _locked(lockfile):
+    with procs.locked(lockfile):
         pid = _running_pid(network, pidfile)
         if pid is not None:
             if reuse:
                 return pid
             raise EnvError(f"DNS server for network {network} is already running (pid {pid})")
-        stop_orphans(network, run_dir)  # an orphan of a killed start holds the port
+        stop_orphans(network, run_dir)  # an orphan of a killed start would serve beside it
         pid = _spawn(network, listen_ip, port, records_file, logfile)
         faults.point("dns-pidfile")  # test-only (netkit/faults.py): a kill here makes an orphan
-        _write_pidfile(pidfile, pid)
+        procs.write_pidfile(pidfile, pid)
         return pid
 
 
-def start(network: str, listen_ip: str, records_file: str, run_dir: str, port: int = 53) -> int:
-    """Spawn the network's DNS server detached, wait until it listens, write its pidfile; its PID."""
-    return _start(network, listen_ip, records_file, run_dir, port, reuse=False)
-
-
-def ensure_running(network: str, listen_ip: str, records_file: str, run_dir: str, port: int = 53) -> int:
-    """PID of the network's running DNS server, started first if it is not running."""
-    return _start(network, listen_ip, records_file, run_dir, port, reuse=True)
-
-
-def is_running(network: str, run_dir: str) -> bool:
-    """True if the pidfile names a live netkit DNS server for this network."""
-    return _running_pid(network, _paths(network, run_dir)[0]) is not None
-
-
-def stop(network: str, run_dir: str) -> bool:
-    """Stop the network's DNS server and remove its pidfile; True if one was stopped. A PID
-    that is not our server for this network is left alone (only the stale pidfile goes)."""
+def stop_own(network: str, run_dir: str) -> bool:
+    """Stop the network's own server process and remove its pidfile; True if one was stopped. A
+    PID that is not our server for this network is left alone (only the stale pidfile goes)."""
     pidfile, _, lockfile = _paths(network, run_dir)
-    with _locked(lockfile):
-        pid = _read_pid(pidfile)
+    with procs.locked(lockfile):
+        pid = procs.read_pid(pidfile)
         stopped = pid is not None and _kill(pid, network)
         with contextlib.suppress(FileNotFoundError):
             os.remove(pidfile)
         return bool(stop_orphans(network, run_dir)) or stopped
+
+
+# -- the engine's interface ---------------------------------------------------------------------
+
+def _host_call(run_dir: str, request: dict) -> dict | None:
+    try:
+        return hostctl.call(run_dir, request)
+    except hostctl.HostError as err:
+        raise EnvError(f"the DNS host cannot serve network {request.get('network')}: {err}") from None
+    except (OSError, ValueError) as err:
+        raise EnvError(f"the DNS host ({hostctl.paths(run_dir)['sock']}) failed: {err} "
+                       "(see `netkit doctor`)") from None
+
+
+def _start(network: str, listen_ip: str, records_file: str, run_dir: str, port: int, reuse: bool) -> int:
+    for attempt in range(2):
+        with _hosting(run_dir):
+            reply = _host_call(run_dir, {"op": "serve", "network": network, "listen": listen_ip, "port": port,
+                                         "records": os.path.abspath(records_file), "exclusive": not reuse})
+            if reply is not None:
+                stop_own(network, run_dir)  # served by the host now: a leftover own server goes
+                return int(reply["pid"])
+            if not (attempt == 0 and hostctl.wanted(run_dir) and hostctl.daemon_alive(run_dir)):
+                return start_own(network, listen_ip, records_file, run_dir, port, reuse)
+        # The host died under a running netkitd (which restarts it too): start it again now.
+        take_over(run_dir)
+    raise AssertionError("unreachable")
+
+
+def start(network: str, listen_ip: str, records_file: str, run_dir: str, port: int = 53) -> int:
+    """Serve the network's DNS (the host, or a server process of its own) and wait until it
+    listens; the PID serving it. EnvError if it is served already."""
+    return _start(network, listen_ip, records_file, run_dir, port, reuse=False)
+
+
+def ensure_running(network: str, listen_ip: str, records_file: str, run_dir: str, port: int = 53) -> int:
+    """PID of the process serving the network's DNS, which is started first if there is none."""
+    return _start(network, listen_ip, records_file, run_dir, port, reuse=True)
+
+
+def serving_pid(network: str, run_dir: str) -> int | None:
+    """The PID serving the network's DNS: the DNS host, or the network's own server."""
+    if network in hostctl.table(run_dir):
+        pid = hostctl.running_pid(run_dir)
+        if pid is not None:
+            return pid
+    return _running_pid(network, _paths(network, run_dir)[0])
+
+
+def is_running(network: str, run_dir: str) -> bool:
+    """True if a live process serves the network's DNS (the host, or its own server)."""
+    return serving_pid(network, run_dir) is not None
+
+
+def stop(network: str, run_dir: str) -> bool:
+    """Stop serving the network's DNS (the host drops it; its own server stops); True if either
+    served it."""
+    dropped = False
+    with _hosting(run_dir):
+        with contextlib.suppress(OSError, ValueError, hostctl.HostError):  # a broken host: doctor says so
+            reply = hostctl.call(run_dir, {"op": "drop", "network": network})
+            dropped = bool(reply and reply.get("dropped"))
+    return stop_own(network, run_dir) or dropped
+
+
+# -- hand-over between the two ways -------------------------------------------------------------
+
+def take_over(run_dir: str) -> int:
+    """Start the DNS host (netkitd does, when it starts) unless one answers; it serves the
+    networks of host.json and those whose own servers run, binding beside them before it stops
+    them. Its PID."""
+    with _hosting(run_dir, shared=False):
+        reply = hostctl.call(run_dir, {"op": "list"})
+        if reply is not None:
+            return int(reply["pid"])
+        return hostctl.spawn(run_dir, adopt=True)
+
+
+def give_back(run_dir: str) -> tuple[list[tuple[str, int]], list[str]]:
+    """Each network the host serves gets its own server again (bound beside the host's sockets
+    before the host goes), then the host stops and forgets its table (netkitd does this when it
+    stops). ((network, pid) started, one line per network that could not be started)."""
+    started, failed = [], []
+    with _hosting(run_dir, shared=False):
+        try:
+            reply = hostctl.call(run_dir, {"op": "list"})
+        except (OSError, ValueError, hostctl.HostError):
+            reply = None
+        networks = reply["networks"] if reply else hostctl.table(run_dir)
+        for network, spec in sorted(networks.items()):
+            if not os.path.exists(spec["records"]):
+                continue  # the network went away meanwhile
+            try:
+                pid = start_own(network, spec["listen"], spec["records"], run_dir, int(spec["port"]))
+                started.append((network, pid))
+            except EnvError as err:
+                failed.append(str(err))
+        host = reply["pid"] if reply else hostctl.running_pid(run_dir)
+        if host is not None:
+            with contextlib.suppress(OSError, ValueError, hostctl.HostError):
+                hostctl.call(run_dir, {"op": "quit", "forget": True})
+            procs.kill(int(host), hostctl.is_host)  # gone already, or it does not listen any more
+        for key in ("json", "pid"):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(hostctl.paths(run_dir)[key])
+    return started, failed
+
+
+def hosted(run_dir: str) -> list[str]:
+    """The networks the DNS host serves (none if no host runs)."""
+    return sorted(hostctl.table(run_dir)) if hostctl.running_pid(run_dir) is not None else []
+
+
+def stray_hosts(run_dir: str) -> list[int]:
+    """DNS hosts the pidfile does not name (a kill between spawn and pidfile)."""
+    return [pid for pid in hosts() if pid != hostctl.running_pid(run_dir)]
+
+
+def stop_stray_host(pid: int) -> bool:
+    return procs.kill(pid, hostctl.is_host)
+
+
+def host_problem(run_dir: str) -> str | None:
+    """What is wrong with the DNS host, in one line, or None: a host should run (it served
+    networks and did not give them back) but none does."""
+    if hostctl.wanted(run_dir) and hostctl.running_pid(run_dir) is None:
+        nets = sorted(hostctl.table(run_dir))
+        return (f"the DNS host is not running: network(s) {', '.join(nets) or 'none'} get no DNS answers "
+                f"({'netkitd restarts it' if hostctl.daemon_alive(run_dir) else 'netkitd is not running'}; "
+                "fix: netkit doctor --fix)")
+    return None
+
+
+def repair_host(run_dir: str) -> list[str]:
+    """doctor --fix: a dead host is started again if netkitd runs; otherwise its networks go back
+    to servers of their own (no netkitd: one process per network, as always)."""
+    if not hostctl.wanted(run_dir) or hostctl.running_pid(run_dir) is not None:
+        return []
+    if hostctl.daemon_alive(run_dir):
+        return [f"started the DNS host again (pid {take_over(run_dir)})"]
+    started, failed = give_back(run_dir)
+    return [f"netkitd is not running: network {net}'s DNS is served by its own server again (pid {pid})"
+            for net, pid in started] + failed

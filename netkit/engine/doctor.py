@@ -170,10 +170,15 @@ def dns_orphans(ctx: Context, fix: bool = False) -> Findings:
     # A server for a network the state does not hold (a kill between `network rm`'s commit and
     # the server's stop) is as stray as one without a pidfile.
     known = {n.name for n in ctx.store.networks() if not n.default}
-    unknown = sorted({net for net, _ in supervisor.servers() if net not in known})
+    unknown = sorted({net for net, _ in supervisor.servers() if net not in known}
+                     | {net for net in supervisor.hosted(ctx.run_dir) if net not in known})
+    strays = supervisor.stray_hosts(ctx.run_dir)
     if fix:
         for net, pid in supervisor.stop_orphans(None, ctx.run_dir):
             lines.append(f"fix: stopped orphaned DNS server of network '{net}' (pid {pid}, no pidfile)")
+        for pid in strays:
+            if supervisor.stop_stray_host(pid):
+                lines.append(f"fix: stopped a DNS host no pidfile names (pid {pid})")
         for net in unknown:
             supervisor.stop(net, ctx.run_dir)
             lines.append(f"fix: stopped the DNS server of network '{net}', which is not in netkit's state")
@@ -186,6 +191,10 @@ def dns_orphans(ctx: Context, fix: bool = False) -> Findings:
         problems += 1
         lines.append(f"problem: a DNS server runs for network '{net}', which is not in netkit's state "
                      "(fix: netkit doctor --fix)")
+    for pid in strays:
+        problems += 1
+        lines.append(f"problem: a DNS host (pid {pid}) runs that no pidfile names: an orphan of an interrupted "
+                     "start (fix: netkit doctor --fix)")
     return lines, problems
 
 
@@ -441,11 +450,17 @@ def names(ctx: Context, fix: bool) -> Findings:
     if fix:
         with ctx.store.transaction():
             lines += [f"fix: {done}" for done in names_sync.repair(ctx)]
+    host_problem = supervisor.host_problem(ctx.run_dir)
+    if host_problem:
+        problems += 1
+        lines.append(f"problem: {host_problem}")
+    hosted = set(supervisor.hosted(ctx.run_dir))
     for net in ctx.store.networks():
         if not names_sync.serves_dns(net) or not ctx.store.has_members(net.name):
             continue
         if supervisor.is_running(net.name, ctx.run_dir):
-            lines.append(f"ok: DNS server of network '{net.name}' answers on {net.gateway}:53")
+            by = f" (DNS host pid {supervisor.serving_pid(net.name, ctx.run_dir)})" if net.name in hosted else ""
+            lines.append(f"ok: DNS server of network '{net.name}' answers on {net.gateway}:53{by}")
         else:
             problems += 1
             lines.append(f"problem: DNS server of network '{net.name}' is not running (fix: netkit doctor --fix)")

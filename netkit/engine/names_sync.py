@@ -322,13 +322,14 @@ def stop_network(ctx: Context, net: Network) -> None:
 
 def repair(ctx: Context) -> list[str]:
     """doctor --fix: rewrite every file and restart every DNS server that should run."""
+    from netkit.dns import supervisor
+
     done = refresh_host_resolv(ctx, force=True)
+    done += supervisor.repair_host(ctx.run_dir)
     for c in ctx.store.containers():
         write_files(ctx, c, force=True)
     for net in ctx.store.networks():
         if serves_dns(net) and ctx.store.has_members(net.name):
-            from netkit.dns import supervisor
-
             if not supervisor.is_running(net.name, ctx.run_dir):
                 done.append(f"restarted DNS server of network '{net.name}'")
             sync_network(ctx, net)
