@@ -20,12 +20,12 @@ import contextlib
 import json
 import os
 import selectors
-import signal
 import socket
 import sys
+import threading
 
 from netkit.dns import hostctl, supervisor
-from netkit.dns.server import Server, log, run
+from netkit.dns.server import Server, log, run, stop_signals
 
 CONTROL_TIMEOUT = 2.0  # a command sends its one line right after connecting
 
@@ -86,8 +86,9 @@ class Host:
             except (OSError, KeyError, ValueError) as err:
                 log(f"cannot serve network {network} again: {err}")
 
-    def adopt(self) -> None:
-        """Take over every network whose own server runs: bind beside it, then stop it."""
+    def adopt(self) -> list[tuple[str, int]]:
+        """Serve every network whose own server runs, bound beside it; (network, pid) of those
+        servers, to retire() once this host answers."""
         taken = []
         for network, pid in supervisor.servers():
             opts = dict(zip(*[iter(_argv_after_module(pid))] * 2))
@@ -107,10 +108,14 @@ class Host:
                 except OSError as err2:
                     log(f"cannot take over network {network}: {err2}")
                     continue
-            taken.append(network)
-        for network in taken:
-            supervisor.stop_own(network, self.run_dir)
-            log(f"took over network {network} from its own server")
+            taken.append((network, pid))
+        return taken
+
+    def retire(self, taken: list[tuple[str, int]]) -> None:
+        """Stop the servers adopt() bound beside (each answers what it has queued first)."""
+        for network, pid in taken:
+            supervisor.retire_own(network, pid, self.run_dir)
+            log(f"took over network {network} from its own server (pid {pid})")
 
     # -- control ------------------------------------------------------------------------------
 
@@ -210,29 +215,23 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     host = Host(args.run_dir)
-    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-    signal.set_wakeup_fd(wake_w)
-
-    def on_stop(*_):
-        host.stopping = True
-
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, on_stop)
-    host.sel.register(wake_r, selectors.EVENT_READ, lambda: os.read(wake_r, 512))
+    stop_signal = stop_signals(host.sel)
     try:
         host.bind_control()
     except OSError as err:
         log(f"cannot serve the control socket: {err}")
         return 1
     host.restore()
-    if args.adopt:
-        host.adopt()
+    adopted = host.adopt() if args.adopt else []
     host.save()
     if args.ready_fd is not None:
         os.write(args.ready_fd, b"R")
         os.close(args.ready_fd)
     log(f"DNS host serving {len(host.servers)} network(s): {', '.join(sorted(host.servers)) or 'none yet'}")
-    run(host.sel, lambda: not host.stopping)
+    if adopted:
+        # The old servers stop while this loop already answers what the kernel queues here.
+        threading.Thread(target=host.retire, args=(adopted,), daemon=True).start()
+    run(host.sel, lambda: not (host.stopping or stop_signal))
     host.shutdown()
     log("stopped" + (" (networks given back)" if host.forget else ""))
     return 0

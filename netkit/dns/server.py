@@ -207,7 +207,7 @@ class Records:
                 reverse.setdefault(ipaddress.ip_address(ip).reverse_pointer, name)
         self.snap, self._key = Snapshot(names, reverse, ups, clients, per_client, host_resolv), key
         own = sum(1 for c in per_client.values() if c.upstreams is not None)
-        log(f"records: {len(names)} names, upstreams "
+        log(f"records of {os.path.basename(self.path)}: {len(names)} names, upstreams "
             f"{'the host resolv.conf' if host_resolv else [f'{h}:{p}' for h, p in ups]}, "
             f"{own} container(s) with their own --dns")
 
@@ -516,8 +516,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--network", help="network name; lets the supervisor recognise this process")
     args = p.parse_args(argv)
 
-    # SIGTERM from the supervisor: leave through SystemExit so the log says so.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # SIGTERM from the supervisor (or SIGINT): finish the round in hand, then drain and go. The
+    # handler only flags it, so no query is cut off halfway through its answer.
+    sel = selectors.DefaultSelector()
+    stopping = stop_signals(sel)
     try:
         server = Server(args.listen, args.port, args.records)
     except OSError as err:
@@ -529,14 +531,36 @@ def main(argv: list[str] | None = None) -> int:
         os.close(args.ready_fd)
     log(f"listening on {args.listen}:{args.port} (udp, tcp) on {server.device or 'any device'} "
         f"for network {args.network or '?'}")
-    try:
-        server.serve_forever()
-    except (KeyboardInterrupt, SystemExit):
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the drain short
-        server.drain()
-        log("stopped")
+    server.register(sel)
+    run(sel, lambda: not stopping)
+    server.unregister(sel)
+    server.drain()
+    server.close()
+    log("stopped")
     return 0
 
+
+class _Flag:
+    def __init__(self):
+        self.up = False
+
+    def __bool__(self) -> bool:
+        return self.up
+
+
+def stop_signals(sel: selectors.BaseSelector) -> _Flag:
+    """A flag that SIGTERM, SIGINT and SIGHUP raise; they also wake `sel`'s loop at once."""
+    flag = _Flag()
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake_w)
+
+    def on_stop(*_):
+        flag.up = True
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, on_stop)
+    sel.register(wake_r, selectors.EVENT_READ, lambda: os.read(wake_r, 512))
+    return flag
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -131,6 +131,17 @@ def stop_own(network: str, run_dir: str) -> bool:
         return bool(stop_orphans(network, run_dir)) or stopped
 
 
+def retire_own(network: str, pid: int, run_dir: str) -> None:
+    """Stop the network's own server PID (the DNS host serves the network now) and drop its
+    pidfile if it still names PID."""
+    pidfile, _, lockfile = _paths(network, run_dir)
+    with procs.locked(lockfile):
+        _kill(pid, network)
+        if procs.read_pid(pidfile) == pid:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(pidfile)
+
+
 # -- the engine's interface ---------------------------------------------------------------------
 
 def _host_call(run_dir: str, request: dict) -> dict | None:
@@ -149,7 +160,8 @@ def _start(network: str, listen_ip: str, records_file: str, run_dir: str, port: 
             reply = _host_call(run_dir, {"op": "serve", "network": network, "listen": listen_ip, "port": port,
                                          "records": os.path.abspath(records_file), "exclusive": not reuse})
             if reply is not None:
-                stop_own(network, run_dir)  # served by the host now: a leftover own server goes
+                if os.path.exists(_paths(network, run_dir)[0]):
+                    stop_own(network, run_dir)  # served by the host now: a leftover own server goes
                 return int(reply["pid"])
             if not (attempt == 0 and hostctl.wanted(run_dir) and hostctl.daemon_alive(run_dir)):
                 return start_own(network, listen_ip, records_file, run_dir, port, reuse)
