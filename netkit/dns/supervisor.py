@@ -265,19 +265,25 @@ def stop_stray_host(pid: int) -> bool:
 
 def host_problem(run_dir: str) -> str | None:
     """What is wrong with the DNS host, in one line, or None: a host should run (it served
-    networks and did not give them back) but none does."""
-    if hostctl.wanted(run_dir) and hostctl.running_pid(run_dir) is None:
+    networks and did not give them back) but none does; or one runs without netkitd (killed
+    before it could give the networks back), so nothing would restart it."""
+    pid = hostctl.running_pid(run_dir)
+    if hostctl.wanted(run_dir) and pid is None:
         nets = sorted(hostctl.table(run_dir))
         return (f"the DNS host is not running: network(s) {', '.join(nets) or 'none'} get no DNS answers "
                 f"({'netkitd restarts it' if hostctl.daemon_alive(run_dir) else 'netkitd is not running'}; "
                 "fix: netkit doctor --fix)")
+    if pid is not None and not hostctl.daemon_alive(run_dir):
+        return (f"the DNS host (pid {pid}) runs without netkitd, which would restart it if it died "
+                "(fix: `netkit daemon start`, or `netkit doctor --fix` gives each network its own server)")
     return None
 
 
 def repair_host(run_dir: str) -> list[str]:
-    """doctor --fix: a dead host is started again if netkitd runs; otherwise its networks go back
-    to servers of their own (no netkitd: one process per network, as always)."""
-    if not hostctl.wanted(run_dir) or hostctl.running_pid(run_dir) is not None:
+    """doctor --fix: a dead host is started again if netkitd runs; without netkitd, a dead or
+    unsupervised host's networks go back to servers of their own (no netkitd: one process per
+    network, as always)."""
+    if host_problem(run_dir) is None:
         return []
     if hostctl.daemon_alive(run_dir):
         return [f"started the DNS host again (pid {take_over(run_dir)})"]

@@ -188,3 +188,16 @@ def test_one_dns_process_under_netkitd_and_hand_over_both_ways(sandbox, tmp_path
     for ok, bad in stop_loops(loops, stop):
         assert ok > 0 and bad == 0, "a name went unanswered during the give-back"
     assert resolve(sandbox, "b1", "b2") == "172.30.2.3" and resolve(sandbox, "a1", "b1") is None
+
+    # netkitd killed outright: its host keeps serving, unsupervised; doctor says so and --fix
+    # gives each network its own server again.
+    sandbox.netkit("daemon", "start")
+    host = wait_for(lambda: host_pid(), what="the DNS host")
+    wait_for(lambda: not supervisor.servers(), what="the per-network servers to go")
+    os.kill(daemon_status(sandbox)["pid"], signal.SIGKILL)
+    wait_for(lambda: not hostctl.daemon_alive(RUN), what="netkitd to be gone")
+    report = sandbox.netkit("doctor", check=False).stdout
+    assert f"problem: the DNS host (pid {host}) runs without netkitd" in report, report
+    assert "network na's DNS is served by its own server again" in sandbox.netkit("doctor", "--fix").stdout
+    assert sorted(dict(supervisor.servers())) == ["na", "nb"] and host_pid() is None and not supervisor.hosts()
+    assert resolve(sandbox, "a1", "a2") == "172.30.1.3"
