@@ -40,6 +40,8 @@ class Host:
         self.stopping = False
         self.forget = False
         self.control: socket.socket | None = None
+        self.control_ino = 0
+        self.version = hostctl.code_version()  # of the code this process imported
 
     # -- networks -----------------------------------------------------------------------------
 
@@ -119,13 +121,15 @@ class Host:
 
     # -- control ------------------------------------------------------------------------------
 
-    def bind_control(self) -> None:
+    def bind_control(self, replace: bool = False) -> None:
+        """Listen on host.sock; with replace, take the path from the host answering there (it
+        keeps serving its sockets until it is told to stop, after this one is ready)."""
         path = self.paths["sock"]
         os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
         if os.path.exists(path):
-            if hostctl.call(self.run_dir, {"op": "list"}, timeout=CONTROL_TIMEOUT) is not None:
+            if not replace and hostctl.call(self.run_dir, {"op": "list"}, timeout=CONTROL_TIMEOUT) is not None:
                 raise OSError(f"another DNS host answers on {path}")
-            os.unlink(path)  # left by a host that died
+            os.unlink(path)  # left by a host that died, or the one this host replaces
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         old = os.umask(0o177)  # 0600 from the start: root only
         try:
@@ -133,7 +137,7 @@ class Host:
         finally:
             os.umask(old)
         sock.listen(64)
-        self.control = sock
+        self.control, self.control_ino = sock, os.stat(path).st_ino
         self.sel.register(sock, selectors.EVENT_READ, self.on_control)
 
     def on_control(self) -> None:
@@ -175,7 +179,7 @@ class Host:
                 self.save()
             return {"ok": True, "dropped": dropped}
         if op == "list":
-            return {"ok": True, "pid": os.getpid(), "networks": self.specs}
+            return {"ok": True, "pid": os.getpid(), "version": self.version, "networks": self.specs}
         if op == "quit":
             self.stopping, self.forget = True, bool(req.get("forget"))
             return {"ok": True}
@@ -188,7 +192,8 @@ class Host:
             self.sel.unregister(self.control)
             self.control.close()
             with contextlib.suppress(OSError):
-                os.unlink(self.paths["sock"])
+                if os.stat(self.paths["sock"]).st_ino == self.control_ino:  # not a successor's
+                    os.unlink(self.paths["sock"])
         for server in self.servers.values():
             server.unregister(self.sel)
         for server in self.servers.values():
@@ -211,13 +216,14 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m netkit.dns.host", description=__doc__.splitlines()[0])
     p.add_argument("--run-dir", required=True, help="netkit's run directory (the files are in its dns/)")
     p.add_argument("--adopt", action="store_true", help="take over networks whose own servers run")
+    p.add_argument("--replace", action="store_true", help="take over from the host answering now (an upgrade)")
     p.add_argument("--ready-fd", type=int, help="write one byte to this fd once serving, then close it")
     args = p.parse_args(argv)
 
     host = Host(args.run_dir)
     stop_signal = stop_signals(host.sel)
     try:
-        host.bind_control()
+        host.bind_control(args.replace)
     except OSError as err:
         log(f"cannot serve the control socket: {err}")
         return 1

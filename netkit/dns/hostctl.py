@@ -10,7 +10,7 @@ decides who serves a network, exclusively while the host takes networks over or 
 Requests (one JSON line each way, one request per connection):
     {"op": "serve", "network", "listen", "port", "records"}  -> {"ok": true, "pid": PID}
     {"op": "drop", "network"}                                -> {"ok": true, "dropped": BOOL}
-    {"op": "list"}                                           -> {"ok": true, "pid", "networks": {...}}
+    {"op": "list"}                              -> {"ok": true, "pid", "version", "networks": {...}}
     {"op": "quit", "forget": BOOL}                           -> {"ok": true}, then it exits
     any failure                                              -> {"error": "one line"}
 """
@@ -21,6 +21,7 @@ import json
 import os
 import socket
 import sys
+import zlib
 
 from netkit.dns import procs
 
@@ -30,6 +31,18 @@ CALL_TIMEOUT = 10.0  # a request is a bind or a dict lookup; a loaded machine ca
 
 class HostError(Exception):
     """The host answered with an error (one line)."""
+
+
+def code_version() -> str:
+    """Which DNS code this is: names, sizes and mtimes of netkit/dns/*.py. A host started before
+    netkit was upgraded (or edited) reports another one, and netkitd replaces it."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    parts = []
+    for name in sorted(os.listdir(here)):
+        if name.endswith(".py"):
+            st = os.stat(os.path.join(here, name))
+            parts.append(f"{name}:{st.st_size}:{st.st_mtime_ns}")
+    return f"{zlib.crc32(' '.join(parts).encode()):08x}"
 
 
 def paths(run_dir: str) -> dict[str, str]:
@@ -93,11 +106,13 @@ def daemon_alive(run_dir: str) -> bool:
     return any("netkit" in a for a in argv) and "daemon" in argv and "run" in argv
 
 
-def spawn(run_dir: str, adopt: bool) -> int:
-    """Start a DNS host (caller holds host.lock exclusively and knows none answers); its PID once
-    it serves every network of host.json (and, with adopt, those of running per-network servers)."""
+def spawn(run_dir: str, adopt: bool, replace: bool = False) -> int:
+    """Start a DNS host (caller holds host.lock exclusively and knows none answers, or, with
+    replace, that the one answering is to be replaced); its PID once it serves every network of
+    host.json (and, with adopt, those of running per-network servers)."""
     p = paths(run_dir)
-    argv = [sys.executable, "-m", MODULE, "--run-dir", os.path.abspath(run_dir)] + (["--adopt"] if adopt else [])
+    argv = [sys.executable, "-m", MODULE, "--run-dir", os.path.abspath(run_dir)]
+    argv += (["--adopt"] if adopt else []) + (["--replace"] if replace else [])
     pid = procs.spawn(argv, p["log"], "the DNS host", is_host)
     procs.write_pidfile(p["pid"], pid)
     return pid

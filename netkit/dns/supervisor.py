@@ -209,14 +209,20 @@ def stop(network: str, run_dir: str) -> bool:
 # -- hand-over between the two ways -------------------------------------------------------------
 
 def take_over(run_dir: str) -> int:
-    """Start the DNS host (netkitd does, when it starts) unless one answers; it serves the
-    networks of host.json and those whose own servers run, binding beside them before it stops
-    them. Its PID."""
+    """Start the DNS host (netkitd does, when it starts) unless one of this netkit's code answers;
+    it serves the networks of host.json and those whose own servers run, binding beside them
+    before it stops them. A host of other code (netkit was upgraded) is replaced the same way:
+    the new one binds beside it, then it stops. The PID of the host."""
     with _hosting(run_dir, shared=False):
         reply = hostctl.call(run_dir, {"op": "list"})
-        if reply is not None:
-            return int(reply["pid"])
-        return hostctl.spawn(run_dir, adopt=True)
+        if reply is None:
+            return hostctl.spawn(run_dir, adopt=True)
+        old = int(reply["pid"])
+        if reply.get("version") == hostctl.code_version():
+            return old
+        new = hostctl.spawn(run_dir, adopt=True, replace=True)
+        procs.kill(old, hostctl.is_host)  # it answers what it has queued, then goes
+        return new
 
 
 def give_back(run_dir: str) -> tuple[list[tuple[str, int]], list[str]]:

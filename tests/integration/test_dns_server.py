@@ -16,7 +16,7 @@ from pathlib import Path
 
 from dnslib import QTYPE, RCODE, RR, A, DNSRecord
 
-from netkit.dns import supervisor
+from netkit.dns import hostctl, supervisor
 from waiting import wait_for
 from netkit.errors import EnvError
 
@@ -266,8 +266,10 @@ def run_dir(tmp_path):
     d.mkdir()
     yield str(d)
     for name in os.listdir(os.path.join(d, "dns")) if os.path.isdir(os.path.join(d, "dns")) else []:
-        if name.endswith(".pid"):  # never leave a server behind, whatever failed
+        if name.endswith(".pid") and name != "host.pid":  # never leave a server behind, whatever failed
             supervisor.stop(name[:-4], str(d))
+    for pid in supervisor.hosts():
+        supervisor.stop_stray_host(pid)
 
 
 def start_from_cli_like_process(network, records, run_dir, port):
@@ -358,3 +360,40 @@ def test_start_failure_is_one_line_env_error_with_log_tail(tmp_path, run_dir):
     msg = str(exc.value)
     assert "\n" not in msg and "n6" in msg and "cannot listen on 192.0.2.1" in msg
     assert not os.path.exists(os.path.join(run_dir, "dns", "n6.pid"))
+
+
+def gone(pid: int) -> bool:
+    return not os.path.exists(f"/proc/{pid}") or Path(f"/proc/{pid}/cmdline").read_text() == ""
+
+
+def test_dns_host_serves_networks_in_one_process_and_is_replaced_when_netkit_changes(tmp_path, run_dir,
+                                                                                         monkeypatch):
+    """The supervisor's hand-over on loopback: per-network server -> host -> new host -> per-network."""
+    ra, rb = tmp_path / "a.json", tmp_path / "b.json"
+    write_records(ra, {"web": ["172.18.0.2"]})
+    write_records(rb, {"db": ["172.19.0.2"]})
+    pa, pb = free_port(SERVER_IP), free_port(SERVER_IP)
+    own = supervisor.start("a", SERVER_IP, str(ra), run_dir, port=pa)
+    host = supervisor.take_over(run_dir)
+    wait_for(lambda: gone(own), what="the adopted server to stop")
+    assert supervisor.ensure_running("b", SERVER_IP, str(rb), run_dir, port=pb) == host
+    assert supervisor.servers() == [] and supervisor.hosts() == [host]
+    assert addrs(ask(pa, "web")) == ["172.18.0.2"] and addrs(ask(pb, "db")) == ["172.19.0.2"]
+    assert ask(pa, "db").header.rcode == RCODE.NXDOMAIN  # each network its own records
+    with pytest.raises(EnvError, match="already running"):
+        supervisor.start("b", SERVER_IP, str(rb), run_dir, port=pb)
+    assert supervisor.take_over(run_dir) == host  # same code: kept
+
+    monkeypatch.setattr(hostctl, "code_version", lambda: "upgraded")  # "netkit changed on disk"
+    new = supervisor.take_over(run_dir)
+    assert new != host and gone(host) and supervisor.hosts() == [new]
+    assert addrs(ask(pa, "web")) == ["172.18.0.2"] and addrs(ask(pb, "db")) == ["172.19.0.2"]
+    assert hostctl.call(run_dir, {"op": "list"})["pid"] == new  # the control socket is the new host's
+
+    assert supervisor.stop("a", run_dir) is True and not supervisor.is_running("a", run_dir)
+    with pytest.raises(OSError):
+        ask(pa, "web", timeout=0.5)
+    started, failed = supervisor.give_back(run_dir)
+    assert [net for net, _ in started] == ["b"] and failed == [] and gone(new)
+    assert supervisor.serving_pid("b", run_dir) == started[0][1] and not hostctl.wanted(run_dir)
+    assert addrs(ask(pb, "db")) == ["172.19.0.2"]
