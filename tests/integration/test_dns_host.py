@@ -12,13 +12,14 @@ import time
 
 import pytest
 from required import need
-from waiting import wait_for
+from waiting import first_line, wait_for
 
 from netkit.dns import hostctl, supervisor
 
 pytestmark = pytest.mark.root
 
 RUN = "/run/netkit"
+FAKEDNS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fakedns.py")
 IN_PROCESS = {"NETKIT_DAEMON": "0"}
 
 # Inside a container: resolve NAME (expecting ADDR) until STOPFILE exists, then print the number
@@ -113,6 +114,9 @@ def stop_loops(loops, stop) -> list[tuple[int, int]]:
 
 def test_one_dns_process_under_netkitd_and_hand_over_both_ways(sandbox, tmp_path):
     need("getent")
+    # The sandbox host's resolver (its resolv.conf names 198.18.0.2, on the outside host).
+    upstream = sandbox.spawn([sys.executable, FAKEDNS, "198.18.0.2=192.0.2.1"], netns="outside")
+    assert first_line(upstream.stdout, what="the fake upstream resolver").strip() == "ready"
     for net, third in (("na", 1), ("nb", 2)):
         sandbox.netkit("network", "create", net, "--subnet", f"172.30.{third}.0/24")
         for i in (1, 2):
@@ -135,6 +139,8 @@ def test_one_dns_process_under_netkitd_and_hand_over_both_ways(sandbox, tmp_path
     # Each network resolves its own names, not the other's, from containers.
     assert resolve(sandbox, "a1", "a2") == "172.30.1.3" and resolve(sandbox, "b1", "b2") == "172.30.2.3"
     assert resolve(sandbox, "a1", "b2") is None and resolve(sandbox, "b2", "a1") is None
+    # Other names are forwarded to the host's resolver (the per-network servers' forwarding code).
+    assert resolve(sandbox, "b1", "ext.example") == "192.0.2.1"
 
     # Records follow create/rm (forwarded to netkitd); a network made in-process is the host's too.
     sandbox.netkit("container", "create", "a3", "--net", "na")
