@@ -432,9 +432,13 @@ class Server:
         """Before closing: answer the queries already queued on the UDP socket (a successor bound
         beside it gets the new ones) and let forwards in flight send their answers."""
         self.udp.setblocking(False)
-        with contextlib.suppress(OSError):
-            while True:
+        while True:
+            try:
                 self.on_udp(raise_empty=True)
+            except OSError:
+                break  # nothing more queued
+            except Exception as err:  # noqa: BLE001 - one bad query must not stop the drain
+                log(f"error handling a query: {err!r}")
         deadline = time.monotonic() + timeout
         taken = 0
         while taken < MAX_FORWARDS and self.forward_slots.acquire(timeout=max(deadline - time.monotonic(), 0)):
@@ -445,11 +449,6 @@ class Server:
     def close(self) -> None:
         self.udp.close()
         self.tcp.close()
-
-    def serve_forever(self) -> None:
-        sel = selectors.DefaultSelector()
-        self.register(sel)
-        run(sel)
 
 
 def run(sel: selectors.BaseSelector, running=lambda: True, timeout: float | None = None) -> None:
