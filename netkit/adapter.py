@@ -222,12 +222,15 @@ def find(network: str, container_id: str, ifname: str) -> Attachment | None:
         return None
 
 
-def detach(network: str, container_id: str, ifname: str) -> bool:
+def detach(network: str, container_id: str, ifname: str, on_committed=None) -> bool:
     """Remove the attachment (veth, address, name, published ports); False if there was none.
-    Works after the runtime deleted its netns: netkit's own name for it still holds it."""
+    Works after the runtime deleted its netns: netkit's own name for it still holds it.
+    `on_committed()` runs once the state no longer holds the attachment (engine.context's
+    Context.on_committed), before the kernel objects are deleted."""
     from netkit.engine import containers
 
     ctx = _context()
+    ctx.on_committed = on_committed
     try:
         containers.remove(ctx, attachment_name(network, container_id, ifname))
         return True

@@ -202,6 +202,18 @@ class Store:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
 
+    @contextmanager
+    def settled(self):
+        """Shared with other readers, exclusive of any change: what a check that compares the
+        state with the kernel holds, so that it never sees a change half-way (e.g. a veth whose
+        deletion still runs after netkit-cni's DEL answered: netkit/answer.py)."""
+        fd = os.open(os.path.join(self.directory, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            yield self
+        finally:
+            os.close(fd)
+
     def _cannot_save(self, err: sqlite3.Error) -> EnvError:
         if isinstance(err, sqlite3.DatabaseError) and not isinstance(err, sqlite3.OperationalError):
             return damaged(self.directory, str(err))

@@ -146,11 +146,14 @@ def cmd_add(conf: dict) -> dict:
 
 
 def cmd_del(conf: dict) -> None:
-    from netkit import adapter
+    from netkit import adapter, answer
 
     _check_config(conf)
     cid, ifname = _env("CNI_CONTAINERID"), _env("CNI_IFNAME")
-    adapter.detach(conf["name"], cid, ifname)  # nothing there: already deleted, which is success
+    # Under netkitd the runtime hears "done" once the state is committed; the veth's deletion
+    # (~20 ms of kernel RCU barrier) finishes after, under the state lock (netkit/answer.py).
+    # Nothing there: already deleted, which is success.
+    adapter.detach(conf["name"], cid, ifname, on_committed=lambda: answer.now(0))
 
 
 def cmd_check(conf: dict) -> None:

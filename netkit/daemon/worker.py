@@ -14,6 +14,8 @@ import signal
 import sys
 import types
 
+from netkit import answer
+
 
 def _stream(fd: int, writing: bool, info: dict) -> io.TextIOWrapper:
     """A text stream on fd buffered as CPython buffers its std streams (interactive stdout is
@@ -91,7 +93,28 @@ def serve(request: dict, fds: list[int], conn, done=None) -> None:
     once this process has its own handlers and the client's stderr, so an early Ctrl-C is
     neither lost nor handled by the daemon's code."""
     code = 1
+    answered: list[int] = []
     _tell(conn, {"started": os.getpid()})
+
+    def answer_early(early_code: int) -> None:
+        # The client's outcome is this code from now on: whatever follows is this process's
+        # own business (what it still prints goes nowhere; a failure shows in `netkit doctor`).
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:  # noqa: BLE001 - a closed pipe: nothing more to say
+                pass
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT})
+        _release_stdio()
+        _tell(conn, {"exit": early_code & 0xFF})
+        answered.append(early_code)
+        if done is not None:
+            try:
+                done()
+            except OSError:
+                pass
+
+    answer.install(answer_early)
     try:
         signal.set_wakeup_fd(-1)
         for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD, signal.SIGQUIT):
@@ -116,17 +139,19 @@ def serve(request: dict, fds: list[int], conn, done=None) -> None:
         traceback.print_exc()
         code = 1
     finally:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except Exception:  # noqa: BLE001 - a closed pipe: nothing more to say
-                pass
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT})
-        _release_stdio()
-        _tell(conn, {"exit": code})
-        if done is not None:
-            try:
-                done()
-            except OSError:
-                pass
+        answer.install(None)
+        if not answered:
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except Exception:  # noqa: BLE001 - a closed pipe: nothing more to say
+                    pass
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT})
+            _release_stdio()
+            _tell(conn, {"exit": code})
+            if done is not None:
+                try:
+                    done()
+                except OSError:
+                    pass
         os._exit(code)

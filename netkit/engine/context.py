@@ -65,6 +65,10 @@ class Context:
         self._on_commit: list[Callable[[Context], None]] = []
         self.firewall_hint = None
         self._hint_blocked = False
+        # Called once, when a change has committed and before its deletions and derived steps
+        # run: a caller that answers someone else (netkit-cni's DEL under netkitd) may let them
+        # go then. What still runs holds the state lock, so no netkit command sees it half-way.
+        self.on_committed: Callable[[], None] | None = None
 
     @property
     def store(self) -> Store:
@@ -242,6 +246,12 @@ class Context:
         from netkit import faults
 
         self._applied = []  # committed: the kernel plan stays
+        if self.on_committed is not None:
+            hook, self.on_committed = self.on_committed, None
+            try:
+                hook()
+            except Exception:  # noqa: BLE001 - the caller's business; the change is saved
+                pass
         failures = []
         for step in self._on_commit:
             try:

@@ -498,6 +498,13 @@ def cluster(ctx: Context) -> Findings:
 
 
 def run(ctx: Context, fix: bool = False) -> Findings:
+    if fix:  # each repair takes the state lock itself
+        return _run_parts(ctx, fix)
+    with ctx.store.settled():  # a look never catches a change half-way
+        return _run_parts(ctx, fix)
+
+
+def _run_parts(ctx: Context, fix: bool) -> Findings:
     lines, problems = [], 0
     for part in (lambda: interrupted(ctx, fix), lambda: dns_orphans(ctx, fix), lambda: addresses(ctx, fix),
                  lambda: kernel_objects(ctx, fix), lambda: firewall(ctx, fix), lambda: port_guards(ctx, fix),

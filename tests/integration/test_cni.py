@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -158,3 +159,53 @@ def test_forwarded_through_the_daemon(sandbox):
     assert code == 1 and err["code"] == 1
     assert cni("DEL", CONF, ns1, "c1") == (0, None)
     assert served() == before + 3
+
+
+def _stopped_pids() -> list[int]:
+    """PIDs of this sandbox's processes stopped by SIGSTOP (state T)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    state = fh.read().rsplit(")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                continue
+            if state == "T":
+                pids.append(int(entry))
+    return pids
+
+
+def test_del_through_the_daemon_answers_at_the_commit(sandbox):
+    """Under netkitd, DEL answers once the state is committed; the veth's deletion (a kernel RCU
+    barrier) finishes after, under the state lock. Stopped (SIGSTOP) right before that deletion,
+    the DEL has already answered, and an ADD of the same attachment waits for the lock, then finds
+    eth0 gone and gets the same address back."""
+    sandbox.netkit("daemon", "start")
+    ns1 = netns(sandbox, "ctr1")
+    code, r1 = cni("ADD", CONF, ns1, "c1")
+    assert code == 0, r1
+    veth = r1["interfaces"][1]["name"]
+    assert cni("DEL", CONF, ns1, "c1", extra_env={"NETKIT_FAULT_AT": "LinkDel", "NETKIT_FAULT_MODE": "stop"}) == (0, None)
+    stopped = _stopped_pids()
+    assert len(stopped) == 1, stopped  # the daemon's child, before deleting the veth
+    assert sandbox.sh(f"ip link show {veth}", check=False).returncode == 0  # answered before it
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CNI_")}
+    env.update({"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c1", "CNI_NETNS": ns1, "CNI_IFNAME": "eth0",
+                "CNI_PATH": REFERENCE_DIR})
+    again = subprocess.Popen([PLUGIN], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, env=env)
+    again.stdin.write(json.dumps(CONF))
+    again.stdin.close()
+    doctor = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "netkit"), "doctor"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    os.kill(stopped[0], signal.SIGCONT)
+    out, err = again.stdout.read(), again.stderr.read()
+    assert again.wait(timeout=60) == 0, out + err
+    assert json.loads(out)["ips"] == r1["ips"]
+    report = doctor.communicate(timeout=60)[0]
+    # The doctor saw the state either before the DEL's deletions or after the ADD: never half-way.
+    assert doctor.returncode == 0, report
+    assert cni("DEL", CONF, ns1, "c1") == (0, None)
+    assert sandbox.sh(f"ip link show {veth}", check=False).returncode != 0
+    assert "eth0" not in sandbox.ns("ctr1", "ip -br link").stdout
