@@ -153,7 +153,8 @@ def status(json: bool = JSON_OPT):
 
     info = query_status()
     if json:
-        render.emit_json({"running": bool(info), **(info or {})})
+        # "up": whether it answers; "running": how many commands it runs now (0 when down).
+        render.emit_json({"up": bool(info), "running": 0, **(info or {})})
     elif info:
         render.emit(f"netkitd running: pid {info['pid']}, up {info['uptime']} s, served {info['served']} requests, "
                     f"{info['running']} running now")

@@ -238,7 +238,7 @@ def test_stale_daemon_restarts_itself_and_client_runs_in_process(daemon):
         new = None
         while time.monotonic() < deadline:
             new = json.loads(cli(["daemon", "status", "--json"]).stdout)
-            if new.get("running") and new["version"] != old["version"]:
+            if new.get("up") and new["version"] != old["version"]:
                 break
             time.sleep(0.1)
         assert new["pid"] == old["pid"] and new["version"] != old["version"] and new["served"] == 0
