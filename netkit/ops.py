@@ -131,7 +131,12 @@ class BridgeDel:
 class EndpointAdd:
     """A veth pair: host end on the bridge, the peer made directly inside the container's netns,
     with its address and (for the container's first network with a way out) the default route.
-    Hairpin mode on the host end is a step of its own (HairpinOn), planned right after."""
+    Hairpin mode on the host end is a step of its own (HairpinOn), planned right after.
+
+    With `handover` set, the peer is made in the host netns under that name instead, down and
+    unaddressed (netns, ip and gateway are then the record's, not applied): a runtime that moves
+    interfaces itself (Docker's remote driver protocol) takes it from there, names it `ifname`
+    inside its netns and configures it, as it does with its own bridge driver's veth."""
 
     netns: str
     host_ifname: str
@@ -142,9 +147,15 @@ class EndpointAdd:
     ip: str
     prefixlen: int
     gateway: str | None  # set: add the default route via it (the container's first network)
+    handover: str | None = None  # set: the peer's name in the host netns, left for the runtime
 
     def render(self) -> list[str]:
         ns = self.netns
+        if self.handover:
+            return [f"ip link add {self.host_ifname} mtu {self.mtu} type veth peer name {self.handover} "
+                    f"mtu {self.mtu} address {self.mac}",
+                    f"sysctl -qw net.ipv6.conf.{self.host_ifname}.disable_ipv6=1",
+                    f"ip link set {self.host_ifname} master {self.bridge} up"]
         lines = [
             f"ip link add {self.host_ifname} mtu {self.mtu} type veth peer name {self.ifname} "
             f"mtu {self.mtu} address {self.mac} netns {ns}",
