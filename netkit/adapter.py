@@ -128,8 +128,9 @@ def attach(network: str, netns_path: str, container_id: str, ifname: str, ip: st
     name = attachment_name(network, container_id, ifname)
     ctx = _context()
     try:
-        c = containers.attach(ctx, network, netns_path=netns_path, name=name, ip=ip, ifname=ifname,
-                              handover=handover)
+        containers.attach(ctx, network, netns_path=netns_path, name=name, ip=ip, ifname=ifname,
+                          handover=handover)
+        attached = _describe(ctx, network, name)  # this context's state is current: no second open
     finally:
         ctx.close()
     try:
@@ -138,7 +139,7 @@ def attach(network: str, netns_path: str, container_id: str, ifname: str, ip: st
     except BaseException:
         detach(network, container_id, ifname)
         raise
-    return describe(network, name)
+    return attached
 
 
 def pin_netns(network: str, container_id: str, ifname: str, netns_path: str) -> bool:

@@ -14,6 +14,7 @@ import sys
 
 import pytest
 
+from fswatch import created_names
 from netkit import adapter
 from nettools import start_echo
 from required import need
@@ -79,10 +80,14 @@ def test_real_dockerd_runs_containers_on_netkit_networks(sandbox):
         # docker network connect / disconnect, on a second netkit network, an --internal one.
         n2 = box.docker("network", "create", "-d", "netkit", "--internal", "n2").stdout.strip()
         assert sandbox.inspect("network", f"dk-{n2[:12]}")["internal"] is True
-        box.docker("network", "connect", "n2", "web")
-        box.docker("network", "connect", "n2", "client")
-        web_ip2, _ = docker_ip(box, "web", "n2")
+        with created_names("/run/netns") as made:
+            box.docker("network", "connect", "n2", "web")
+            box.docker("network", "connect", "n2", "client")
+        web_ip2, web_ep2 = docker_ip(box, "web", "n2")
         client_ip2, client_ep2 = docker_ip(box, "client", "n2")
+        # Join makes the veth on the host for dockerd to move in, as Docker's bridge driver does:
+        # the only netns names made are netkit's names for the containers' netns (no staging netns).
+        assert sorted(made) == sorted([attachment(n2, web_ep2), attachment(n2, client_ep2)]), made
         assert f"inet {client_ip2}/" in box.docker("exec", "client", "ip", "addr").stdout
         gateway1 = sandbox.inspect("network", f"dk-{n1[:12]}")["gateway"]
         assert box.docker("exec", "client", "ip", "route").stdout.startswith(f"default via {gateway1} ")
