@@ -120,12 +120,15 @@ def create_endpoint(body: dict) -> dict:
     return {"Interface": {}}  # Docker gave the address: it must get nothing back
 
 
+JOINED_KEYS = ("netkit_container", "host_interface", "mac")  # what Join records for EndpointOperInfo
+
+
 def endpoint_info(body: dict) -> dict:
+    """Asked twice per connect: answered from the endpoint's file, without opening netkit's state."""
     ep = _load(body["EndpointID"])
-    att = adapter.find(ep["network"], body["EndpointID"], "eth0")
     value = {"address": ep["address"], "published": ep["published"]}
-    if att:
-        value.update({"netkit_container": att.container, "host_interface": att.host_ifname, "mac": att.mac})
+    if ep.get("netkit_container"):
+        value.update({key: ep[key] for key in JOINED_KEYS})
     return {"Value": value}
 
 
@@ -153,6 +156,8 @@ def join(body: dict) -> dict:
                          handover=src)
     if not netns.is_netns_file(netns.netns_path(att.netns)):  # docker run: named once runc made it
         _pin_later(ep["network"], body["EndpointID"], att.host_ifname, sandbox)
+    _save(body["EndpointID"], {**ep, "netkit_container": att.container, "host_interface": att.host_ifname,
+                               "mac": att.mac})
     answer: dict = {"InterfaceName": {"SrcName": src, "DstPrefix": "eth"}, "DisableGatewayService": True}
     if att.gateway and att.default_route:  # an --internal network gives no way out
         answer["Gateway"] = att.gateway
@@ -186,6 +191,7 @@ def _pin_later(network: str, endpoint_id: str, host_ifname: str, sandbox: str) -
 def leave(body: dict) -> dict:
     ep = _load(body["EndpointID"])
     adapter.detach(ep["network"], body["EndpointID"], "eth0")
+    _save(body["EndpointID"], {**{k: v for k, v in ep.items() if k not in JOINED_KEYS}, "mac": ""})
     return {}
 
 

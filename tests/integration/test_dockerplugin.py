@@ -71,6 +71,8 @@ def test_docker_driver_protocol_end_to_end(sandbox):
     assert out == f"echo:dk from:{sandbox.outside}"
     status, info = post("/NetworkDriver.EndpointOperInfo", ids)
     assert status == 200 and info["Value"]["published"] == ["8088:80/tcp"]
+    assert info["Value"]["netkit_container"] == att_name and info["Value"]["mac"] == \
+        sandbox.inspect("container", att_name)["endpoints"][0]["mac"]
     assert post("/NetworkDriver.RevokeExternalConnectivity", ids) == (200, {})
     assert "--dport 8088" not in sandbox.netkit("rules").stdout
     # A refusal from the engine reaches Docker as {"Err": ...}.

@@ -101,11 +101,14 @@ def test_a_container_lifecycle(calls):
                           ("publish", name, "443/tcp")]
     status, info = post("/NetworkDriver.EndpointOperInfo", EP_ONLY)
     assert status == 200 and info["Value"]["published"] == ["8088:80/tcp", "127.0.0.1:5353:53/udp", "443/tcp"]
+    # From what Join recorded (asked twice per connect: no state opened for it).
+    assert (info["Value"]["netkit_container"], info["Value"]["host_interface"]) == (name, "veth0")
     assert post("/NetworkDriver.RevokeExternalConnectivity", EP_ONLY) == (200, {})
     assert [c[2] for c in calls[-3:]] == ["443/tcp", "127.0.0.1:5353:53/udp", "8088:80/tcp"]
     assert all(c[0] == "unpublish" for c in calls[-3:])
     assert post("/NetworkDriver.Leave", EP_ONLY) == (200, {})
     assert calls[-1] == ("detach", "dk-5a3b1c9e8d7f", EP_ID, "eth0")
+    assert "netkit_container" not in post("/NetworkDriver.EndpointOperInfo", EP_ONLY)[1]["Value"]
     assert post("/NetworkDriver.DeleteEndpoint", EP_ONLY) == (200, {})
     assert post("/NetworkDriver.DeleteNetwork", {"NetworkID": NET_ID}) == (200, {})
     assert calls[-1] == ("remove_network", "dk-5a3b1c9e8d7f")
