@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from netkit import antispoof, rules
+from netkit import antispoof, rules, xisolation
 
 
 def _ns(netns: str | None) -> str:
@@ -371,6 +371,32 @@ class PortGuardTableDel:
 
     def render(self) -> list[str]:
         return [f"nft {antispoof.delete_table_line()}"]
+
+    def undo(self):
+        return None
+
+
+@dataclass(frozen=True)
+class CrossIsolation:
+    """The table isolating netkit's networks from bridges not netkit's (netkit/xisolation.py),
+    made or re-made with exactly these bridges in its set; `was`: the set before (None: no table)."""
+
+    bridges: tuple[str, ...]
+    was: tuple[str, ...] | None = None
+
+    def render(self) -> list[str]:
+        return [f"nft {line}" for line in xisolation.table_script(self.bridges)]
+
+    def undo(self):
+        return CrossIsolation(self.was, self.bridges) if self.was is not None else CrossIsolationDel()
+
+
+@dataclass(frozen=True)
+class CrossIsolationDel:
+    """Remove that table (`netkit reset`, or undoing its first making)."""
+
+    def render(self) -> list[str]:
+        return [f"nft {line}" for line in xisolation.delete_script()]
 
     def undo(self):
         return None

@@ -275,6 +275,12 @@ class FakeKernel:
     def _BridgeNfCall(self, op):
         self.probe.sysctls[ops.bridge_nf_call_path(op.bridge)] = op.value
 
+    def _CrossIsolation(self, op):
+        self.probe.cross_isolation_set = tuple(op.bridges)
+
+    def _CrossIsolationDel(self, op):
+        self.probe.cross_isolation_set = None
+
     def _PortGuardTableDel(self, op):
         self.probe.guard_table = False
         self.probe.guards.clear()
@@ -294,4 +300,5 @@ class FakeKernel:
 _STEPS = (ops.NetnsAdd, ops.NetnsAttach, ops.NetnsDel, ops.BridgeAdd, ops.BridgeDel, ops.AddrAdd, ops.AddrDel,
           ops.EndpointAdd, ops.LinkDel, ops.RouteReplace, ops.UtsAdd, ops.UtsDel, ops.HairpinOn, ops.ProcessesKill,
           ops.SysctlSet, ops.FirewallChange, ops.FirewallReset, ops.ConntrackForget, ops.PortGuardAdd, ops.PortGuardDel,
-          ops.PortGuardTableDel, ops.PortGuardTable, ops.PortGuardForget, ops.BridgeNfCall)
+          ops.PortGuardTableDel, ops.PortGuardTable, ops.PortGuardForget, ops.BridgeNfCall, ops.CrossIsolation,
+          ops.CrossIsolationDel)

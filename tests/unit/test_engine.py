@@ -344,6 +344,22 @@ def test_full_sync_repairs_drift_and_reset_restores(ctx, kernel):
     assert kernel.probe.sysctls["/proc/sys/net/ipv4/conf/br-app/route_localnet"] == "0"
 
 
+def test_networks_are_isolated_from_bridges_not_netkits_through_their_own_table(ctx, kernel):
+    # netkit/xisolation.py: the set follows netkit's networks; a lost table comes back; reset drops it.
+    app(ctx)
+    assert kernel.probe.cross_isolation_set == ("br-app",)
+    networks.create(ctx, NetworkRequest("other", subnet="172.21.0.0/24"))
+    assert kernel.probe.cross_isolation_set == ("br-app", "br-other")
+    networks.remove(ctx, "other")
+    assert kernel.probe.cross_isolation_set == ("br-app",)
+    kernel.probe.cross_isolation_set = None  # someone's `nft flush ruleset`
+    assert doctor.firewall(ctx)[1]
+    doctor.firewall(ctx, fix=True)
+    assert kernel.probe.cross_isolation_set == ("br-app",)
+    reconcile.reset(ctx)
+    assert kernel.probe.cross_isolation_set is None
+
+
 def test_doctor_checks_endpoints_as_deep_as_cni_check(ctx, kernel):
     app(ctx)
     networks.create(ctx, NetworkRequest("other", subnet="172.21.0.0/24"))
