@@ -11,11 +11,12 @@ filter - 1: a drop there is final whatever FORWARD says later):
   table inet netkit_isolation
     set networks { ifname }                 the bridges of netkit's networks
     chain forward (filter hook forward priority filter - 1)
-      from a netkit bridge to a bridge that is not netkit's: drop
-      from a bridge that is not netkit's to a netkit bridge: drop
+      from a netkit bridge to a Docker bridge (docker0, br-*) that is not netkit's: drop
+      from such a bridge to a netkit bridge: drop
 
-`meta iifkind/oifkind "bridge"` (Linux 4.19) keeps routed traffic to and from the uplink and any
-other non-bridge interface untouched. Traffic between two netkit networks is left to netkit's
+Only bridges named as Docker's bridge driver names them (and `meta iifkind/oifkind "bridge"`,
+Linux 4.19): routed traffic to and from the uplink, also when the uplink is itself a bridge
+(br0, vmbr0), and any other interface stays untouched. Traffic between two netkit networks is left to netkit's
 own chains (NETKIT-ISOLATION-1/2), as before.
 """
 from __future__ import annotations
@@ -25,9 +26,16 @@ TABLE = "netkit_isolation"
 QUALIFIED = f"{FAMILY} {TABLE}"
 CHAIN = "forward"
 SET = "networks"
-RULES = (
-    f'iifname @{SET} oifname != @{SET} meta oifkind "bridge" drop',
-    f'oifname @{SET} iifname != @{SET} meta iifkind "bridge" drop',
+# The bridges Docker's bridge driver makes: `docker0` and `br-<12 hex of the network id>`. Only
+# those: a host whose uplink is a bridge (br0, vmbr0, libvirt's virbr0) must keep routing netkit's
+# containers out through it. A Docker network given its own bridge name
+# (com.docker.network.bridge.name) is not recognised.
+DOCKER_BRIDGES = ("docker0", "br-*")
+RULES = tuple(
+    rule
+    for name in DOCKER_BRIDGES
+    for rule in (f'iifname @{SET} oifname != @{SET} oifname "{name}" meta oifkind "bridge" drop',
+                 f'oifname @{SET} iifname != @{SET} iifname "{name}" meta iifkind "bridge" drop')
 )
 
 
