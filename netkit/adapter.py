@@ -118,15 +118,19 @@ def _normal_cidr(text: str) -> str:
 
 
 def attach(network: str, netns_path: str, container_id: str, ifname: str, ip: str | None = None,
-           port_mappings: list[dict] | None = None) -> Attachment:
+           port_mappings: list[dict] | None = None, handover: str | None = None) -> Attachment:
     """Wire the runtime's netns onto the network (veth, address, routes, names), then publish
-    its port mappings; all or nothing."""
+    its port mappings; all or nothing. `handover`: the runtime moves and configures the
+    interface itself; its end of the veth is left on the host under that name, and the netns
+    at `netns_path` may not exist yet (then pin_netns names it once it does)."""
     from netkit.engine import containers
 
     name = attachment_name(network, container_id, ifname)
     ctx = _context()
     try:
-        c = containers.attach(ctx, network, netns_path=netns_path, name=name, ip=ip, ifname=ifname)
+        containers.attach(ctx, network, netns_path=netns_path, name=name, ip=ip, ifname=ifname,
+                          handover=handover)
+        attached = _describe(ctx, network, name)  # this context's state is current: no second open
     finally:
         ctx.close()
     try:
@@ -135,7 +139,19 @@ def attach(network: str, netns_path: str, container_id: str, ifname: str, ip: st
     except BaseException:
         detach(network, container_id, ifname)
         raise
-    return describe(network, name)
+    return attached
+
+
+def pin_netns(network: str, container_id: str, ifname: str, netns_path: str) -> bool:
+    """Name the runtime's netns after a hand-over attachment once the runtime made it; False if
+    the attachment is gone, named already, or `netns_path` is no netns yet."""
+    from netkit.engine import containers
+
+    ctx = _context()
+    try:
+        return containers.pin_runtime_netns(ctx, attachment_name(network, container_id, ifname), netns_path)
+    finally:
+        ctx.close()
 
 
 def publish(name: str, mapping: dict) -> None:

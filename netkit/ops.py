@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from netkit import antispoof, rules
+from netkit import antispoof, rules, xisolation
 
 
 def _ns(netns: str | None) -> str:
@@ -131,7 +131,12 @@ class BridgeDel:
 class EndpointAdd:
     """A veth pair: host end on the bridge, the peer made directly inside the container's netns,
     with its address and (for the container's first network with a way out) the default route.
-    Hairpin mode on the host end is a step of its own (HairpinOn), planned right after."""
+    Hairpin mode on the host end is a step of its own (HairpinOn), planned right after.
+
+    With `handover` set, the peer is made in the host netns under that name instead, down and
+    unaddressed (netns, ip and gateway are then the record's, not applied): a runtime that moves
+    interfaces itself (Docker's remote driver protocol) takes it from there, names it `ifname`
+    inside its netns and configures it, as it does with its own bridge driver's veth."""
 
     netns: str
     host_ifname: str
@@ -142,9 +147,15 @@ class EndpointAdd:
     ip: str
     prefixlen: int
     gateway: str | None  # set: add the default route via it (the container's first network)
+    handover: str | None = None  # set: the peer's name in the host netns, left for the runtime
 
     def render(self) -> list[str]:
         ns = self.netns
+        if self.handover:
+            return [f"ip link add {self.host_ifname} mtu {self.mtu} type veth peer name {self.handover} "
+                    f"mtu {self.mtu} address {self.mac}",
+                    f"sysctl -qw net.ipv6.conf.{self.host_ifname}.disable_ipv6=1",
+                    f"ip link set {self.host_ifname} master {self.bridge} up"]
         lines = [
             f"ip link add {self.host_ifname} mtu {self.mtu} type veth peer name {self.ifname} "
             f"mtu {self.mtu} address {self.mac} netns {ns}",
@@ -360,6 +371,32 @@ class PortGuardTableDel:
 
     def render(self) -> list[str]:
         return [f"nft {antispoof.delete_table_line()}"]
+
+    def undo(self):
+        return None
+
+
+@dataclass(frozen=True)
+class CrossIsolation:
+    """The table isolating netkit's networks from bridges not netkit's (netkit/xisolation.py),
+    made or re-made with exactly these bridges in its set; `was`: the set before (None: no table)."""
+
+    bridges: tuple[str, ...]
+    was: tuple[str, ...] | None = None
+
+    def render(self) -> list[str]:
+        return [f"nft {line}" for line in xisolation.table_script(self.bridges)]
+
+    def undo(self):
+        return CrossIsolation(self.was, self.bridges) if self.was is not None else CrossIsolationDel()
+
+
+@dataclass(frozen=True)
+class CrossIsolationDel:
+    """Remove that table (`netkit reset`, or undoing its first making)."""
+
+    def render(self) -> list[str]:
+        return [f"nft {line}" for line in xisolation.delete_script()]
 
     def undo(self):
         return None

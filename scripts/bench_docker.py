@@ -9,8 +9,9 @@ with a bridge-driver network. Two measures, medians (and p90) of N rounds each:
 - `docker network connect/disconnect` as a user types them (whole docker CLI process);
 - the same request straight to dockerd's API (POST /networks/ID/connect on its unix socket):
   without the CLI's start-up, closer to what the driver itself costs;
-and, to say where netkit's time goes, the driver's Join and Leave called in-process (engine
-attach/detach, the staging netns, the hand-over move).
+and, to say where netkit's time goes, the driver's Join and Leave called in-process, with the
+engine attach/detach in them and, inside the attach, the veth, the netns name, the rules sync
+(reconcile: the container's rules) and the adapter's read-back (describe).
 
     .venv/bin/python scripts/bench_docker.py [--n 30]
 """
@@ -114,7 +115,8 @@ def in_process_breakdown(n: int) -> dict[str, list[float]]:
     engine adapter and the hand-over steps timed one by one."""
     from netkit import adapter
     from netkit.dockerplugin import handlers
-    from netkit.kernel import handover
+    from netkit.engine import reconcile
+    from netkit.kernel import links
 
     parts: dict[str, list[float]] = {}
 
@@ -129,8 +131,9 @@ def in_process_breakdown(n: int) -> dict[str, list[float]]:
                 parts.setdefault(label, []).append((time.perf_counter() - t0) * 1000)
         setattr(module, name, timed_call)
 
-    for module, name, label in ((handover, "make_staging", "staging netns"), (adapter, "attach", "engine attach"),
-                                (handover, "move_here", "hand-over move"), (adapter, "detach", "engine detach")):
+    for module, name, label in ((adapter, "attach", "engine attach"), (links, "endpoint_add", "veth"),
+                                (links, "netns_attach", "netns name"), (reconcile, "sync", "rules sync"),
+                                (adapter, "_describe", "describe"), (adapter, "detach", "engine detach")):
         timing(module, name, label)
     net_id = "b" * 64
     post = lambda path, body: handlers.handle(path, json.dumps(body).encode())  # noqa: E731

@@ -2,15 +2,17 @@
 netkit's engine: `docker network create -d netkit` gets a netkit network on a netkit bridge,
 and each container joining it a netkit attachment with its published ports.
 
-Docker's IPAM picks the subnet, gateway and each endpoint's address; netkit plumbs them. Join
-comes before the container's netns exists (`docker run`: runc makes it later and dockerd then
-moves the driver's interface in), so netkit wires the attachment in a staging netns of its own,
-hands the container end back under a temporary name (InterfaceName), and gives the Gateway:
-Docker moves the interface, sets the address and the default route, and calls
-ProgramExternalConnectivity only for the endpoint that holds the default route. Once Docker's
-netns exists, netkit's name for the attachment's netns is re-pointed at it. What Docker tells
-us between calls (an endpoint's address, its port map) is kept in small JSON files, because
-each connection is served by a fresh child of netkitd.
+Docker's IPAM picks the subnet, gateway and each endpoint's address; netkit plumbs them. As
+with Docker's own bridge driver, Join makes the veth pair in the host netns: the host end on
+netkit's bridge with netkit's rules, the container end down under the name Join answers
+(InterfaceName.SrcName), with the Gateway. Docker moves that end into the container's netns
+(at once for `docker network connect`; for `docker run` once runc made the netns, after Join),
+names it eth<N>, sets the address and the default route, and calls
+ProgramExternalConnectivity only for the endpoint that holds the default route. netkit's name
+for the attachment's netns (`rt-...`) is Docker's netns: pinned at Join when it exists, else by
+a waiting child once it does. What Docker tells us between calls (an endpoint's address, its
+port map) is kept in small JSON files, because each connection is served by a fresh child of
+netkitd.
 """
 from __future__ import annotations
 
@@ -118,12 +120,15 @@ def create_endpoint(body: dict) -> dict:
     return {"Interface": {}}  # Docker gave the address: it must get nothing back
 
 
+JOINED_KEYS = ("netkit_container", "host_interface", "mac")  # what Join records for EndpointOperInfo
+
+
 def endpoint_info(body: dict) -> dict:
+    """Asked twice per connect: answered from the endpoint's file, without opening netkit's state."""
     ep = _load(body["EndpointID"])
-    att = adapter.find(ep["network"], body["EndpointID"], "eth0")
     value = {"address": ep["address"], "published": ep["published"]}
-    if att:
-        value.update({"netkit_container": att.container, "host_interface": att.host_ifname, "mac": att.mac})
+    if ep.get("netkit_container"):
+        value.update({key: ep[key] for key in JOINED_KEYS})
     return {"Value": value}
 
 
@@ -135,46 +140,34 @@ def delete_endpoint(body: dict) -> dict:
     return {}
 
 
-def staging_name(endpoint_id: str) -> str:
-    return "nkstage-" + endpoint_id[:12]
-
-
 def handover_name(endpoint_id: str) -> str:
     return "nk" + endpoint_id[:13]  # 15 bytes: Linux's limit
 
 
 def join(body: dict) -> dict:
-    from netkit.kernel import handover, netns
+    from netkit.kernel import netns
 
     ep = _load(body["EndpointID"])
     sandbox = body.get("SandboxKey") or ""
     if not sandbox:
         raise PluginError("Docker sent no SandboxKey")
-    staging = staging_name(body["EndpointID"])
-    path = handover.make_staging(staging)
-    try:
-        att = adapter.attach(ep["network"], path, body["EndpointID"], "eth0", ep["address"].split("/")[0])
-    finally:
-        handover.drop_name(staging)  # netkit's own pin (rt-...) holds the netns now
-    try:
-        handover.move_here(netns.netns_path(att.netns), att.ifname, handover_name(body["EndpointID"]))
-    except BaseException:
-        adapter.detach(ep["network"], body["EndpointID"], "eth0")
-        raise
-    if netns.is_netns_file(sandbox):
-        handover.repin(att.netns, sandbox)  # docker network connect: the netns is there already
-    else:
-        _repin_later(att.netns, sandbox)
-    answer: dict = {"InterfaceName": {"SrcName": handover_name(body["EndpointID"]), "DstPrefix": "eth"},
-                    "DisableGatewayService": True}
+    src = handover_name(body["EndpointID"])
+    att = adapter.attach(ep["network"], sandbox, body["EndpointID"], "eth0", ep["address"].split("/")[0],
+                         handover=src)
+    if not netns.is_netns_file(netns.netns_path(att.netns)):  # docker run: named once runc made it
+        _pin_later(ep["network"], body["EndpointID"], att.host_ifname, sandbox)
+    _save(body["EndpointID"], {**ep, "netkit_container": att.container, "host_interface": att.host_ifname,
+                               "mac": att.mac})
+    answer: dict = {"InterfaceName": {"SrcName": src, "DstPrefix": "eth"}, "DisableGatewayService": True}
     if att.gateway and att.default_route:  # an --internal network gives no way out
         answer["Gateway"] = att.gateway
     return answer
 
 
-def _repin_later(name: str, sandbox: str) -> None:
-    """A detached child waits for Docker to mount the container's netns at `sandbox`, then
-    re-points netkit's name for the attachment at it."""
+def _pin_later(network: str, endpoint_id: str, host_ifname: str, sandbox: str) -> None:
+    """A detached child waits for Docker to mount the container's netns at `sandbox`, then names
+    it after the attachment (netkit's `rt-...`). It gives up when the attachment's host veth is
+    gone (Leave came first) or after SANDBOX_WAIT."""
     pid = os.fork()
     if pid != 0:
         os.waitpid(pid, 0)
@@ -183,12 +176,12 @@ def _repin_later(name: str, sandbox: str) -> None:
         if os.fork() != 0:  # the grandchild lives on; init reaps it, the serving child need not
             os._exit(0)
         os.closerange(3, 1 << 16)  # not the connection to dockerd, nor netkitd's sockets
-        from netkit.kernel import handover, netns
+        from netkit.kernel import netns
 
         deadline = time.monotonic() + SANDBOX_WAIT
-        while time.monotonic() < deadline and os.path.exists(netns.netns_path(name)):
+        while time.monotonic() < deadline and os.path.exists(f"/sys/class/net/{host_ifname}"):
             if netns.is_netns_file(sandbox):
-                handover.repin(name, sandbox)
+                adapter.pin_netns(network, endpoint_id, "eth0", sandbox)  # re-checked under the state lock
                 break
             time.sleep(0.02)
     finally:
@@ -198,6 +191,7 @@ def _repin_later(name: str, sandbox: str) -> None:
 def leave(body: dict) -> dict:
     ep = _load(body["EndpointID"])
     adapter.detach(ep["network"], body["EndpointID"], "eth0")
+    _save(body["EndpointID"], {**{k: v for k, v in ep.items() if k not in JOINED_KEYS}, "mac": ""})
     return {}
 
 

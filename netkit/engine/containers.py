@@ -52,7 +52,10 @@ def _netns_name(c: Container) -> str | None:
 
 
 def plan_endpoint(ctx: Context, c: Container, net: Network, ip: str | None, mac: str | None,
-                  aliases: list[str] | None = None, ifname: str | None = None) -> tuple[Endpoint, list]:
+                  aliases: list[str] | None = None, ifname: str | None = None,
+                  handover: str | None = None) -> tuple[Endpoint, list]:
+    """The endpoint and the steps that make it. `handover`: leave the veth's container end in the
+    host netns under this name for a runtime that moves it in itself (see attach)."""
     if c.endpoint(net.name):
         raise Conflict(f"container '{c.name}' is already connected to network '{net.name}'")
     for alias in aliases or []:
@@ -94,7 +97,7 @@ def plan_endpoint(ctx: Context, c: Container, net: Network, ip: str | None, mac:
     if ctx.probe.link_exists(ep.host_ifname):
         raise Conflict(f"interface '{ep.host_ifname}' already exists on the host; run `netkit doctor`")
     step = ops.EndpointAdd(_netns_name(c), ep.host_ifname, ep.ifname, net.bridge, net.mtu, ep.mac,
-                           ep.ip, ep.prefixlen, gateway)
+                           ep.ip, ep.prefixlen, gateway, handover)
     return ep, [step, ops.HairpinOn((ep.host_ifname,))] + guard_steps(ctx, net, ep)
 
 
@@ -437,16 +440,28 @@ def disconnect(ctx: Context, network: str, name: str) -> Endpoint:
 
 def attach(ctx: Context, network: str, pid: int | None = None, netns_path: str | None = None,
            name: str | None = None, ip: str | None = None, names: ContainerRequest | None = None,
-           ifname: str | None = None) -> Container:
+           ifname: str | None = None, handover: str | None = None) -> Container:
     """Wire a netns made by someone else (a runtime's --net=none container) onto a network.
 
     `names` carries --dns, --dns-search, --dns-option, --add-host and --network-alias; the
     hostname stays the runtime's (its process has a UTS namespace of its own). `ifname` is the
-    interface's name inside (default eth0), as CNI runtimes choose it."""
+    interface's name inside (default eth0), as CNI runtimes choose it.
+
+    `handover` (Docker's remote driver protocol): the runtime moves and configures the
+    interface itself, as with its own bridge driver. The veth's container end is left in the
+    host netns under that name, and `netns_path` is where the runtime's netns is or will be:
+    named at once if it is a netns already, else later by pin_runtime_netns."""
     ctx.require_root()
     probe = ctx.probe
     if (pid is None) == (netns_path is None):
         raise UserError("give exactly one of --pid PID or --netns PATH")
+    if handover is not None:
+        naming.validate_ifname(handover, "hand-over interface")
+        if pid is not None:
+            raise UserError("a hand-over attachment takes the runtime's netns path, not a PID")
+        if not probe.is_netns_file(netns_path):  # not made yet (docker run: runc makes it after Join)
+            name = name or os.path.basename(netns_path.rstrip("/"))
+            return _with_store_release(ctx, _attach_change, network, name, None, None, ip, names, ifname, handover)
     if pid is not None:
         source = f"/proc/{pid}/ns/net"
         if pid <= 0 or not probe.process_exists(pid):
@@ -465,11 +480,11 @@ def attach(ctx: Context, network: str, pid: int | None = None, netns_path: str |
             f"{'process ' + str(pid) if pid else netns_path} is in the host's network namespace; "
             "start it in its own (e.g. `unshare -n`, or a runtime's --net=none)"
         )
-    return _with_store_release(ctx, _attach_change, network, name, source, pid, ip, names, ifname)
+    return _with_store_release(ctx, _attach_change, network, name, source, pid, ip, names, ifname, handover)
 
 
-def _attach_change(ctx: Context, network: str, name: str, source: str, pid: int | None, ip: str | None,
-                   names: ContainerRequest | None, ifname: str | None) -> Container:
+def _attach_change(ctx: Context, network: str, name: str, source: str | None, pid: int | None, ip: str | None,
+                   names: ContainerRequest | None, ifname: str | None, handover: str | None = None) -> Container:
     probe = ctx.probe
     naming.validate_object_name("container", name)
     if ctx.store.container(name):
@@ -480,9 +495,9 @@ def _attach_change(ctx: Context, network: str, name: str, source: str, pid: int 
                   external=True, pid=pid, created=time.time())
     names = names or ContainerRequest(name)
     _apply_name_options(ctx, c, names)
-    plan: list = [ops.NetnsAttach(name, source, pid)]
+    plan: list = [ops.NetnsAttach(name, source, pid)] if source else []
     net = networks.get(ctx, network)
-    ep, steps = plan_endpoint(ctx, c, net, ip, None, names.network_alias, ifname)
+    ep, steps = plan_endpoint(ctx, c, net, ip, None, names.network_alias, ifname, handover)
     c.endpoints.append(ep)
     _check_host_gateway(ctx, c)
     ctx.apply(plan + steps)
@@ -490,6 +505,22 @@ def _attach_change(ctx: Context, network: str, name: str, source: str, pid: int 
     ctx.container_changed(None, c)
     _sync_names(ctx, c)
     return c
+
+
+def pin_runtime_netns(ctx: Context, name: str, source: str) -> bool:
+    """Name the runtime's netns after the hand-over attachment `name` once it exists (attach with
+    `handover` before the runtime made it); False if there is nothing to do: the attachment is
+    gone, already named, or `source` is no netns (yet). Under the state lock, so that a concurrent
+    remove cannot leave a name behind that holds the runtime's netns alive."""
+    ctx.require_root()
+    with ctx.store.transaction():
+        c = ctx.store.container(name)
+        if c is None or not c.external or ctx.probe.netns_exists(name) or not ctx.probe.is_netns_file(source):
+            return False
+        if ctx.probe.same_netns(source, HOST_NETNS):
+            raise UserError(f"{source} is the host's network namespace; netkit does not name it after '{name}'")
+        ctx.executor().apply([ops.NetnsAttach(name, source)])
+        return True
 
 
 def parse_env(items: list[str]) -> dict[str, str]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from netkit import journal, naming, ops, rules
+from netkit import journal, naming, ops, rules, xisolation
 from netkit.engine import reconcile
 from netkit.errors import EnvError
 from netkit.model import MODE_BRIDGE, MODE_NONE, Container, Endpoint
@@ -334,6 +334,10 @@ def firewall(ctx: Context, fix: bool = False) -> Findings:
             problems += 1
             lines.append(f"problem: route_localnet is off on {n.bridge}: 127.0.0.1 publishing fails")
     problems += _bridge_filtering(lines, nets, facts)
+    if (want := xisolation.wanted(nets)) and facts.cross_isolation != want:
+        problems += 1
+        lines.append(f"problem: the nft table {xisolation.QUALIFIED} is missing or stale: netkit's networks are not "
+                     "isolated from bridges not netkit's, such as Docker's bridge networks (fix: netkit doctor --fix)")
     if facts.hairpin_off:
         problems += 1
         lines.append(f"problem: hairpin mode off on {', '.join(facts.hairpin_off)}: containers cannot reach their "

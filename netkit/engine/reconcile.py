@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from netkit import journal, ops, rules
+from netkit import journal, ops, rules, xisolation
 from netkit.errors import KernelError
 from netkit.model import Container, Network
 
@@ -109,6 +109,7 @@ class HostFacts:
     hairpin_off: list[str] = field(default_factory=list)  # ports of managed bridges with hairpin off
     nf_call: dict[str, str | None] = field(default_factory=dict)  # bridge -> per-bridge nf_call_iptables
     bridge_nf_call: str | None = None  # net.bridge.bridge-nf-call-iptables (None: br_netfilter absent)
+    cross_isolation: tuple | None = None  # bridges in netkit/xisolation.py's table (None: no table)
 
 
 def plan_full(current: dict, want: rules.RuleSet, nets: list[Network], facts: HostFacts, forward_wanted: bool,
@@ -156,6 +157,9 @@ def plan_full(current: dict, want: rules.RuleSet, nets: list[Network], facts: Ho
             plan.append(ops.BridgeNfCall(n.bridge, "1", was=value))
     if nf_was:
         meta["nf_call_was"] = nf_was
+    # Isolation from bridges that are not netkit's (Docker's bridge networks): netkit/xisolation.py.
+    if facts.cross_isolation != xisolation.wanted(nets):
+        plan.append(ops.CrossIsolation(xisolation.wanted(nets), was=facts.cross_isolation))
     # Always the last step, even with no port to fix: a failure after the rules are committed
     # must find them undone (tests/integration/test_firewall.py injects one here).
     plan.append(ops.HairpinOn(tuple(facts.hairpin_off)))
@@ -204,7 +208,8 @@ def plan_reset(current: dict, policy_now: str | None, meta: dict, route_localnet
         if (nf_call_now or {}).get(bridge) is not None:
             plan.append(ops.BridgeNfCall(bridge, value))
     # The anti-spoofing table (netkit/antispoof.py) goes too; nothing there if it never was.
-    plan.append(ops.PortGuardTableDel())
+    # So does the isolation from other bridges (netkit/xisolation.py).
+    plan += [ops.PortGuardTableDel(), ops.CrossIsolationDel()]
     return plan
 
 
@@ -220,6 +225,7 @@ def host_facts(ctx: Context, nets: list[Network], snapshot: dict | None) -> Host
         hairpin_off=probe.hairpin_off(hairpin_ports(ctx.store.containers(), nets)),
         nf_call={n.bridge: probe.sysctl(ops.bridge_nf_call_path(n.bridge)) for n in bridged_filtering(nets)},
         bridge_nf_call=probe.sysctl(BRIDGE_NF_CALL),
+        cross_isolation=probe.cross_isolation(),
     )
 
 

@@ -159,6 +159,14 @@ def kernel_executor(firewall=None) -> Executor:
                 getattr(antispoof, name)(op.ifname, op.mac, op.ip)
         return run
 
+    def cross_isolation(op) -> None:
+        from netkit.kernel import xisolation
+
+        if isinstance(op, ops.CrossIsolation):
+            xisolation.apply(op.bridges)
+        else:
+            xisolation.remove()
+
     def processes_kill(op: ops.ProcessesKill) -> None:
         from netkit.kernel import procs
 
@@ -199,5 +207,7 @@ def kernel_executor(firewall=None) -> Executor:
         ops.PortGuardTable: port_guard("ensure_table"),
         ops.PortGuardForget: port_guard("forget"),
         ops.BridgeNfCall: lambda op: fw_mod.write_sysctl(ops.bridge_nf_call_path(op.bridge), op.value),
+        ops.CrossIsolation: cross_isolation,
+        ops.CrossIsolationDel: cross_isolation,
     }
     return Executor(table, close=close, describe=describe)

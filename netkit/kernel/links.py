@@ -154,6 +154,9 @@ def link_del(h: Handles, op: ops.LinkDel) -> None:
 
 
 def endpoint_add(h: Handles, op: ops.EndpointAdd) -> None:
+    if op.handover:
+        _endpoint_handover_add(h, op)
+        return
     host = h.host()
     # Created down: IPv6 must be off before the link comes up, or its MLD reports are
     # flooded to every port of the bridge and each attach gets slower (docs/facts.md, "IPv6 flooding").
@@ -171,6 +174,20 @@ def endpoint_add(h: Handles, op: ops.EndpointAdd) -> None:
         inner.addr("add", index=idx, address=op.ip, prefixlen=op.prefixlen)
         if op.gateway:
             inner.route("add", dst="0.0.0.0/0", gateway=op.gateway)
+    except BaseException:
+        link_del(h, ops.LinkDel(op.host_ifname))
+        raise
+
+
+def _endpoint_handover_add(h: Handles, op: ops.EndpointAdd) -> None:
+    """Both ends in the host netns, the peer down under `op.handover` for the runtime to move:
+    one netlink request, no netns entered, no netns move (each move waits for an RCU grace period)."""
+    host = h.host()
+    host.link("add", ifname=op.host_ifname, kind="veth", mtu=op.mtu, master=_ifindex(op.bridge),
+              peer={"ifname": op.handover, "mtu": op.mtu, "address": op.mac})
+    try:
+        _sysctl_disable_ipv6(op.host_ifname)  # before it comes up (docs/facts.md, "IPv6 flooding")
+        host.link("set", index=_ifindex(op.host_ifname), state="up")
     except BaseException:
         link_del(h, ops.LinkDel(op.host_ifname))
         raise

@@ -35,6 +35,7 @@ class Probe(Protocol):
     def hairpin_off(self, ifnames: list[str]) -> list[str]: ...
     def foreign_firewall(self) -> dict: ...
     def port_guards(self) -> tuple[set, bool, set]: ...
+    def cross_isolation(self) -> tuple[str, ...] | None: ...
 
 
 _SOCK = {"tcp": (socket.SOCK_STREAM, 0), "udp": (socket.SOCK_DGRAM, 0), "sctp": (socket.SOCK_STREAM, 132)}
@@ -157,6 +158,13 @@ class HostProbe:
         guards, intact = antispoof.read_listing(listing)
         return guards, intact, antispoof.partial(listing)
 
+    def cross_isolation(self) -> tuple[str, ...] | None:
+        """The bridges in the table isolating netkit's networks from other bridges (None: no
+        intact table), see netkit/xisolation.py."""
+        from netkit.kernel import xisolation
+
+        return xisolation.current()
+
 
 @dataclass
 class FakeProbe:
@@ -181,6 +189,7 @@ class FakeProbe:
     foreign: dict = field(default_factory=lambda: {"iptables_nft_rules": None, "forward_drop_chains": []})
     guards: set = field(default_factory=set)  # (ifname, mac, ip) anti-spoofing elements
     guard_table: bool = False
+    cross_isolation_set: tuple | None = None  # netkit/xisolation.py's set; None: no table
 
     def link_exists(self, ifname: str) -> bool:
         return ifname in self.links
@@ -248,3 +257,6 @@ class FakeProbe:
 
     def port_guards(self) -> tuple[set, bool, set]:
         return set(self.guards), self.guard_table, {g[0] for g in self.guards}
+
+    def cross_isolation(self) -> tuple[str, ...] | None:
+        return self.cross_isolation_set

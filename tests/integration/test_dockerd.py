@@ -14,6 +14,7 @@ import sys
 
 import pytest
 
+from fswatch import created_names
 from netkit import adapter
 from nettools import start_echo
 from required import need
@@ -76,13 +77,37 @@ def test_real_dockerd_runs_containers_on_netkit_networks(sandbox):
         got = box.docker("exec", "client", "sh", "-c", f"printf dk | nc {sandbox.outside} 9000").stdout
         assert got.strip() == f"echo:dk from:{sandbox.uplink}"
 
+        # Isolated both ways from a network of Docker's own bridge driver (netkit/xisolation.py),
+        # even with an accept-all rule first in Docker's chains (it rewrites them as it likes).
+        box.docker("network", "create", "dbr")
+        box.docker("run", "-d", "--network", "dbr", "--name", "other", image, "sh", "-c",
+                   "mkdir -p /www; echo other >/www/index.html; exec httpd -f -p 80 -h /www")
+        other_ip, _ = docker_ip(box, "other", "dbr")
+        got = box.docker("exec", "other", "sh", "-c", f"printf dbr | nc {sandbox.outside} 9000").stdout
+        assert got.strip() == f"echo:dbr from:{sandbox.uplink}"  # it does reach out (Docker's NAT)
+        fetch = "busybox timeout 1 wget -q -O - http://{}/ || echo blocked"
+        assert box.docker("exec", "other", "sh", "-c", fetch.format(other_ip)).stdout.strip() == "other"
+        sandbox.sh("iptables -I DOCKER-USER -j ACCEPT")
+        # netkit -> Docker; Docker -> netkit, by IP and through the published port (tried at once).
+        got = box.docker("exec", "client", "sh", "-c", fetch.format(other_ip)).stdout.split()
+        got += box.docker("exec", "other", "sh", "-c", f"({fetch.format(web_ip)}) & "
+                          f"({fetch.format(sandbox.uplink + ':8088')}); wait").stdout.split()
+        assert got == ["blocked"] * 3, got
+        sandbox.sh("iptables -D DOCKER-USER -j ACCEPT")
+        box.docker("rm", "-f", "other")
+        box.docker("network", "rm", "dbr")
+
         # docker network connect / disconnect, on a second netkit network, an --internal one.
         n2 = box.docker("network", "create", "-d", "netkit", "--internal", "n2").stdout.strip()
         assert sandbox.inspect("network", f"dk-{n2[:12]}")["internal"] is True
-        box.docker("network", "connect", "n2", "web")
-        box.docker("network", "connect", "n2", "client")
-        web_ip2, _ = docker_ip(box, "web", "n2")
+        with created_names("/run/netns") as made:
+            box.docker("network", "connect", "n2", "web")
+            box.docker("network", "connect", "n2", "client")
+        web_ip2, web_ep2 = docker_ip(box, "web", "n2")
         client_ip2, client_ep2 = docker_ip(box, "client", "n2")
+        # Join makes the veth on the host for dockerd to move in, as Docker's bridge driver does:
+        # the only netns names made are netkit's names for the containers' netns (no staging netns).
+        assert sorted(made) == sorted([attachment(n2, web_ep2), attachment(n2, client_ep2)]), made
         assert f"inet {client_ip2}/" in box.docker("exec", "client", "ip", "addr").stdout
         gateway1 = sandbox.inspect("network", f"dk-{n1[:12]}")["gateway"]
         assert box.docker("exec", "client", "ip", "route").stdout.startswith(f"default via {gateway1} ")

@@ -5,10 +5,12 @@ test_dockerd.py does the same with a real dockerd."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 
 import pytest
 
+from fswatch import created_names
 from nettools import send_echo, start_echo
 
 pytestmark = pytest.mark.root
@@ -45,9 +47,14 @@ def test_docker_driver_protocol_end_to_end(sandbox):
     assert post("/NetworkDriver.CreateEndpoint", ep) == (200, {"Interface": {}})
     sandbox.sh("ip netns add dockerbox")  # stands in for /var/run/docker/netns/<sandbox>
     join = {"NetworkID": NET_ID, "EndpointID": EP_ID, "SandboxKey": "/run/netns/dockerbox", "Options": {}}
-    status, answer = post("/NetworkDriver.Join", join)
+    with created_names("/run/netns") as made:
+        status, answer = post("/NetworkDriver.Join", join)
     assert status == 200 and answer["Gateway"] == "172.30.0.1", answer
     src = answer["InterfaceName"]["SrcName"]
+    # As Docker's bridge driver: the container end is made on the host, down, for Docker to move
+    # in; no staging netns on the way (the one name made is netkit's name for Docker's netns).
+    assert [n[:3] for n in made] == ["rt-"], made
+    assert json.loads(sandbox.sh(f"ip -j link show {src}").stdout)[0]["operstate"] == "DOWN"
     # What dockerd does with the answer: move the interface in, name it, address, default route.
     sandbox.sh(f"ip link set {src} netns dockerbox name eth0 && ip -n dockerbox addr add 172.30.0.5/16 dev eth0"
                " && ip -n dockerbox link set eth0 up && ip -n dockerbox route add default via 172.30.0.1")
@@ -64,6 +71,8 @@ def test_docker_driver_protocol_end_to_end(sandbox):
     assert out == f"echo:dk from:{sandbox.outside}"
     status, info = post("/NetworkDriver.EndpointOperInfo", ids)
     assert status == 200 and info["Value"]["published"] == ["8088:80/tcp"]
+    assert info["Value"]["netkit_container"] == att_name and info["Value"]["mac"] == \
+        sandbox.inspect("container", att_name)["endpoints"][0]["mac"]
     assert post("/NetworkDriver.RevokeExternalConnectivity", ids) == (200, {})
     assert "--dport 8088" not in sandbox.netkit("rules").stdout
     # A refusal from the engine reaches Docker as {"Err": ...}.
@@ -72,6 +81,20 @@ def test_docker_driver_protocol_end_to_end(sandbox):
     assert post("/NetworkDriver.Leave", ids) == (200, {})
     assert "eth0" not in sandbox.ns("dockerbox", "ip -br link").stdout
     assert post("/NetworkDriver.DeleteEndpoint", ids) == (200, {})
+    # A Join whose veth cannot be made (its name is taken on the host) leaves nothing behind,
+    # and Docker's clean-up after it (Leave, DeleteEndpoint) is answered.
+    ids2 = {"NetworkID": NET_ID, "EndpointID": "f" + EP_ID[1:]}
+    post("/NetworkDriver.CreateEndpoint", {**ep, **ids2, "Interface": {**ep["Interface"], "Address": "172.30.0.6/16"}})
+    sandbox.sh("ip link add nkf1f2a3b4c5d6e type bridge")
+    status, err = post("/NetworkDriver.Join", {**join, **ids2})
+    assert status == 500 and "File exists" in err["Err"], err
+    assert not sandbox.inspect("network", "dk-5a3b1c9e8d7f")["containers"]
+    assert not [n for n in os.listdir("/run/netns") if n.startswith("rt-")]
+    assert sandbox.sh("ip link show master nk-5a3b1c9e8d7f").stdout == ""
+    assert "172.30.0.6" not in sandbox.netkit("rules").stdout
+    assert post("/NetworkDriver.Leave", ids2) == (200, {})
+    assert post("/NetworkDriver.DeleteEndpoint", ids2) == (200, {})
+    sandbox.sh("ip link del nkf1f2a3b4c5d6e")
     assert post("/NetworkDriver.DeleteNetwork", {"NetworkID": NET_ID}) == (200, {})
     assert "nk-5a3b1c9e8d7f" not in sandbox.sh("ip -br link").stdout
     assert json.loads(sandbox.netkit("network", "ls", "--json").stdout) == []

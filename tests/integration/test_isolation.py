@@ -103,3 +103,32 @@ def test_netkit_user_chain_first_and_kept(sandbox, backend, servers):
     sandbox.netkit("reset")
     assert user_rule in show(sandbox, backend, "filter")
     assert json.loads(sandbox.netkit("rules", "--json").stdout)["tables"]["filter"]["NETKIT-USER"] != []
+
+
+def test_apart_from_docker_named_bridges_only(sandbox, servers):
+    """inet netkit_isolation cuts netkit's networks off from bridges named as Docker's bridge driver
+    names them (here br-<12 hex>, not netkit's), both ways, published ports included; an uplink
+    that is itself a bridge (vmbr0) keeps routing netkit's containers out and in."""
+    for br, net, ns in (("vmbr0", "10.77.0", "lan"), ("br-0123456789ab", "10.78.0", "dock")):
+        sandbox.sh(f"ip link add {br} type bridge && ip addr add {net}.1/24 dev {br} && ip link set {br} up && "
+                   f"ip netns add {ns} && ip link add {ns}0 type veth peer name eth0 netns {ns} && "
+                   f"ip link set {ns}0 master {br} up && ip -n {ns} addr add {net}.2/24 dev eth0 && "
+                   f"ip -n {ns} link set eth0 up && ip -n {ns} link set lo up && "
+                   f"ip -n {ns} route add default via {net}.1")
+    sandbox.netkit("network", "create", "app", "--subnet", "172.20.0.0/24")
+    sandbox.netkit("container", "create", "a", "--net", "app")
+    sandbox.netkit("publish", "8088:7001", "a")
+    servers("lan", "tcp", 7000)
+    servers("dock", "tcp", 7000)
+    servers("a", "tcp", 7001)
+    assert ask("a", "tcp", "10.77.0.2", 7000) == "lan 10.77.0.1"  # out through the uplink bridge
+    assert ask("lan", "tcp", "10.77.0.1", 8088) == "a 10.77.0.2"  # and in to the published port
+    assert ask("a", "tcp", "10.78.0.2", 7000, timeout=0.7) is None
+    assert ask("dock", "tcp", "10.78.0.1", 8088, timeout=0.7) is None
+    # Without netkit's isolation table both would pass: it is what cuts them.
+    sandbox.sh("nft delete table inet netkit_isolation")
+    assert ask("a", "tcp", "10.78.0.2", 7000) == "dock 10.78.0.1"
+    assert ask("dock", "tcp", "10.78.0.1", 8088) == "a 10.78.0.2"
+    assert "netkit_isolation" in sandbox.netkit("doctor", check=False).stdout
+    sandbox.netkit("doctor", "--fix")
+    assert ask("a", "tcp", "10.78.0.2", 7000, timeout=0.7) is None

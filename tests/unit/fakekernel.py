@@ -198,9 +198,17 @@ class FakeKernel:
             self.probe.links[op.ifname]["ipv4"].remove(op.address)
 
     def _EndpointAdd(self, op):
-        if op.host_ifname in self.probe.links:
+        if op.host_ifname in self.probe.links or op.handover in self.probe.links:
             raise FileExistsError(op.host_ifname)
         bridge = self.probe.links[op.bridge]  # KeyError: no such bridge, as the kernel refuses it
+        if op.handover:  # the peer stays on the host, down and unaddressed, for the runtime
+            peer = self._link("veth", address=op.mac)
+            host = self._link("veth", master=bridge["ifindex"], master_name=op.bridge, iflink=peer["ifindex"])
+            peer["iflink"] = host["ifindex"]
+            host["peer"] = (None, op.handover)  # the host netns: deleting either end deletes both
+            self.probe.links[op.handover] = peer
+            self.probe.links[op.host_ifname] = host
+            return
         inside = self._link("veth", address=op.mac, ipv4=[f"{op.ip}/{op.prefixlen}"])
         host = self._link("veth", master=bridge["ifindex"], master_name=op.bridge, iflink=inside["ifindex"])
         inside["iflink"] = host["ifindex"]
@@ -215,7 +223,7 @@ class FakeKernel:
         self.probe.sysctls.pop(f"/proc/sys/net/ipv4/conf/{op.ifname}/route_localnet", None)
         if link and link.get("peer"):
             ns, name = link["peer"]
-            self.probe.netns_links.get(ns, {}).pop(name, None)
+            (self.probe.links if ns is None else self.probe.netns_links.get(ns, {})).pop(name, None)
         for other in list(self.probe.links.values()):
             if link and other.get("master") == link["ifindex"]:
                 other["master"] = None
@@ -267,6 +275,12 @@ class FakeKernel:
     def _BridgeNfCall(self, op):
         self.probe.sysctls[ops.bridge_nf_call_path(op.bridge)] = op.value
 
+    def _CrossIsolation(self, op):
+        self.probe.cross_isolation_set = tuple(op.bridges)
+
+    def _CrossIsolationDel(self, op):
+        self.probe.cross_isolation_set = None
+
     def _PortGuardTableDel(self, op):
         self.probe.guard_table = False
         self.probe.guards.clear()
@@ -286,4 +300,5 @@ class FakeKernel:
 _STEPS = (ops.NetnsAdd, ops.NetnsAttach, ops.NetnsDel, ops.BridgeAdd, ops.BridgeDel, ops.AddrAdd, ops.AddrDel,
           ops.EndpointAdd, ops.LinkDel, ops.RouteReplace, ops.UtsAdd, ops.UtsDel, ops.HairpinOn, ops.ProcessesKill,
           ops.SysctlSet, ops.FirewallChange, ops.FirewallReset, ops.ConntrackForget, ops.PortGuardAdd, ops.PortGuardDel,
-          ops.PortGuardTableDel, ops.PortGuardTable, ops.PortGuardForget, ops.BridgeNfCall)
+          ops.PortGuardTableDel, ops.PortGuardTable, ops.PortGuardForget, ops.BridgeNfCall, ops.CrossIsolation,
+          ops.CrossIsolationDel)

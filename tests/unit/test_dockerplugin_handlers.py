@@ -37,21 +37,21 @@ PROGRAM = {"NetworkID": NET_ID, "EndpointID": EP_ID, "Options": {
 EP_ONLY = {"NetworkID": NET_ID, "EndpointID": EP_ID}
 
 
-SANDBOX_READY = {"yes": True}
-INTERNAL = {"yes": False}  # whether the network of the attachment is --internal (no default route)  # whether Docker's netns exists at Join (network connect) or not yet (run)
+SANDBOX_READY = {"yes": True}  # whether Docker's netns exists at Join (network connect) or not yet (run)
+INTERNAL = {"yes": False}  # whether the network of the attachment is --internal (no default route)
 
 
 @pytest.fixture
 def calls(monkeypatch, tmp_path):
     """Every adapter and kernel call the handlers make, logged instead of made: no netns, link or
     mount is touched (unit tests run outside any sandbox)."""
-    from netkit.kernel import handover, netns
+    from netkit.kernel import netns
 
     monkeypatch.setenv("NETKIT_RUN_DIR", str(tmp_path))
     log: list = []
 
-    def attach(network, path, endpoint_id, ifname, ip):
-        log.append(("attach", network, path, endpoint_id, ifname, ip))
+    def attach(network, path, endpoint_id, ifname, ip, handover=None):
+        log.append(("attach", network, path, endpoint_id, ifname, ip, handover))
         name = adapter.attachment_name(network, endpoint_id, ifname)
         return adapter.Attachment(container=name, bridge="nk-x", bridge_mac="", host_ifname="veth0", host_mac="",
                                   ifname=ifname, mac="02:42:ac:1e:00:02", netns=name, ip=ip, prefixlen=16,
@@ -64,12 +64,9 @@ def calls(monkeypatch, tmp_path):
     monkeypatch.setattr(adapter, "publish_spec", lambda *a: log.append(("publish",) + a))
     monkeypatch.setattr(adapter, "unpublish_spec", lambda *a: log.append(("unpublish",) + a))
     monkeypatch.setattr(adapter, "find", lambda *a: None)
-    monkeypatch.setattr(handover, "make_staging", lambda name: log.append(("stage", name)) or f"/run/netns/{name}")
-    monkeypatch.setattr(handover, "drop_name", lambda name: log.append(("drop", name)))
-    monkeypatch.setattr(handover, "move_here", lambda *a: log.append(("move",) + a))
-    monkeypatch.setattr(handover, "repin", lambda *a: log.append(("repin",) + a))
-    monkeypatch.setattr(handlers, "_repin_later", lambda *a: log.append(("repin_later",) + a))
-    monkeypatch.setattr(netns, "is_netns_file", lambda p: SANDBOX_READY["yes"] and p == JOIN["SandboxKey"])
+    monkeypatch.setattr(handlers, "_pin_later", lambda *a: log.append(("pin_later",) + a))
+    # The engine names Docker's netns at Join when it exists (network connect), not before (run).
+    monkeypatch.setattr(netns, "is_netns_file", lambda p: SANDBOX_READY["yes"] and p.startswith("/run/netns/rt-"))
     return log
 
 
@@ -89,28 +86,29 @@ def test_a_container_lifecycle(calls):
         ("dk-5a3b1c9e8d7f", "172.30.0.0/16", "172.30.0.1", "nk-5a3b1c9e8d7f", 1450)
     # Docker gave the address: the answer must carry no Interface values.
     assert post("/NetworkDriver.CreateEndpoint", CREATE_ENDPOINT) == (200, {"Interface": {}})
-    # Join: wired in a staging netns, the container end handed back for Docker to move in,
-    # the gateway given so that Docker sets the default route and publishes this endpoint's ports.
+    # Join: one engine attach on Docker's netns path, the veth's container end left on the host
+    # under SrcName for Docker to move in (no staging netns, no move of netkit's own), the
+    # gateway given so that Docker sets the default route and publishes this endpoint's ports.
     SANDBOX_READY["yes"] = True
-    name = adapter.attachment_name("dk-5a3b1c9e8d7f", EP_ID, "eth0")
     assert post("/NetworkDriver.Join", JOIN) == (200, {
         "InterfaceName": {"SrcName": "nke1f2a3b4c5d6e", "DstPrefix": "eth"}, "Gateway": "172.30.0.1",
         "DisableGatewayService": True})
-    assert calls[-5:] == [("stage", "nkstage-e1f2a3b4c5d6"),
-                          ("attach", "dk-5a3b1c9e8d7f", "/run/netns/nkstage-e1f2a3b4c5d6", EP_ID, "eth0", "172.30.0.2"),
-                          ("drop", "nkstage-e1f2a3b4c5d6"),
-                          ("move", f"/run/netns/{name}", "eth0", "nke1f2a3b4c5d6e"),
-                          ("repin", name, JOIN["SandboxKey"])]  # network connect: Docker's netns is there
+    assert calls[-1] == ("attach", "dk-5a3b1c9e8d7f", JOIN["SandboxKey"], EP_ID, "eth0", "172.30.0.2",
+                         "nke1f2a3b4c5d6e")  # network connect: named at once, no waiting child
+    name = adapter.attachment_name("dk-5a3b1c9e8d7f", EP_ID, "eth0")
     assert post("/NetworkDriver.ProgramExternalConnectivity", PROGRAM) == (200, {})
     assert calls[-3:] == [("publish", name, "8088:80/tcp"), ("publish", name, "127.0.0.1:5353:53/udp"),
                           ("publish", name, "443/tcp")]
     status, info = post("/NetworkDriver.EndpointOperInfo", EP_ONLY)
     assert status == 200 and info["Value"]["published"] == ["8088:80/tcp", "127.0.0.1:5353:53/udp", "443/tcp"]
+    # From what Join recorded (asked twice per connect: no state opened for it).
+    assert (info["Value"]["netkit_container"], info["Value"]["host_interface"]) == (name, "veth0")
     assert post("/NetworkDriver.RevokeExternalConnectivity", EP_ONLY) == (200, {})
     assert [c[2] for c in calls[-3:]] == ["443/tcp", "127.0.0.1:5353:53/udp", "8088:80/tcp"]
     assert all(c[0] == "unpublish" for c in calls[-3:])
     assert post("/NetworkDriver.Leave", EP_ONLY) == (200, {})
     assert calls[-1] == ("detach", "dk-5a3b1c9e8d7f", EP_ID, "eth0")
+    assert "netkit_container" not in post("/NetworkDriver.EndpointOperInfo", EP_ONLY)[1]["Value"]
     assert post("/NetworkDriver.DeleteEndpoint", EP_ONLY) == (200, {})
     assert post("/NetworkDriver.DeleteNetwork", {"NetworkID": NET_ID}) == (200, {})
     assert calls[-1] == ("remove_network", "dk-5a3b1c9e8d7f")
@@ -135,20 +133,20 @@ def test_internal_as_docker_network_create_sends_it(calls):
     assert status == 200 and "Gateway" not in answer and answer["InterfaceName"]["DstPrefix"] == "eth"
 
 
-def test_join_before_the_netns_exists_repins_later_and_a_failed_handover_undoes(calls, monkeypatch):
+def test_join_before_the_netns_exists_pins_later_and_a_failed_attach_is_reported(calls, monkeypatch):
     SANDBOX_READY["yes"] = False  # docker run: runc makes the netns after Join
     post("/NetworkDriver.CreateEndpoint", CREATE_ENDPOINT)
-    name = adapter.attachment_name("dk-5a3b1c9e8d7f", EP_ID, "eth0")
     assert post("/NetworkDriver.Join", JOIN)[0] == 200
-    assert calls[-1] == ("repin_later", name, JOIN["SandboxKey"])
-    from netkit.kernel import handover
+    assert calls[-1] == ("pin_later", "dk-5a3b1c9e8d7f", EP_ID, "veth0", JOIN["SandboxKey"])
+    from netkit.errors import KernelError
 
-    def refuse(*_a):
-        raise OSError(17, "File exists")
-    monkeypatch.setattr(handover, "move_here", refuse)
+    def refuse(*_a, **_k):
+        raise KernelError("`ip link add veth0 ...` failed: File exists; nothing was changed")
+    monkeypatch.setattr(adapter, "attach", refuse)
     status, answer = post("/NetworkDriver.Join", JOIN)
     assert status == 500 and "File exists" in answer["Err"]  # reported to Docker, not swallowed
-    assert calls[-1] == ("detach", "dk-5a3b1c9e8d7f", EP_ID, "eth0")
+    assert calls[-1][0] == "pin_later"  # nothing more was started for the failed Join
+    assert post("/NetworkDriver.Leave", EP_ONLY) == (200, {})  # Docker's clean-up after it: safe
     assert post("/NetworkDriver.Join", {**JOIN, "SandboxKey": ""})[0] == 500
 
 

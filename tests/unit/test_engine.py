@@ -263,6 +263,37 @@ def test_attach_wires_a_foreign_netns(ctx, kernel):
     assert c.name == "foreign" and ops.NetnsAttach("foreign", "/var/run/foreign", None) in kernel.log
 
 
+def test_attach_with_a_handover_leaves_the_peer_on_the_host_and_names_the_netns_later(ctx, kernel):
+    # Docker's remote driver: the runtime moves the veth's container end in itself.
+    app(ctx)
+    kernel.log.clear()
+    sandbox = "/var/run/docker/netns/0123abcd"  # docker run: not made yet at Join
+    c = containers.attach(ctx, "app", netns_path=sandbox, name="rt-a", ip="172.20.0.9", handover="nkabc")
+    assert c.external and c.netns == "/run/netns/rt-a" and c.endpoints[0].ip == "172.20.0.9"
+    (add,) = [op for op in kernel.log if isinstance(op, ops.EndpointAdd)]
+    assert add.handover == "nkabc" and not any(isinstance(op, (ops.NetnsAdd, ops.NetnsAttach)) for op in kernel.log)
+    assert kernel.probe.links["nkabc"]["address"] == c.endpoints[0].mac and "rt-a" not in kernel.probe.netns
+    assert kernel.probe.links[c.endpoints[0].host_ifname]["master_name"] == "br-app"
+    assert containers.pin_runtime_netns(ctx, "rt-a", sandbox) is False  # still no netns there
+    kernel.probe.files[sandbox] = "netns"
+    assert containers.pin_runtime_netns(ctx, "rt-a", sandbox) is True
+    assert kernel.log[-1] == ops.NetnsAttach("rt-a", sandbox) and "rt-a" in kernel.probe.netns
+    assert containers.pin_runtime_netns(ctx, "rt-a", sandbox) is False  # named already
+    containers.remove(ctx, "rt-a")
+    assert "nkabc" not in kernel.probe.links and "rt-a" not in kernel.probe.netns
+    assert containers.pin_runtime_netns(ctx, "rt-a", sandbox) is False  # gone: nothing to name
+    # Network connect: the netns exists, named at once; a failing step leaves nothing behind.
+    kernel.fail_on = ops.HairpinOn
+    with pytest.raises(KernelError, match="injected failure"):
+        containers.attach(ctx, "app", netns_path=sandbox, name="rt-b", handover="nkdef")
+    assert "nkdef" not in kernel.probe.links and "rt-b" not in kernel.probe.netns and ctx.store.container("rt-b") is None
+    kernel.fail_on = None
+    containers.attach(ctx, "app", netns_path=sandbox, name="rt-b", handover="nkdef")
+    assert ops.NetnsAttach("rt-b", sandbox, None) in kernel.log and "nkdef" in kernel.probe.links
+    with pytest.raises(UserError, match="hand-over interface name"):
+        containers.attach(ctx, "app", netns_path=sandbox, name="rt-c", handover="x" * 16)
+
+
 # ---- dry run, reconcile, doctor -------------------------------------------------------------
 
 def test_dry_run_prints_and_changes_nothing(kernel, tmp_path):
@@ -311,6 +342,22 @@ def test_full_sync_repairs_drift_and_reset_restores(ctx, kernel):
     assert kernel.firewall.save() == "" and kernel.firewall.policies["filter"]["FORWARD"] == "ACCEPT"
     assert kernel.probe.sysctls[FORWARD] == "0"
     assert kernel.probe.sysctls["/proc/sys/net/ipv4/conf/br-app/route_localnet"] == "0"
+
+
+def test_networks_are_isolated_from_bridges_not_netkits_through_their_own_table(ctx, kernel):
+    # netkit/xisolation.py: the set follows netkit's networks; a lost table comes back; reset drops it.
+    app(ctx)
+    assert kernel.probe.cross_isolation_set == ("br-app",)
+    networks.create(ctx, NetworkRequest("other", subnet="172.21.0.0/24"))
+    assert kernel.probe.cross_isolation_set == ("br-app", "br-other")
+    networks.remove(ctx, "other")
+    assert kernel.probe.cross_isolation_set == ("br-app",)
+    kernel.probe.cross_isolation_set = None  # someone's `nft flush ruleset`
+    assert doctor.firewall(ctx)[1]
+    doctor.firewall(ctx, fix=True)
+    assert kernel.probe.cross_isolation_set == ("br-app",)
+    reconcile.reset(ctx)
+    assert kernel.probe.cross_isolation_set is None
 
 
 def test_doctor_checks_endpoints_as_deep_as_cni_check(ctx, kernel):
