@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -187,8 +188,10 @@ def test_del_through_the_daemon_answers_at_the_commit(sandbox):
     assert code == 0, r1
     veth = r1["interfaces"][1]["name"]
     assert cni("DEL", CONF, ns1, "c1", extra_env={"NETKIT_FAULT_AT": "LinkDel", "NETKIT_FAULT_MODE": "stop"}) == (0, None)
-    stopped = _stopped_pids()
-    assert len(stopped) == 1, stopped  # the daemon's child, before deleting the veth
+    deadline = time.monotonic() + 20  # it answered first, then goes on to the veth's deletion
+    while not (stopped := _stopped_pids()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(stopped) == 1, stopped  # the daemon's child, right before deleting the veth
     assert sandbox.sh(f"ip link show {veth}", check=False).returncode == 0  # answered before it
     env = {k: v for k, v in os.environ.items() if not k.startswith("CNI_")}
     env.update({"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c1", "CNI_NETNS": ns1, "CNI_IFNAME": "eth0",
