@@ -73,9 +73,12 @@ class IptablesNftBackend:
         if not ops:
             return
         with self.locked():
-            # Rules this process added are deleted by handle (nfthandles.py): no chain read, no
-            # process. Anything else, or a refusal, goes through iptables-nft-restore.
-            if nfthandles.delete(ops):
+            # A change of native rules (nftexpr.py) appended and deleted in-process, one nf_tables
+            # transaction (nfthandles.py): no process. Anything else, or a refusal, goes through
+            # iptables-nft-restore.
+            if nfthandles.change(ops):
+                if thorough:
+                    self._verify(ops)
                 return
             nfthandles.listen()
             pid = self._restore(ops)
