@@ -119,3 +119,35 @@ def test_identical_duplicates_and_other_rules_still_go_by_text(sandbox):
     sandbox.netkit("container", "rm", "-f", "web")
     assert raw_rules(sandbox) == [rule]
     assert [n for n in watch.read() if n.startswith("iptables")], "the delete went through iptables-nft-restore"
+
+
+def test_every_native_form_matches_iptables_nft_and_a_failed_batch_changes_nothing(sandbox, monkeypatch):
+    """Each form nftexpr encodes, written by the backend in-process and by `iptables-nft -A`: the
+    same expressions in `nft --debug=netlink`, the same line twice in iptables-nft-save. A batch
+    whose second rule names a chain that does not exist commits nothing (then iptables-nft-restore
+    fails too: one clear error, nothing changed)."""
+    need("iptables-nft", "iptables-nft-save", "nft")
+    from netkit import rules
+    from netkit.errors import KernelError
+    from netkit.kernel import fw
+
+    backend = fw.get("iptables-nft")
+    restores = []
+    monkeypatch.setattr(type(backend), "_restore", lambda self, ops: restores.append(ops) or 0)
+    specs = ["-d 10.220.0.5/32 ! -i nk-cni0 -j DROP", "-s 10.1.2.3/32 -o eth0 -j ACCEPT",
+             "! -s 10.1.2.3/32 -d 10.1.2.4/32 -i a -o averylongname15 -j RETURN", "-d 127.0.0.1/32 ! -i lo -j DROP"]
+    sandbox.sh("iptables-nft -w -t raw -N NETKIT-RAW")
+    for spec in specs:
+        backend.apply([rules.Op("raw", "A", "NETKIT-RAW", spec)], thorough=True)
+        sandbox.sh(f"iptables-nft -w -t raw -A NETKIT-RAW {spec}")
+    assert restores == []
+    blocks = list(debug_blocks(sandbox).values())
+    assert len(blocks) == 2 * len(specs) and blocks[0::2] == blocks[1::2]
+    assert raw_rules(sandbox) == [f"-A NETKIT-RAW {s}" for s in specs for _ in (1, 2)]
+
+    before = sandbox.sh("nft list ruleset").stdout
+    monkeypatch.undo()
+    with pytest.raises(KernelError, match="nothing was changed"):
+        backend.apply([rules.Op("raw", "A", "NETKIT-RAW", "-d 10.9.9.9/32 -j DROP"),
+                       rules.Op("raw", "A", "NETKIT-NOSUCH", "-d 10.9.9.8/32 -j DROP")], thorough=False)
+    assert sandbox.sh("nft list ruleset").stdout == before

@@ -1,4 +1,5 @@
-"""Delete iptables-nft rules by their nf_tables handle, in-process, without reading the chain.
+"""iptables-nft rules changed in-process: deleted by their nf_tables handle, and native ones
+(nftexpr.py) appended, one nf_tables transaction per change (`change`), no iptables-nft process.
 
 `iptables-nft-restore -D RULE` finds the rule by its text: it dumps the whole chain and turns every
 rule back into iptables terms to compare (70-80 ms with 10 000 rules, and its process exit then
@@ -24,6 +25,12 @@ Safety: the delete batch carries the last generation seen in the events (NFNL_BA
 kernel refuses the whole batch (ERESTART) if anyone committed anything since, so a handle is only
 used when the map is exactly up to date. Handles are never reused within a table. On any refusal
 or error nothing is changed and the caller deletes by rule text as before.
+
+Native rules (the per-container raw DROP): appended by NEWRULE messages carrying the very
+attributes iptables-nft sends (nftexpr.py), with NLM_F_ECHO so the kernel's echo names each new
+handle, remembered like a learnt one. A native rule whose handle this process does not know (a
+fresh netkitd child, CNI DEL, `netkit rm`) is found by one GETRULE dump of its chain, matched by
+its expressions; the generation asked before the dump guards the DELRULE batch the same way.
 
 The sockets are kept open, one pair per process and network namespace, like conntrack.py's.
 """
@@ -84,6 +91,11 @@ def _text(value: bytes | None) -> str:
 def _message(kind: int, flags: int, seq: int, family: int, res_id: int, attrs: bytes) -> bytes:
     body = struct.pack("=BBH", family, 0, socket.htons(res_id)) + attrs
     return struct.pack("=IHHII", 16 + len(body), kind, flags, seq, 0) + body
+
+
+class Unanswered(OSError):
+    """A batch was sent and the kernel did not answer within TIMEOUT: applied or not is unknown, so
+    it must not be applied again another way."""
 
 
 class _Tracker:
@@ -241,7 +253,10 @@ class _Tracker:
         self.requests.send(b"".join(parts))
         handles: dict[int, int] = {}
         while waiting:
-            data = self.requests.recv(1 << 16)
+            try:
+                data = self.requests.recv(1 << 16)
+            except TimeoutError:  # sent, unanswered: whether it was committed is not known
+                raise Unanswered() from None
             for kind, mseq, _, body in nlmsg.messages(data):
                 if kind == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWRULE and mseq in waiting:
                     handle = _attrs(body, 4).get(NFTA_RULE_HANDLE)
@@ -398,6 +413,12 @@ def change(ops) -> bool:
                 if handle is not None:
                     tracker.remember(op.table, op.chain, op.spec, handle)
             return True
+        except Unanswered:
+            tracker.forget_all()
+            from netkit.errors import KernelError
+            raise KernelError(f"nf_tables did not answer within {TIMEOUT:g} s while applying `{ops[0].text()}` "
+                              f"(and {len(ops) - 1} more); whether it was applied is unknown: `netkit doctor --fix` "
+                              "syncs the rules with the state") from None
         except OSError:
             tracker.forget_all()
             return False
