@@ -66,6 +66,11 @@ NLMSG_ERROR, NLMSG_DONE, NLMSG_OVERRUN = 2, 3, 4
 FAMILY = socket.AF_INET  # iptables-nft's tables are `ip` ones
 EVENT_BUFFER = 8 << 20  # a full sync of 10 000 rules fits; an overflow only empties the map
 TIMEOUT = 2.0
+# Changes made in-process hold at most this many rules: a per-container change is 1-2 of them; a
+# bigger one (a full sync) goes through iptables-nft-restore, and the replies of a batch this size
+# (an echo of ~350 bytes and an ack per rule) fit REQUEST_BUFFER many times over.
+NATIVE_MAX = 128
+REQUEST_BUFFER = 1 << 20
 
 
 def _attr(kind: int, payload: bytes) -> bytes:
@@ -94,7 +99,7 @@ def _message(kind: int, flags: int, seq: int, family: int, res_id: int, attrs: b
 
 
 class Unanswered(OSError):
-    """A batch was sent and the kernel did not answer within TIMEOUT: applied or not is unknown, so
+    """A batch was sent and its replies did not come (TIMEOUT, or lost): applied or not is unknown, so
     it must not be applied again another way."""
 
 
@@ -110,6 +115,10 @@ class _Tracker:
         self.events.bind((0, 0))
         self.events.setsockopt(SOL_NETLINK, 1, NFNLGRP_NFTABLES)  # NETLINK_ADD_MEMBERSHIP
         self.requests = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
+        try:  # the replies of a batch of NATIVE_MAX appends (echo + ack each) must fit
+            self.requests.setsockopt(socket.SOL_SOCKET, 33, REQUEST_BUFFER)  # SO_RCVBUFFORCE (root)
+        except OSError:
+            self.requests.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, REQUEST_BUFFER)
         self.requests.bind((0, 0))
         self.requests.settimeout(TIMEOUT)
         self.seq = 0
@@ -255,8 +264,8 @@ class _Tracker:
         while waiting:
             try:
                 data = self.requests.recv(1 << 16)
-            except TimeoutError:  # sent, unanswered: whether it was committed is not known
-                raise Unanswered() from None
+            except OSError as err:  # sent, unanswered (timeout, or lost replies): committed or not is unknown
+                raise Unanswered(str(err)) from None
             for kind, mseq, _, body in nlmsg.messages(data):
                 if kind == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWRULE and mseq in waiting:
                     handle = _attrs(body, 4).get(NFTA_RULE_HANDLE)
@@ -275,9 +284,10 @@ class _Tracker:
                         return None
         return [handles.get(seq) for seq in appended]
 
-    def dump(self, table: str, chain: str) -> list[tuple[int, dict[int, bytes]]] | None:
-        """Every rule of one chain: (handle, its NFTA_RULE_* attributes); None when there is no such
-        chain (or the dump failed)."""
+    def dump(self, table: str, chain: str, keep=None) -> list[tuple[int, dict[int, bytes]]] | None:
+        """Every rule of one chain (those whose raw message `keep` accepts, when given: decoding
+        1000 rules costs more than the kernel's dump): (handle, its NFTA_RULE_* attributes); None
+        when there is no such chain (or the dump failed)."""
         seq = self._next_seq()
         self.requests.send(_message((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETRULE, NLM_F_REQUEST | NLM_F_DUMP, seq,
                                     FAMILY, 0, _attr(NFTA_RULE_TABLE, table.encode() + b"\0")
@@ -292,6 +302,8 @@ class _Tracker:
                     return out
                 if kind == NLMSG_ERROR:
                     return None
+                if keep is not None and not keep(body):
+                    continue
                 fields = _attrs(body, 4)
                 handle = fields.get(NFTA_RULE_HANDLE)
                 if handle is not None and _text(fields.get(NFTA_RULE_CHAIN)) == chain:
@@ -376,7 +388,7 @@ def change(ops) -> bool:
     Only in netkit's own chains, and a rule to delete must be there once: `iptables -D` deletes
     the first of identical rules, and which one is first is not known without reading the chain (a
     built-in chain may hold someone else's copy of a hook); identical duplicates go by text."""
-    if not ops or any(op.action not in ("A", "D") or not _ours(op) for op in ops):
+    if not ops or len(ops) > NATIVE_MAX or any(op.action not in ("A", "D") or not _ours(op) for op in ops):
         return False
     deletes = [op for op in ops if op.action == "D"]
     if len({(op.table, op.chain, op.spec) for op in deletes}) != len(deletes):
@@ -413,10 +425,10 @@ def change(ops) -> bool:
                 if handle is not None:
                     tracker.remember(op.table, op.chain, op.spec, handle)
             return True
-        except Unanswered:
+        except Unanswered as err:
             tracker.forget_all()
             from netkit.errors import KernelError
-            raise KernelError(f"nf_tables did not answer within {TIMEOUT:g} s while applying `{ops[0].text()}` "
+            raise KernelError(f"nf_tables' answer was lost ({err}) while applying `{ops[0].text()}` "
                               f"(and {len(ops) - 1} more); whether it was applied is unknown: `netkit doctor --fix` "
                               "syncs the rules with the state") from None
         except OSError:
@@ -451,15 +463,18 @@ def _look_up(tracker: _Tracker, deletes) -> tuple[dict | None, int | None]:
     for op in deletes:
         by_chain[(op.table, op.chain)].append(op)
     for (table, chain), wanted in by_chain.items():
-        listing = tracker.dump(table, chain)
+        # A rule lacking one of a spec's compared values (address, interface name) is not that
+        # spec: a bytes test cheaper than decoding it.
+        needles = {op: nftexpr.values(op.spec) for op in wanted}
+        listing = tracker.dump(table, chain, keep=lambda body: any(all(n in body for n in group)
+                                                                     for group in needles.values()))
         if listing is None:
             return None, None
         for op in wanted:
             signature = nftexpr.spec_signature(op.spec)
-            needles = nftexpr.values(op.spec)  # cheap bytes test before decoding a rule
             matches = [handle for handle, fields in listing
                        if nftexpr.NFTA_RULE_USERDATA not in fields
-                       and all(n in fields.get(nftexpr.NFTA_RULE_EXPRESSIONS, b"") for n in needles)
+                       and all(n in fields.get(nftexpr.NFTA_RULE_EXPRESSIONS, b"") for n in needles[op])
                        and nftexpr.signature(fields.get(nftexpr.NFTA_RULE_EXPRESSIONS, b"")) == signature]
             if len(matches) != 1:
                 return None, None
