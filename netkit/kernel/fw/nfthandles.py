@@ -232,7 +232,8 @@ class _Tracker:
         ruleset changed since generation `self.generation`. True when committed."""
         if self.generation is None:
             return False
-        return self.commit([("D", table, chain, handle) for table, chain, handle in victims], self.generation) is not None
+        steps = [("D", table, chain, handle) for table, chain, handle in victims]
+        return self.commit(steps, self.generation) is not None
 
     def commit(self, steps: list[tuple], generation: int | None) -> list[int | None] | None:
         """One nf_tables transaction of `steps`, in order: ("D", table, chain, handle) deletes a rule,
@@ -414,8 +415,8 @@ def change(ops) -> bool:
                 handles, generation = _look_up(tracker, deletes)
                 if handles is None:
                     return False
-            steps = [("D", op.table, op.chain, handles[op]) if op.action == "D" else ("A", op.table, op.chain, attrs[op])
-                     for op in ops]
+            steps = [("D", op.table, op.chain, handles[op]) if op.action == "D"
+                     else ("A", op.table, op.chain, attrs[op]) for op in ops]
             added = tracker.commit(steps, generation)
             if added is None:
                 return False
