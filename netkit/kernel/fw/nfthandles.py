@@ -24,7 +24,8 @@ events (the socket's buffer overflowed) forget everything.
 Safety: the delete batch carries the last generation seen in the events (NFNL_BATCH_GENID); the
 kernel refuses the whole batch (ERESTART) if anyone committed anything since, so a handle is only
 used when the map is exactly up to date. Handles are never reused within a table. On any refusal
-or error nothing is changed and the caller deletes by rule text as before.
+or error nothing is changed and the caller deletes by rule text as before; only a batch sent
+whose replies never came (applied or not: unknown) is an error, never retried another way.
 
 Native rules (the per-container raw DROP): appended by NEWRULE messages carrying the very
 attributes iptables-nft sends (nftexpr.py), with NLM_F_ECHO so the kernel's echo names each new
