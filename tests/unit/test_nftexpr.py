@@ -71,3 +71,30 @@ def test_order_and_verdicts_follow_iptables_nft():
                                            "counter", "immediate"]
     assert nftexpr.expressions("-j ACCEPT").endswith(b"\x08\x00\x01\x00\x00\x00\x00\x01")
     assert nftexpr.expressions("-j RETURN").endswith(b"\x08\x00\x01\x00\xff\xff\xff\xfb")
+
+
+def test_changes_left_to_iptables_nft_restore_open_no_socket(monkeypatch):
+    """What nfthandles.change declines before any netlink: anything but appends and deletes, a
+    chain not netkit's (or NETKIT-USER), a non-native append, a non-native delete with no handle
+    known, more than NATIVE_MAX rules, the same delete twice."""
+    from netkit import rules
+    from netkit.kernel.fw import nfthandles
+
+    def no_socket(create):
+        assert not create, "a tracker (netlink sockets) was made for a change that cannot go in-process"
+        return None
+
+    monkeypatch.setattr(nfthandles, "_tracker", no_socket)
+    raw = "-d 10.0.0.2/32 ! -i br0 -j DROP"
+    declined = [
+        [rules.Op("raw", "N", "NETKIT-RAW")],
+        [rules.Op("raw", "I", "NETKIT-RAW", raw, pos=1)],
+        [rules.Op("raw", "A", "PREROUTING", raw)],
+        [rules.Op("filter", "A", rules.CHAIN_USER, raw)],
+        [rules.Op("raw", "A", "NETKIT-RAW", raw), rules.Op("nat", "A", "NETKIT", "-j DNAT --to-destination 1.2.3.4")],
+        [rules.Op("nat", "D", "NETKIT", "-p tcp -m tcp --dport 80 -j DNAT --to-destination 1.2.3.4:80")],
+        [rules.Op("raw", "A", "NETKIT-RAW", f"-d 10.0.{i // 250}.{i % 250}/32 -j DROP") for i in range(129)],
+        [rules.Op("raw", "D", "NETKIT-RAW", raw)] * 2,
+    ]
+    for ops in declined:
+        assert nfthandles.change(ops) is False, ops[0].text()
