@@ -9,6 +9,10 @@ transaction. Reading back is `iptables-nft-save`. The xtables lock is held by ne
 read-diff-apply (iptables-nft itself relies on nf_tables transactions, -w is passed for the tools'
 own habit); if a later table fails after an earlier one was committed, the earlier ones are undone
 as the legacy backend does.
+
+A change made only of appends and deletes of native rules (`-d IP/32 ! -i BRIDGE -j DROP`, the
+per-container raw rule: nftexpr.py) skips the process: nfthandles.change sends it as one nf_tables
+transaction, encoded byte for byte as iptables-nft encodes it, so the tools read it as their own.
 """
 from __future__ import annotations
 
@@ -73,9 +77,12 @@ class IptablesNftBackend:
         if not ops:
             return
         with self.locked():
-            # Rules this process added are deleted by handle (nfthandles.py): no chain read, no
-            # process. Anything else, or a refusal, goes through iptables-nft-restore.
-            if nfthandles.delete(ops):
+            # A change of native rules (nftexpr.py) appended and deleted in-process, one nf_tables
+            # transaction (nfthandles.py): no process. Anything else, or a refusal, goes through
+            # iptables-nft-restore.
+            if nfthandles.change(ops):
+                if thorough:
+                    self._verify(ops)
                 return
             nfthandles.listen()
             pid = self._restore(ops)
@@ -112,7 +119,7 @@ class IptablesNftBackend:
                    and o.spec not in part.get(o.table, {}).get(o.chain, [])]
         missing += [f"-N {o.chain}" for o in ops if o.action == "N" and o.chain not in part.get(o.table, {})]
         if missing:
-            raise KernelError(f"iptables-nft: after the restore, {len(missing)} change(s) were not found in the "
+            raise KernelError(f"iptables-nft: after the change, {len(missing)} change(s) were not found in the "
                               f"kernel (first: {missing[0]}); another program may be rewriting netkit's chains")
 
     def native(self) -> list[str]:

@@ -1,4 +1,5 @@
-"""Delete iptables-nft rules by their nf_tables handle, in-process, without reading the chain.
+"""iptables-nft rules changed in-process: deleted by their nf_tables handle, and native ones
+(nftexpr.py) appended, one nf_tables transaction per change (`change`), no iptables-nft process.
 
 `iptables-nft-restore -D RULE` finds the rule by its text: it dumps the whole chain and turns every
 rule back into iptables terms to compare (70-80 ms with 10 000 rules, and its process exit then
@@ -23,7 +24,14 @@ events (the socket's buffer overflowed) forget everything.
 Safety: the delete batch carries the last generation seen in the events (NFNL_BATCH_GENID); the
 kernel refuses the whole batch (ERESTART) if anyone committed anything since, so a handle is only
 used when the map is exactly up to date. Handles are never reused within a table. On any refusal
-or error nothing is changed and the caller deletes by rule text as before.
+or error nothing is changed and the caller deletes by rule text as before; only a batch sent
+whose replies never came (applied or not: unknown) is an error, never retried another way.
+
+Native rules (the per-container raw DROP): appended by NEWRULE messages carrying the very
+attributes iptables-nft sends (nftexpr.py), with NLM_F_ECHO so the kernel's echo names each new
+handle, remembered like a learnt one. A native rule whose handle this process does not know (a
+fresh netkitd child, CNI DEL, `netkit rm`) is found by one GETRULE dump of its chain, matched by
+its expressions; the generation asked before the dump guards the DELRULE batch the same way.
 
 The sockets are kept open, one pair per process and network namespace, like conntrack.py's.
 """
@@ -37,6 +45,7 @@ import threading
 from collections import defaultdict
 
 from netkit.kernel import nlmsg
+from netkit.kernel.fw import nftexpr
 from netkit.rules import CHAIN_USER, PREFIX
 
 NETLINK_NETFILTER = 12
@@ -45,18 +54,24 @@ NFNLGRP_NFTABLES = 7
 NFNL_SUBSYS_NFTABLES = 10
 NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END = 0x10, 0x11
 NFNL_BATCH_GENID = 1
-NFT_MSG_DELTABLE, NFT_MSG_DELCHAIN, NFT_MSG_NEWRULE, NFT_MSG_DELRULE = 2, 5, 6, 8
+NFT_MSG_DELTABLE, NFT_MSG_DELCHAIN, NFT_MSG_NEWRULE, NFT_MSG_GETRULE, NFT_MSG_DELRULE = 2, 5, 6, 7, 8
 NFT_MSG_NEWGEN, NFT_MSG_GETGEN = 15, 16
 NFT_MSG_DESTROYTABLE, NFT_MSG_DESTROYCHAIN, NFT_MSG_DESTROYRULE = 26, 27, 28
 NFTA_TABLE_NAME = 1
 NFTA_CHAIN_TABLE, NFTA_CHAIN_NAME = 1, 3
 NFTA_RULE_TABLE, NFTA_RULE_CHAIN, NFTA_RULE_HANDLE = 1, 2, 3
 NFTA_GEN_ID, NFTA_GEN_PROC_NAME = 1, 3
-NLM_F_REQUEST, NLM_F_ACK = 0x1, 0x4
-NLMSG_ERROR, NLMSG_OVERRUN = 2, 4
+NLM_F_REQUEST, NLM_F_ACK, NLM_F_ECHO = 0x1, 0x4, 0x8
+NLM_F_DUMP, NLM_F_CREATE, NLM_F_APPEND = 0x300, 0x400, 0x800
+NLMSG_ERROR, NLMSG_DONE, NLMSG_OVERRUN = 2, 3, 4
 FAMILY = socket.AF_INET  # iptables-nft's tables are `ip` ones
 EVENT_BUFFER = 8 << 20  # a full sync of 10 000 rules fits; an overflow only empties the map
 TIMEOUT = 2.0
+# Changes made in-process hold at most this many rules: a per-container change is 1-2 of them; a
+# bigger one (a full sync) goes through iptables-nft-restore, and the replies of a batch this size
+# (an echo of ~350 bytes and an ack per rule) fit REQUEST_BUFFER many times over.
+NATIVE_MAX = 128
+REQUEST_BUFFER = 1 << 20
 
 
 def _attr(kind: int, payload: bytes) -> bytes:
@@ -84,6 +99,11 @@ def _message(kind: int, flags: int, seq: int, family: int, res_id: int, attrs: b
     return struct.pack("=IHHII", 16 + len(body), kind, flags, seq, 0) + body
 
 
+class Unanswered(OSError):
+    """A batch was sent and its replies did not come (TIMEOUT, or lost): applied or not is unknown, so
+    it must not be applied again another way."""
+
+
 class _Tracker:
     """The handle map of one network namespace, fed by the events socket."""
 
@@ -96,6 +116,10 @@ class _Tracker:
         self.events.bind((0, 0))
         self.events.setsockopt(SOL_NETLINK, 1, NFNLGRP_NFTABLES)  # NETLINK_ADD_MEMBERSHIP
         self.requests = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
+        try:  # the replies of a batch of NATIVE_MAX appends (echo + ack each) must fit
+            self.requests.setsockopt(socket.SOL_SOCKET, 33, REQUEST_BUFFER)  # SO_RCVBUFFORCE (root)
+        except OSError:
+            self.requests.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, REQUEST_BUFFER)
         self.requests.bind((0, 0))
         self.requests.settimeout(TIMEOUT)
         self.seq = 0
@@ -201,39 +225,91 @@ class _Tracker:
                 gen = _attrs(body, 4).get(NFTA_GEN_ID)
                 return struct.unpack("!I", gen)[0] if gen else None
 
+    def ask_generation(self) -> int | None:
+        return self._ask_generation()
+
     def delete(self, victims: list[tuple[str, str, int]]) -> bool:
         """One transaction deleting (table, chain, handle) rules, refused by the kernel if the
         ruleset changed since generation `self.generation`. True when committed."""
         if self.generation is None:
             return False
+        steps = [("D", table, chain, handle) for table, chain, handle in victims]
+        return self.commit(steps, self.generation) is not None
+
+    def commit(self, steps: list[tuple], generation: int | None) -> list[int | None] | None:
+        """One nf_tables transaction of `steps`, in order: ("D", table, chain, handle) deletes a rule,
+        ("A", table, chain, attrs) appends one (attrs: nftexpr.rule_attrs). With `generation`, the
+        kernel refuses the whole batch if anyone committed since (NFNL_BATCH_GENID). The handles of
+        the appended rules in order (their NEWRULE echoes), or None when refused or failed: then the
+        kernel changed nothing (a batch is all or nothing)."""
         begin = self._next_seq()
-        parts = [_message(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, begin, socket.AF_UNSPEC, NFNL_SUBSYS_NFTABLES,
-                          _attr(NFNL_BATCH_GENID, struct.pack("!I", self.generation)))]
-        waiting = set()
-        for table, chain, handle in victims:
+        genid = _attr(NFNL_BATCH_GENID, struct.pack("!I", generation)) if generation is not None else b""
+        parts = [_message(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, begin, socket.AF_UNSPEC, NFNL_SUBSYS_NFTABLES, genid)]
+        waiting, appended = set(), []
+        for action, table, chain, what in steps:
             seq = self._next_seq()
             waiting.add(seq)
-            parts.append(_message((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_DELRULE, NLM_F_REQUEST | NLM_F_ACK, seq,
-                                  FAMILY, 0, _attr(NFTA_RULE_TABLE, table.encode() + b"\0")
-                                  + _attr(NFTA_RULE_CHAIN, chain.encode() + b"\0")
-                                  + _attr(NFTA_RULE_HANDLE, struct.pack("!Q", handle))))
+            if action == "D":
+                parts.append(_message((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_DELRULE, NLM_F_REQUEST | NLM_F_ACK, seq,
+                                      FAMILY, 0, _attr(NFTA_RULE_TABLE, table.encode() + b"\0")
+                                      + _attr(NFTA_RULE_CHAIN, chain.encode() + b"\0")
+                                      + _attr(NFTA_RULE_HANDLE, struct.pack("!Q", what))))
+            else:  # as iptables-nft appends (NLM_F_CREATE|NLM_F_APPEND), plus an ack and an echo for the handle
+                appended.append(seq)
+                parts.append(_message((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWRULE,
+                                      NLM_F_REQUEST | NLM_F_ACK | NLM_F_ECHO | NLM_F_CREATE | NLM_F_APPEND, seq,
+                                      FAMILY, 0, what))
         parts.append(_message(NFNL_MSG_BATCH_END, NLM_F_REQUEST, self._next_seq(), socket.AF_UNSPEC,
                               NFNL_SUBSYS_NFTABLES, b""))
         self.requests.send(b"".join(parts))
-        ok = True
+        handles: dict[int, int] = {}
         while waiting:
-            data = self.requests.recv(65536)
+            try:
+                data = self.requests.recv(1 << 16)
+            except OSError as err:  # sent, unanswered (timeout, or lost replies): committed or not is unknown
+                raise Unanswered(str(err)) from None
             for kind, mseq, _, body in nlmsg.messages(data):
+                if kind == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWRULE and mseq in waiting:
+                    handle = _attrs(body, 4).get(NFTA_RULE_HANDLE)
+                    if handle is not None:
+                        handles[mseq] = struct.unpack("!Q", handle)[0]
+                    continue
                 if kind != NLMSG_ERROR:
                     continue
                 code = -struct.unpack_from("=i", body)[0]
                 if mseq == begin:  # the whole batch refused (ERESTART: the generation moved);
                     self.generation = None  # the next NEWGEN event says which it is now
-                    return False
+                    return None
                 if mseq in waiting:
                     waiting.discard(mseq)
-                    ok = ok and code == 0
-        return ok
+                    if code != 0:  # the kernel aborted the whole transaction; later replies are dropped by seq
+                        return None
+        return [handles.get(seq) for seq in appended]
+
+    def dump(self, table: str, chain: str, keep=None) -> list[tuple[int, dict[int, bytes]]] | None:
+        """Every rule of one chain (those whose raw message `keep` accepts, when given: decoding
+        1000 rules costs more than the kernel's dump): (handle, its NFTA_RULE_* attributes); None
+        when there is no such chain (or the dump failed)."""
+        seq = self._next_seq()
+        self.requests.send(_message((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETRULE, NLM_F_REQUEST | NLM_F_DUMP, seq,
+                                    FAMILY, 0, _attr(NFTA_RULE_TABLE, table.encode() + b"\0")
+                                    + _attr(NFTA_RULE_CHAIN, chain.encode() + b"\0")))
+        out = []
+        while True:
+            data = self.requests.recv(1 << 20)
+            for kind, mseq, _, body in nlmsg.messages(data):
+                if mseq != seq:
+                    continue
+                if kind == NLMSG_DONE:
+                    return out
+                if kind == NLMSG_ERROR:
+                    return None
+                if keep is not None and not keep(body):
+                    continue
+                fields = _attrs(body, 4)
+                handle = fields.get(NFTA_RULE_HANDLE)
+                if handle is not None and _text(fields.get(NFTA_RULE_CHAIN)) == chain:
+                    out.append((struct.unpack("!Q", handle)[0], fields))
 
 
 _trackers: dict[tuple[int, int], _Tracker] = {}
@@ -295,35 +371,116 @@ def learn(pid: int, ops) -> None:
                     tracker.remember(key[0], key[1], spec, handle)
 
 
-def delete(ops) -> bool:
-    """Delete rules (rules.Op with action D, all of them) by their handles in one transaction.
-    False, having changed nothing, when one is not known or the kernel refuses (anything changed
-    since the events last read, a rule gone): then delete them by text.
+def _ours(op) -> bool:
+    """netkit's own chains, not NETKIT-USER (the user's): the only ones changed in-process."""
+    return op.chain.startswith(PREFIX) and op.chain != CHAIN_USER
 
-    Only in netkit's own chains (not NETKIT-USER, the user's), and only a rule known once: `iptables -D` deletes the first of
-    identical rules, and which one is first is not known without reading the chain (a built-in
-    chain may hold someone else's copy of a hook)."""
-    if not ops or any(op.action != "D" or not op.chain.startswith(PREFIX) or op.chain == CHAIN_USER for op in ops):
+
+def change(ops) -> bool:
+    """Apply a change of rule appends and deletes (rules.Op with action A or D) in this process,
+    as one nf_tables transaction: the appended rules as iptables-nft would encode them
+    (nftexpr.py), their handles learnt from the kernel's echo; the deleted ones by handle. False,
+    having changed nothing, when it cannot: then iptables-nft-restore applies the change.
+
+    A rule to delete is found by the handle this process learnt (from its own appends or the
+    events of its restores), else, when its spec is a native one, by reading its chain (one
+    NFT_MSG_GETRULE dump) and comparing expressions. Either way the batch carries the generation
+    the handles are valid in, and the kernel refuses it if anything was committed since.
+
+    Only in netkit's own chains, and a rule to delete must be there once: `iptables -D` deletes
+    the first of identical rules, and which one is first is not known without reading the chain (a
+    built-in chain may hold someone else's copy of a hook); identical duplicates go by text."""
+    if not ops or len(ops) > NATIVE_MAX or any(op.action not in ("A", "D") or not _ours(op) for op in ops):
         return False
-    if len({(op.table, op.chain, op.spec) for op in ops}) != len(ops):
+    deletes = [op for op in ops if op.action == "D"]
+    if len({(op.table, op.chain, op.spec) for op in deletes}) != len(deletes):
         return False
+    attrs = {}
+    for op in ops:
+        if op.action == "A":
+            attrs[op] = nftexpr.rule_attrs(op.table, op.chain, op.spec)
+            if attrs[op] is None:
+                return False
     with _lock:
-        tracker = _tracker(create=False)
+        # A rule only iptables-nft can encode is deleted here only by a handle already known.
+        may_look_up = all(nftexpr.native(op.spec) for op in deletes)
+        tracker = _tracker(create=may_look_up)
         if tracker is None:
             return False
         try:
             tracker.drain()
-            victims = []
-            for op in ops:
-                handles = tracker.by_rule.get((op.table, op.chain, op.spec), [])
-                if len(handles) != 1:
+            handles, generation = _known(tracker, deletes)
+            if handles is None:
+                if not may_look_up:
                     return False
-                victims.append((op.table, op.chain, handles[0]))
-            if not tracker.delete(victims):
+                handles, generation = _look_up(tracker, deletes)
+                if handles is None:
+                    return False
+            steps = [("D", op.table, op.chain, handles[op]) if op.action == "D"
+                     else ("A", op.table, op.chain, attrs[op]) for op in ops]
+            added = tracker.commit(steps, generation)
+            if added is None:
                 return False
-            for table, chain, handle in victims:  # the DELRULE events would say the same
-                tracker._forget(table, chain, handle)
+            for op in deletes:  # the DELRULE events would say the same
+                tracker._forget(op.table, op.chain, handles[op])
+            for op, handle in zip([op for op in ops if op.action == "A"], added):
+                if handle is not None:
+                    tracker.remember(op.table, op.chain, op.spec, handle)
             return True
+        except Unanswered as err:
+            tracker.forget_all()
+            from netkit.errors import KernelError
+            raise KernelError(f"nf_tables' answer was lost ({err}) while applying `{ops[0].text()}` "
+                              f"(and {len(ops) - 1} more); whether it was applied is unknown: `netkit doctor --fix` "
+                              "syncs the rules with the state") from None
         except OSError:
             tracker.forget_all()
             return False
+
+
+def _known(tracker: _Tracker, deletes) -> tuple[dict | None, int | None]:
+    """Handles of the rules to delete from what this process learnt, valid in the generation of
+    the last event read; (None, None) when one is not known once."""
+    if not deletes:
+        return {}, None
+    if tracker.generation is None:
+        return None, None
+    handles = {}
+    for op in deletes:
+        known = tracker.by_rule.get((op.table, op.chain, op.spec), [])
+        if len(known) != 1:
+            return None, None
+        handles[op] = known[0]
+    return handles, tracker.generation
+
+
+def _look_up(tracker: _Tracker, deletes) -> tuple[dict | None, int | None]:
+    """Handles of the rules to delete found by reading their chains: asked for the generation
+    first, so that a change made during or after the dump makes the kernel refuse the delete."""
+    generation = tracker.ask_generation()
+    if generation is None:
+        return None, None
+    handles: dict = {}
+    by_chain: dict[tuple[str, str], list] = defaultdict(list)
+    for op in deletes:
+        by_chain[(op.table, op.chain)].append(op)
+    for (table, chain), wanted in by_chain.items():
+        # A rule lacking one of a spec's compared values (address, interface name) is not that
+        # spec: a bytes test cheaper than decoding it.
+        needles = {op: nftexpr.values(op.spec) for op in wanted}
+        listing = tracker.dump(table, chain, keep=lambda body: any(all(n in body for n in group)
+                                                                     for group in needles.values()))
+        if listing is None:
+            return None, None
+        for op in wanted:
+            signature = nftexpr.spec_signature(op.spec)
+            matches = [handle for handle, fields in listing
+                       if nftexpr.NFTA_RULE_USERDATA not in fields
+                       and all(n in fields.get(nftexpr.NFTA_RULE_EXPRESSIONS, b"") for n in needles[op])
+                       and nftexpr.signature(fields.get(nftexpr.NFTA_RULE_EXPRESSIONS, b"")) == signature]
+            if len(matches) != 1:
+                return None, None
+            handles[op] = matches[0]
+    if len(set(handles.values())) != len(handles):
+        return None, None
+    return handles, generation
