@@ -56,6 +56,9 @@ def attachment_name(network: str, container_id: str, ifname: str) -> str:
 
 
 def _context():
+    """A Context for one runtime call. Callers end it with close_kernel(), as the CLI does: closing
+    the state too would checkpoint its WAL on every call (~1 ms of a CNI ADD under netkitd); the
+    next writer's commit or the process's end takes care of the file."""
     from netkit.engine.context import Context
 
     return Context()
@@ -85,7 +88,7 @@ def ensure_network(spec: NetworkSpec):
     try:
         return _ensure_network(ctx, spec)
     finally:
-        ctx.close()
+        ctx.close_kernel()
 
 
 def _ensure_network(ctx, spec: NetworkSpec):
@@ -132,7 +135,7 @@ def attach(network: str, netns_path: str, container_id: str, ifname: str, ip: st
                           handover=handover)
         attached = _describe(ctx, network, name)  # this context's state is current: no second open
     finally:
-        ctx.close()
+        ctx.close_kernel()
     try:
         for pm in port_mappings or []:
             publish(name, pm)
@@ -151,7 +154,7 @@ def pin_netns(network: str, container_id: str, ifname: str, netns_path: str) -> 
     try:
         return containers.pin_runtime_netns(ctx, attachment_name(network, container_id, ifname), netns_path)
     finally:
-        ctx.close()
+        ctx.close_kernel()
 
 
 def publish(name: str, mapping: dict) -> None:
@@ -178,7 +181,7 @@ def publish_spec(name: str, spec: str) -> None:
     try:
         pub.publish(ctx, spec, name)
     finally:
-        ctx.close()
+        ctx.close_kernel()
 
 
 def unpublish_spec(name: str, spec: str) -> None:
@@ -190,7 +193,7 @@ def unpublish_spec(name: str, spec: str) -> None:
     except NotFound:
         pass  # the attachment is gone already: so are its ports
     finally:
-        ctx.close()
+        ctx.close_kernel()
 
 
 def remove_network(name: str) -> bool:
@@ -204,7 +207,7 @@ def remove_network(name: str) -> bool:
     except NotFound:
         return False
     finally:
-        ctx.close()
+        ctx.close_kernel()
 
 
 def describe(network: str, name: str) -> Attachment:
@@ -212,7 +215,7 @@ def describe(network: str, name: str) -> Attachment:
     try:
         return _describe(ctx, network, name)
     finally:
-        ctx.close()
+        ctx.close_kernel()
 
 
 def _describe(ctx, network: str, name: str) -> Attachment:
@@ -253,7 +256,7 @@ def detach(network: str, container_id: str, ifname: str, on_committed=None) -> b
     except NotFound:
         return False
     finally:
-        ctx.close()
+        ctx.close_kernel()
 
 
 def interface_addresses(netns: str, ifname: str) -> list[str] | None:
@@ -270,7 +273,7 @@ def runtime_attachments(network: str) -> list[str]:
     try:
         return [m for m in ctx.store.members(network) if m.startswith(RUNTIME_PREFIX)]
     finally:
-        ctx.close()
+        ctx.close_kernel()
 
 
 def remove_attachment(name: str) -> None:
@@ -282,7 +285,7 @@ def remove_attachment(name: str) -> None:
     except NotFound:
         pass
     finally:
-        ctx.close()
+        ctx.close_kernel()
 
 
 def ready() -> None:
@@ -291,7 +294,7 @@ def ready() -> None:
     try:
         ctx.store.networks()
     finally:
-        ctx.close()
+        ctx.close_kernel()
 
 
 def add(spec: NetworkSpec, netns_path: str, container_id: str, ifname: str, ip: str | None = None,
@@ -323,4 +326,4 @@ def add(spec: NetworkSpec, netns_path: str, container_id: str, ifname: str, ip: 
             raise
         return _describe(ctx, spec.name, name)
     finally:
-        ctx.close()
+        ctx.close_kernel()

@@ -57,6 +57,7 @@ def warm_up(app) -> None:
     iptc_loader.load()  # the module only: no table is opened here
     warm.preload_netlink()
     warm.preload_host_facts()
+    warm.preload_libraries()
     _import_everything()
     _prebuild_click_command(app)
     # Everything imported so far lives as long as the daemon: out of the collector's sight, a

@@ -246,10 +246,7 @@ def records(ctx: Context, net: Network) -> dict:
         doc["host_resolv"] = [os.path.abspath(HOST_RESOLV), RESOLVED_UPSTREAMS]
     per_client: dict[str, dict] = {}
     others: dict[str, dict[str, list[str]]] = {}  # network -> its names, read once
-    for name in ctx.store.members(net.name):
-        c = ctx.store.container(name)
-        if c is None:
-            continue
+    for c in ctx.store.member_containers(net.name):
         # Forwarded queries leave from the container's own netns, as Docker's resolver dials
         # them: through its routes and rules (an --internal network reaches no outside
         # resolver), and a --dns on loopback is the container's own loopback.
@@ -286,9 +283,8 @@ def sync_networks(ctx: Context, network_names: list[str]) -> None:
     one of them: a container on two networks asks one server for the names of both."""
     todo = list(dict.fromkeys(network_names))
     for name in list(todo):
-        for member in ctx.store.members(name):
-            c = ctx.store.container(member)
-            todo += [ep.network for ep in (c.endpoints if c else []) if ep.network not in todo]
+        for c in ctx.store.member_containers(name):
+            todo += [ep.network for ep in c.endpoints if ep.network not in todo]
     for name in todo:
         net = ctx.store.network(name)
         if net:

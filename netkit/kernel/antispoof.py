@@ -1,40 +1,30 @@
 """The anti-spoofing table (netkit/antispoof.py says what it holds) in the kernel, through
 libnftables in-process: one transaction per endpoint, no process started.
 
-The table is made on first use in each netns and remembered (by netns inode); if it went away
-meanwhile (`netkit reset`, someone's `nft flush ruleset`), the element add fails and is retried
-with the table made again, so a long-lived process never needs to look first.
+A port's elements are added without looking first; when the table is missing (the first
+container, or after `netkit reset` or someone's `nft flush ruleset`) the add fails and is retried
+with the table made in the same transaction.
 """
 from __future__ import annotations
-
-import os
 
 from netkit import antispoof
 from netkit.errors import KernelError
 from netkit.kernel.fw import libnft
 
-_made: set[int] = set()
-
-
-def _netns() -> int:
-    return os.stat("/proc/thread-self/ns/net").st_ino
-
-
 def ensure_table() -> None:
     libnft.check("\n".join(antispoof.table_script()))
-    _made.add(_netns())
 
 
 def guard(ifname: str, mac: str, ip: str) -> None:
     """Allow only (mac, ip) out of bridge port `ifname`."""
     lines = antispoof.element_lines("add", ifname, mac, ip)
-    if _netns() in _made:
-        rc, _, _ = libnft.run("\n".join(lines))
-        if rc == 0:
-            return
-        _made.discard(_netns())
+    # The elements alone first, also in a process that never made the table (every command
+    # netkitd forks): the table is there after the first container, and remaking it reads
+    # and rewrites the whole chain. Missing (or lacking a set): made, with the elements, in one go.
+    rc, _, _ = libnft.run("\n".join(lines))
+    if rc == 0:
+        return
     libnft.check("\n".join(antispoof.table_script() + lines))
-    _made.add(_netns())
 
 
 def unguard(ifname: str, mac: str, ip: str) -> None:
@@ -70,5 +60,4 @@ def remove_table() -> bool:
     if listing() is None:
         return False
     libnft.check(antispoof.delete_table_line())
-    _made.discard(_netns())
     return True

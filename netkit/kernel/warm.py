@@ -44,3 +44,15 @@ def preload_host_facts() -> None:
     fw.iptables_kind()
     if programs.find("iptables-nft-save") is not None:
         iptables_nft.works()
+
+
+def preload_libraries() -> None:
+    """dlopen libnftables (and its libraries) once, ~0.7 ms a forked command would pay on its
+    first nft change (the anti-spoofing elements). No context is made: a context holds a netlink
+    socket, which a forked child must not share with its parent."""
+    from netkit.kernel.fw import libnft
+
+    try:
+        libnft.load()
+    except Exception:  # noqa: BLE001 - missing: the command that needs it says so in one line
+        pass
