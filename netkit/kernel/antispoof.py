@@ -1,34 +1,42 @@
-"""The anti-spoofing table (netkit/antispoof.py says what it holds) in the kernel, through
-libnftables in-process: one transaction per endpoint, no process started.
+"""The anti-spoofing table (netkit/antispoof.py says what it holds) in the kernel, in-process:
+one transaction per endpoint, no process started.
 
-A port's elements are added without looking first; when the table is missing (the first
-container, or after `netkit reset` or someone's `nft flush ruleset`) the add fails and is retried
-with the table made in the same transaction.
+A port's three elements go straight over netlink (kernel/nftelements.py: a libnftables context
+costs ~2 ms on its first command, and every command netkitd runs is a fresh process), without
+looking first; when the table is missing (the first container, or after `netkit reset` or
+someone's `nft flush ruleset`) the kernel refuses and the table is made by libnftables with the
+elements in the same transaction.
 """
 from __future__ import annotations
 
 from netkit import antispoof
 from netkit.errors import KernelError
+from netkit.kernel import nftelements
 from netkit.kernel.fw import libnft
+
 
 def ensure_table() -> None:
     libnft.check("\n".join(antispoof.table_script()))
 
 
+def _elements(ifname: str, mac: str, ip: str) -> list[tuple[str, bytes]]:
+    """The port's three elements (antispoof.element_lines in the kernel's key layout)."""
+    port, source = nftelements.ifname_key(ifname), nftelements.ether_key(mac.lower())
+    return [("guarded", port), ("mac_ok", port + source), ("ip_ok", port + source + nftelements.ipv4_key(ip))]
+
+
 def guard(ifname: str, mac: str, ip: str) -> None:
     """Allow only (mac, ip) out of bridge port `ifname`."""
-    lines = antispoof.element_lines("add", ifname, mac, ip)
-    # The elements alone first, also in a process that never made the table (every command
-    # netkitd forks): the table is there after the first container, and remaking it reads
-    # and rewrites the whole chain. Missing (or lacking a set): made, with the elements, in one go.
-    rc, _, _ = libnft.run("\n".join(lines))
-    if rc == 0:
+    if nftelements.change(antispoof.FAMILY, antispoof.TABLE, _elements(ifname, mac, ip)) == 0:
         return
-    libnft.check("\n".join(antispoof.table_script() + lines))
+    # Refused (no table yet, or a set missing): made with the elements in one libnftables go.
+    libnft.check("\n".join(antispoof.table_script() + antispoof.element_lines("add", ifname, mac, ip)))
 
 
 def unguard(ifname: str, mac: str, ip: str) -> None:
     """Forget port `ifname`; elements (or the table) already gone are fine."""
+    if nftelements.change(antispoof.FAMILY, antispoof.TABLE, _elements(ifname, mac, ip), delete=True) == 0:
+        return
     lines = antispoof.element_lines("delete", ifname, mac, ip)
     rc, _, _ = libnft.run("\n".join(lines))
     if rc == 0:
