@@ -29,7 +29,9 @@ def _resolve(kind: str, ref: str, by_name: Callable[[str], T | None], everything
     found = by_name(ref)
     if found is not None:
         return found
-    matches = by_id_prefix(everything(), ref)
+    # Only a hex reference can be an ID prefix: a name such as "web" or "rt-..." (every runtime
+    # attachment, looked up before it is made) is not found without decoding every object.
+    matches = by_id_prefix(everything(), ref) if _HEX.fullmatch(ref) else []
     if len(matches) == 1:
         return matches[0]
     if matches:

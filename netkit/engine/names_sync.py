@@ -230,7 +230,7 @@ def _names_of(ctx: Context, net: Network) -> dict[str, list[str]]:
     return names.qualified(names_here, net.name)
 
 
-def records(ctx: Context, net: Network) -> dict:
+def records(ctx: Context, net: Network, members: list | None = None) -> dict:
     """The records file of a network's DNS server (netkit.dns.server reads it):
     records      name -> addresses, names also as NAME.NETWORK
     upstreams    where other names go: config `dns`, else the host's resolvers now
@@ -246,7 +246,7 @@ def records(ctx: Context, net: Network) -> dict:
         doc["host_resolv"] = [os.path.abspath(HOST_RESOLV), RESOLVED_UPSTREAMS]
     per_client: dict[str, dict] = {}
     others: dict[str, dict[str, list[str]]] = {}  # network -> its names, read once
-    for c in ctx.store.member_containers(net.name):
+    for c in members if members is not None else ctx.store.member_containers(net.name):
         # Forwarded queries leave from the container's own netns, as Docker's resolver dials
         # them: through its routes and rules (an --internal network reaches no outside
         # resolver), and a --dns on loopback is the container's own loopback.
@@ -282,24 +282,26 @@ def sync_networks(ctx: Context, network_names: list[str]) -> None:
     """sync_network for each named network and for every network that shares a container with
     one of them: a container on two networks asks one server for the names of both."""
     todo = list(dict.fromkeys(network_names))
+    members: dict[str, list] = {}  # network -> its containers, decoded once for both uses
     for name in list(todo):
-        for c in ctx.store.member_containers(name):
-            todo += [ep.network for ep in c.endpoints if ep.network not in todo]
+        members[name] = ctx.store.member_containers(name)
+        todo += [ep.network for c in members[name] for ep in c.endpoints if ep.network not in todo]
     for name in todo:
         net = ctx.store.network(name)
         if net:
-            sync_network(ctx, net)
+            sync_network(ctx, net, members.get(name))
 
 
-def sync_network(ctx: Context, net: Network) -> None:
-    """Rewrite the records (the server reloads on change) and start the server if it is not up."""
+def sync_network(ctx: Context, net: Network, members: list | None = None) -> None:
+    """Rewrite the records (the server reloads on change) and start the server if it is not up.
+    `members`: the network's containers, if the caller has them decoded already."""
     if not serves_dns(net):
         return
     from netkit.dns import supervisor
 
     path = records_path(ctx, net.name)
     os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-    _atomic_write(path, json.dumps(records(ctx, net), separators=(",", ":")))
+    _atomic_write(path, json.dumps(records(ctx, net, members), separators=(",", ":")))
     if ctx.store.has_members(net.name):
         supervisor.ensure_running(net.name, net.gateway, path, ctx.run_dir)
 
