@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 
 from netkit import adapter
 from netkit.errors import NetkitError
@@ -28,7 +27,6 @@ PROTO_NAMES = {6: "tcp", 17: "udp", 132: "sctp"}
 OPT_GENERIC = "com.docker.network.generic"
 OPT_PORTMAP = "com.docker.network.portmap"
 OPT_INTERNAL = "com.docker.network.internal"
-SANDBOX_WAIT = 120.0  # how long the re-pinning child waits for Docker's netns (image unpack, runc start)
 
 
 class PluginError(Exception):
@@ -165,27 +163,15 @@ def join(body: dict) -> dict:
 
 
 def _pin_later(network: str, endpoint_id: str, host_ifname: str, sandbox: str) -> None:
-    """A detached child waits for Docker to mount the container's netns at `sandbox`, then names
-    it after the attachment (netkit's `rt-...`). It gives up when the attachment's host veth is
-    gone (Leave came first) or after SANDBOX_WAIT."""
-    pid = os.fork()
-    if pid != 0:
-        os.waitpid(pid, 0)
-        return
-    try:
-        if os.fork() != 0:  # the grandchild lives on; init reaps it, the serving child need not
-            os._exit(0)
-        os.closerange(3, 1 << 16)  # not the connection to dockerd, nor netkitd's sockets
-        from netkit.kernel import netns
+    """Start netkit.dockerplugin.pin, detached, to name Docker's netns once runc made it."""
+    import subprocess
+    import sys
 
-        deadline = time.monotonic() + SANDBOX_WAIT
-        while time.monotonic() < deadline and os.path.exists(f"/sys/class/net/{host_ifname}"):
-            if netns.is_netns_file(sandbox):
-                adapter.pin_netns(network, endpoint_id, "eth0", sandbox)  # re-checked under the state lock
-                break
-            time.sleep(0.02)
-    finally:
-        os._exit(0)
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
+    subprocess.Popen([sys.executable, "-m", "netkit.dockerplugin.pin", network, endpoint_id, host_ifname, sandbox],
+                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                     start_new_session=True, close_fds=True, env=env)
 
 
 def leave(body: dict) -> dict:
