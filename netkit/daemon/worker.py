@@ -96,9 +96,13 @@ def serve(request: dict, fds: list[int], conn, done=None) -> None:
     answered: list[int] = []
     _tell(conn, {"started": os.getpid()})
 
-    def answer_early(early_code: int) -> None:
-        # The client's outcome is this code from now on: whatever follows is this process's
-        # own business (what it still prints goes nowhere; a failure shows in `netkit doctor`).
+    def answer_client(exit_code: int) -> None:
+        # Once: output flushed and handed back, the exit status told. What this process does
+        # after an early answer is its own business (its output goes nowhere; a failure shows
+        # in `netkit doctor`).
+        if answered:
+            return
+        answered.append(exit_code)
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
@@ -106,15 +110,14 @@ def serve(request: dict, fds: list[int], conn, done=None) -> None:
                 pass
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT})
         _release_stdio()
-        _tell(conn, {"exit": early_code & 0xFF})
-        answered.append(early_code)
+        _tell(conn, {"exit": exit_code & 0xFF})
         if done is not None:
             try:
                 done()
             except OSError:
                 pass
 
-    answer.install(answer_early)
+    answer.install(answer_client)
     try:
         signal.set_wakeup_fd(-1)
         for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD, signal.SIGQUIT):
@@ -140,18 +143,5 @@ def serve(request: dict, fds: list[int], conn, done=None) -> None:
         code = 1
     finally:
         answer.install(None)
-        if not answered:
-            for stream in (sys.stdout, sys.stderr):
-                try:
-                    stream.flush()
-                except Exception:  # noqa: BLE001 - a closed pipe: nothing more to say
-                    pass
-            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT})
-            _release_stdio()
-            _tell(conn, {"exit": code})
-            if done is not None:
-                try:
-                    done()
-                except OSError:
-                    pass
+        answer_client(code)
         os._exit(code)
