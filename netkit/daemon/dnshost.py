@@ -5,7 +5,7 @@ that without netkitd DNS is served exactly as before (one process per network).
 
 The host is a separate, detached process rather than threads of netkitd: netkitd forks a child
 per request, and forking a process that runs threads is unsafe. netkitd's parent only forks and
-execs it (procs.spawn) and holds its pidfd; its children close that pidfd. After a re-exec of
+execs it (detached.spawn) and holds its pidfd; its children close that pidfd. After a re-exec of
 netkitd (a new netkit on disk) the new image finds the host answering: it keeps it if its DNS code
 is unchanged, else a new host binds beside it and it stops (supervisor.take_over).
 """

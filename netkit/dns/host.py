@@ -205,9 +205,9 @@ class Host:
 
 
 def _argv_after_module(pid: int) -> list[str]:
-    from netkit.dns import procs
+    from netkit import detached
 
-    argv = procs.argv_of(pid)
+    argv = detached.argv_of(pid)
     i = argv.index("-m") if "-m" in argv else len(argv)
     return [a for a in argv[i + 2:] if a]
 

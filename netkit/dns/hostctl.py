@@ -23,7 +23,7 @@ import socket
 import sys
 import zlib
 
-from netkit.dns import procs
+from netkit import detached
 
 MODULE = "netkit.dns.host"
 CALL_TIMEOUT = 10.0  # a request is a bind or a dict lookup; a loaded machine can be slow
@@ -51,12 +51,12 @@ def paths(run_dir: str) -> dict[str, str]:
 
 
 def is_host(pid: int) -> bool:
-    return procs.runs_module(procs.argv_of(pid), MODULE)
+    return detached.runs_module(detached.argv_of(pid), MODULE)
 
 
 def running_pid(run_dir: str) -> int | None:
     """The PID of the live DNS host this run dir names, if any."""
-    pid = procs.read_pid(paths(run_dir)["pid"])
+    pid = detached.read_pid(paths(run_dir)["pid"])
     return pid if pid is not None and is_host(pid) else None
 
 
@@ -101,8 +101,8 @@ def call(run_dir: str, request: dict, timeout: float = CALL_TIMEOUT) -> dict | N
 
 def daemon_alive(run_dir: str) -> bool:
     """netkitd runs for this run dir (its pidfile names a live `netkit daemon run`)."""
-    pid = procs.read_pid(os.path.join(run_dir, "netkitd.pid"))
-    argv = procs.argv_of(pid) if pid else []
+    pid = detached.read_pid(os.path.join(run_dir, "netkitd.pid"))
+    argv = detached.argv_of(pid) if pid else []
     return any("netkit" in a for a in argv) and "daemon" in argv and "run" in argv
 
 
@@ -113,6 +113,6 @@ def spawn(run_dir: str, adopt: bool, replace: bool = False) -> int:
     p = paths(run_dir)
     argv = [sys.executable, "-m", MODULE, "--run-dir", os.path.abspath(run_dir)]
     argv += (["--adopt"] if adopt else []) + (["--replace"] if replace else [])
-    pid = procs.spawn(argv, p["log"], "the DNS host", is_host)
-    procs.write_pidfile(p["pid"], pid)
+    pid = detached.spawn(argv, p["log"], "the DNS host", is_host)
+    detached.write_pidfile(p["pid"], pid)
     return pid

@@ -17,7 +17,8 @@ import os
 import sys
 
 from netkit import faults
-from netkit.dns import hostctl, procs
+from netkit import detached
+from netkit.dns import hostctl
 from netkit.errors import EnvError
 
 MODULE = "netkit.dns.server"
@@ -30,30 +31,30 @@ def _paths(network: str, run_dir: str) -> tuple[str, str, str]:
 
 def _hosting(run_dir: str, shared: bool = True):
     """Shared: a command decides who serves a network; exclusive: the host takes over or gives back."""
-    return procs.locked(hostctl.paths(run_dir)["lock"], shared=shared)
+    return detached.locked(hostctl.paths(run_dir)["lock"], shared=shared)
 
 
 def _is_ours(pid: int, network: str) -> bool:
     """True if PID runs `python -m netkit.dns.server ... --network NETWORK` (a PID in a stale
     pidfile may have been reused by any other process, which we must never signal)."""
-    argv = procs.argv_of(pid)
-    return procs.runs_module(argv, MODULE) and ("--network", network) in zip(argv, argv[1:])
+    argv = detached.argv_of(pid)
+    return detached.runs_module(argv, MODULE) and ("--network", network) in zip(argv, argv[1:])
 
 
 def _running_pid(network: str, pidfile: str) -> int | None:
-    pid = procs.read_pid(pidfile)
+    pid = detached.read_pid(pidfile)
     return pid if pid is not None and _is_ours(pid, network) else None
 
 
 def _kill(pid: int, network: str) -> bool:
     """SIGTERM (then SIGKILL) PID if, and only if, it is our server for NETWORK; wait for it."""
-    return procs.kill(pid, lambda p: _is_ours(p, network))
+    return detached.kill(pid, lambda p: _is_ours(p, network))
 
 
 def _spawn(network: str, listen_ip: str, port: int, records_file: str, logfile: str) -> int:
     argv = [sys.executable, "-m", MODULE, "--listen", listen_ip, "--port", str(port),
             "--records", os.path.abspath(records_file), "--network", network]
-    return procs.spawn(argv, logfile, f"DNS server for network {network} on {listen_ip}:{port}",
+    return detached.spawn(argv, logfile, f"DNS server for network {network} on {listen_ip}:{port}",
                        lambda p: _is_ours(p, network))
 
 
@@ -77,8 +78,8 @@ def _here(module: str) -> list[tuple[int, list[str]]]:
             continue
         if (there.st_dev, there.st_ino) != (here.st_dev, here.st_ino):
             continue
-        argv = procs.argv_of(entry)
-        if procs.runs_module(argv, module):
+        argv = detached.argv_of(entry)
+        if detached.runs_module(argv, module):
             found.append((int(entry), argv))
     return found
 
@@ -92,7 +93,7 @@ def hosts() -> list[int]:
 def orphans(run_dir: str) -> list[tuple[str, int]]:
     """Servers no pidfile names (a kill between spawn and pidfile): they hold the network's
     port 53 beside a new server, with records nobody updates the path of."""
-    return [(net, pid) for net, pid in servers() if procs.read_pid(_paths(net, run_dir)[0]) != pid]
+    return [(net, pid) for net, pid in servers() if detached.read_pid(_paths(net, run_dir)[0]) != pid]
 
 
 def stop_orphans(network: str | None, run_dir: str) -> list[tuple[str, int]]:
@@ -106,7 +107,7 @@ def start_own(network: str, listen_ip: str, records_file: str, run_dir: str, por
               reuse: bool = True) -> int:
     """The network's own server process (spawned unless running and `reuse`); its PID."""
     pidfile, logfile, lockfile = _paths(network, run_dir)
-    with procs.locked(lockfile):
+    with detached.locked(lockfile):
         pid = _running_pid(network, pidfile)
         if pid is not None:
             if reuse:
@@ -115,7 +116,7 @@ def start_own(network: str, listen_ip: str, records_file: str, run_dir: str, por
         stop_orphans(network, run_dir)  # an orphan of a killed start would serve beside it
         pid = _spawn(network, listen_ip, port, records_file, logfile)
         faults.point("dns-pidfile")  # test-only (netkit/faults.py): a kill here makes an orphan
-        procs.write_pidfile(pidfile, pid)
+        detached.write_pidfile(pidfile, pid)
         return pid
 
 
@@ -123,8 +124,8 @@ def stop_own(network: str, run_dir: str) -> bool:
     """Stop the network's own server process and remove its pidfile; True if one was stopped. A
     PID that is not our server for this network is left alone (only the stale pidfile goes)."""
     pidfile, _, lockfile = _paths(network, run_dir)
-    with procs.locked(lockfile):
-        pid = procs.read_pid(pidfile)
+    with detached.locked(lockfile):
+        pid = detached.read_pid(pidfile)
         stopped = pid is not None and _kill(pid, network)
         with contextlib.suppress(FileNotFoundError):
             os.remove(pidfile)
@@ -135,9 +136,9 @@ def retire_own(network: str, pid: int, run_dir: str) -> None:
     """Stop the network's own server PID (the DNS host serves the network now) and drop its
     pidfile if it still names PID."""
     pidfile, _, lockfile = _paths(network, run_dir)
-    with procs.locked(lockfile):
+    with detached.locked(lockfile):
         _kill(pid, network)
-        if procs.read_pid(pidfile) == pid:
+        if detached.read_pid(pidfile) == pid:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(pidfile)
 
@@ -221,7 +222,7 @@ def take_over(run_dir: str) -> int:
         if reply.get("version") == hostctl.code_version():
             return old
         new = hostctl.spawn(run_dir, adopt=True, replace=True)
-        procs.kill(old, hostctl.is_host)  # it answers what it has queued, then goes
+        detached.kill(old, hostctl.is_host)  # it answers what it has queued, then goes
         return new
 
 
@@ -248,7 +249,7 @@ def give_back(run_dir: str) -> tuple[list[tuple[str, int]], list[str]]:
         if host is not None:
             with contextlib.suppress(OSError, ValueError, hostctl.HostError):
                 hostctl.call(run_dir, {"op": "quit", "forget": True})
-            procs.kill(int(host), hostctl.is_host)  # gone already, or it does not listen any more
+            detached.kill(int(host), hostctl.is_host)  # gone already, or it does not listen any more
         for key in ("json", "pid"):
             with contextlib.suppress(FileNotFoundError):
                 os.remove(hostctl.paths(run_dir)[key])
@@ -266,7 +267,7 @@ def stray_hosts(run_dir: str) -> list[int]:
 
 
 def stop_stray_host(pid: int) -> bool:
-    return procs.kill(pid, hostctl.is_host)
+    return detached.kill(pid, hostctl.is_host)
 
 
 def host_problem(run_dir: str) -> str | None:

@@ -1,6 +1,6 @@
-"""Detached helper processes of the DNS layer (a network's server, the DNS host): spawn one so
-that it outlives the command that started it, wait until it says it is ready, find it again by
-pidfile, and signal it only when it is provably ours. Imports only cheap stdlib modules."""
+"""Detached helper processes (a network's DNS server, the DNS host, a host's cluster agent): spawn
+one so that it outlives the command that started it, wait until it says it is ready, find it
+again by pidfile, and signal it only when it is provably ours. Imports only cheap stdlib modules."""
 
 from __future__ import annotations
 
