@@ -152,10 +152,10 @@ class EndpointAdd:
     def render(self) -> list[str]:
         ns = self.netns
         if self.handover:
-            return [f"ip link add {self.host_ifname} mtu {self.mtu} type veth peer name {self.handover} "
-                    f"mtu {self.mtu} address {self.mac}",
+            return [f"ip link add {self.host_ifname} mtu {self.mtu} master {self.bridge} type veth "
+                    f"peer name {self.handover} mtu {self.mtu} address {self.mac}",
                     f"sysctl -qw net.ipv6.conf.{self.host_ifname}.disable_ipv6=1",
-                    f"ip link set {self.host_ifname} master {self.bridge} up"]
+                    f"ip link set {self.host_ifname} up"]
         lines = [
             f"ip link add {self.host_ifname} mtu {self.mtu} type veth peer name {self.ifname} "
             f"mtu {self.mtu} address {self.mac} netns {ns}",

@@ -28,8 +28,17 @@ def _read_request(stream) -> tuple[str, str, bytes] | None:
     return method, path, stream.read(length) if length else b""
 
 
+def _send(conn: socket.socket, status: int, answer: dict) -> None:
+    from netkit.dockerplugin.handlers import CONTENT_TYPE
+
+    data = json.dumps(answer).encode()
+    head = (f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}\r\nContent-Type: {CONTENT_TYPE}\r\n"
+            f"Content-Length: {len(data)}\r\n\r\n").encode()
+    conn.sendall(head + data)
+
+
 def serve_connection(conn: socket.socket) -> None:
-    from netkit.dockerplugin.handlers import CONTENT_TYPE, handle
+    from netkit.dockerplugin.handlers import handle
 
     conn.settimeout(IDLE_TIMEOUT)
     stream = conn.makefile("rb")
@@ -42,11 +51,12 @@ def serve_connection(conn: socket.socket) -> None:
             if request is None:
                 return
             method, path, body = request
-            status, answer = (405, {"Err": "POST only"}) if method != "POST" else handle(path, body)
-            data = json.dumps(answer).encode()
-            head = (f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}\r\nContent-Type: {CONTENT_TYPE}\r\n"
-                    f"Content-Length: {len(data)}\r\n\r\n").encode()
-            conn.sendall(head + data)
+            if method != "POST":
+                _send(conn, 405, {"Err": "POST only"})
+                continue
+            result = handle(path, body, lambda status, answer: _send(conn, status, answer))
+            if result is not None:  # else answered early, and finished since
+                _send(conn, *result)
     finally:
         stream.close()
         conn.close()

@@ -501,6 +501,8 @@ def _attach_change(ctx: Context, network: str, name: str, source: str | None, pi
     c.endpoints.append(ep)
     _check_host_gateway(ctx, c)
     ctx.apply(plan + steps)
+    if handover:  # the runtime may take its end once the rules exist (the rules sync)
+        ctx.handover_made(c, ep, next(s.gateway for s in steps if isinstance(s, ops.EndpointAdd)))
     ctx.store.put_container(c)
     ctx.container_changed(None, c)
     _sync_names(ctx, c)

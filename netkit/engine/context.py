@@ -69,6 +69,13 @@ class Context:
         # run: a caller that answers someone else (netkit-cni's DEL under netkitd) may let them
         # go then. What still runs holds the state lock, so no netkit command sees it half-way.
         self.on_committed: Callable[[], None] | None = None
+        # Called once, when a hand-over interface is ready (made, guarded by its rules) and before
+        # the commit, with the container, its new endpoint and the default gateway it gives
+        # (None: none): a runtime that takes the interface over itself (Docker's Join) may be
+        # answered then, and works on its end while the change commits and derives names. If
+        # the commit fails, the interface is deleted and the change raises as usual.
+        self.on_handover_ready: Callable[[object, object, str | None], None] | None = None
+        self._handover: tuple | None = None  # (container, endpoint, gateway) of handover_made
 
     @property
     def store(self) -> Store:
@@ -155,6 +162,16 @@ class Context:
         self._journal_write(apply=plan)  # durable before the first step runs
         self.executor().apply(plan)
         self._applied.extend(plan)
+
+    def handover_made(self, container, endpoint, gateway: str | None) -> None:
+        """The change makes a hand-over interface: on_handover_ready is called once it is ready."""
+        self._handover = (container, endpoint, gateway)
+
+    def _announce_handover(self) -> None:
+        made, self._handover = self._handover, None
+        if made is not None and self.on_handover_ready is not None and not self.dry_run:
+            hook, self.on_handover_ready = self.on_handover_ready, None
+            hook(*made)
 
     def remove(self, plan: list) -> None:
         """Deletion steps: run once the state no longer holds the objects (after the commit),
@@ -273,6 +290,7 @@ class Context:
         self._applied = []
         self._on_commit = []
         self._removals = []
+        self._handover = None
         self._journalled = []
         self._journal_removals = 0
         self._token = None
@@ -286,6 +304,7 @@ class Context:
                 # Every change ends with netkit's rules and host settings matching the new state
                 # (a dry run prints the changes instead); a failure here rolls back state and plan.
                 reconcile.sync(self)
+                self._announce_handover()
                 if self.dry_run:
                     raise _DryRun
                 self._journal_seal()
@@ -301,4 +320,5 @@ class Context:
             self._applied = []
             self._on_commit = []
             self._removals = []
+            self._handover = None
             self._journalled = []

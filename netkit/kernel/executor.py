@@ -120,7 +120,7 @@ def kernel_executor(firewall=None) -> Executor:
 
     def hairpin_on(op: ops.HairpinOn) -> None:
         # Looked up at call time: the one owner of hairpin in the kernel layer is firewall.set_hairpin.
-        fw_mod.set_hairpin(list(op.ifnames), shared().host() if op.ifnames else None)
+        fw_mod.set_hairpin(list(op.ifnames))
 
     def conntrack_forget(op: ops.ConntrackForget) -> None:
         from netkit.kernel import conntrack

@@ -325,20 +325,14 @@ def hairpin_off(ifnames: list[str]) -> list[str]:
     return off
 
 
-def set_hairpin(ifnames: list[str], ipr=None) -> None:
+def set_hairpin(ifnames: list[str]) -> None:
     """hairpin_mode on for bridge ports, so that a container can reach its own published port via
-    the host. The only code that sets it (ops.HairpinOn runs it); `ipr`: a netlink handle to reuse."""
+    the host. The only code that sets it (ops.HairpinOn runs it)."""
     if not ifnames:
         return
     from netkit.kernel import links
 
-    if ipr is not None:
-        links.set_hairpin(ipr, ifnames)
-        return
-    from netkit.kernel.pyroute2_loader import IPRoute
-
-    with IPRoute() as own:
-        links.set_hairpin(own, ifnames)
+    links.set_hairpin(ifnames)
 
 
 _BACKEND: IptablesLegacy | None = None

@@ -180,16 +180,24 @@ def endpoint_add(h: Handles, op: ops.EndpointAdd) -> None:
 
 
 def _endpoint_handover_add(h: Handles, op: ops.EndpointAdd) -> None:
-    """Both ends in the host netns, the peer down under `op.handover` for the runtime to move:
-    one netlink request, no netns entered, no netns move (each move waits for an RCU grace period)."""
-    host = h.host()
-    host.link("add", ifname=op.host_ifname, kind="veth", mtu=op.mtu, master=_ifindex(op.bridge),
-              peer={"ifname": op.handover, "mtu": op.mtu, "address": op.mac})
+    """Both ends in the host netns, the peer down under `op.handover` for the runtime to move: raw
+    netlink requests (kernel/rtlink.py), no netns entered, no netns move (each move waits for an
+    RCU grace period). Nothing crosses the port before the runtime has the peer, and the runtime
+    gets it only once the port's rules exist (Context.on_handover_ready)."""
+    from netkit.kernel import rtlink
+
+    try:
+        rtlink.veth_on_bridge(op.host_ifname, op.handover, _ifindex(op.bridge), op.mtu, op.mac)
+    except rtlink.LinkError as err:
+        raise KernelError(f"cannot make veth '{op.host_ifname}' (peer '{op.handover}') on bridge "
+                          f"'{op.bridge}': {err.strerror}") from None
     try:
         _sysctl_disable_ipv6(op.host_ifname)  # before it comes up (docs/facts.md, "IPv6 flooding")
-        host.link("set", index=_ifindex(op.host_ifname), state="up")
-    except BaseException:
+        rtlink.port_up(_ifindex(op.host_ifname))
+    except BaseException as err:
         link_del(h, ops.LinkDel(op.host_ifname))
+        if isinstance(err, rtlink.LinkError):
+            raise KernelError(f"cannot bring '{op.host_ifname}' up: {err.strerror}") from None
         raise
 
 
@@ -209,14 +217,17 @@ def uts_del(h: Handles, op: ops.UtsDel) -> None:
     uts.delete(op.path)
 
 
-def set_hairpin(ipr: IPRoute, ifnames) -> None:
-    """hairpin_mode on for bridge ports (IFLA_BRPORT_MODE over netlink)."""
+def set_hairpin(ifnames) -> None:
+    """hairpin_mode on for bridge ports (IFLA_BRPORT_MODE, one raw netlink request each)."""
+    from netkit.kernel import rtlink
+
     for name in ifnames:
         try:
-            index = socket.if_nametoindex(name)
-        except OSError:
-            continue  # gone meanwhile: nothing to set
-        ipr.brport("set", index=index, mode=1)
+            rtlink.hairpin_on(socket.if_nametoindex(name))
+        except OSError as err:
+            if isinstance(err, rtlink.LinkError) and not rtlink.gone(err):
+                raise KernelError(f"cannot set hairpin mode on '{name}': {err.strerror}") from None
+            # gone meanwhile (no such name, or the index went): nothing to set
 
 
 def _gone(err: Exception) -> bool:

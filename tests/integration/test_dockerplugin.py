@@ -98,3 +98,64 @@ def test_docker_driver_protocol_end_to_end(sandbox):
     assert post("/NetworkDriver.DeleteNetwork", {"NetworkID": NET_ID}) == (200, {})
     assert "nk-5a3b1c9e8d7f" not in sandbox.sh("ip -br link").stdout
     assert json.loads(sandbox.netkit("network", "ls", "--json").stdout) == []
+
+
+def test_join_is_answered_once_the_port_is_guarded_and_a_later_failure_undoes_it(sandbox, monkeypatch):
+    """Join answers Docker before its change commits (docs/facts.md, "Docker connect"): at that
+    moment the port is on the bridge and up, its anti-spoofing elements and its rule are in the
+    kernel, and the state has not committed. A failure after the answer (here at the commit)
+    deletes what was made, and Docker's next request for the endpoint is the error that makes
+    Docker undo the connect. In-process, as netkitd's plugin child runs it."""
+    from netkit.dockerplugin import handlers
+    from netkit.state import Store
+
+    def call(path: str, body: dict, early=None):
+        return handlers.handle(path, json.dumps(body).encode(), early)
+
+    net = {"NetworkID": NET_ID, "Options": {}, "IPv6Data": [],
+           "IPv4Data": [{"Pool": "172.30.0.0/16", "Gateway": "172.30.0.1/16"}]}
+    assert call("/NetworkDriver.CreateNetwork", net) == (200, {})
+    sandbox.sh("ip netns add dockerbox")
+    firewall = "iptables-nft-save -t raw; iptables-legacy-save -t raw"
+    seen = {}
+
+    def at_answer(status, answer):
+        peer = json.loads(sandbox.sh(f"ip -j link show {answer['InterfaceName']['SrcName']}").stdout)[0]
+        (port,) = [link for link in json.loads(sandbox.sh("ip -j link show master nk-5a3b1c9e8d7f").stdout)
+                   if link["ifname"] == peer["link"]]  # the veth's host end
+        seen.update(status=status, answer=answer, peer_state=peer["operstate"], port_flags=port["flags"],
+                    guarded=sandbox.sh("nft list set bridge netkit ip_ok").stdout,
+                    rules=sandbox.sh(firewall).stdout,
+                    committed=Store(os.environ["NETKIT_STATE_DIR"], read_only=True).containers())
+    for i, ip in enumerate(("172.30.0.9", "172.30.0.10")):
+        ids = {"NetworkID": NET_ID, "EndpointID": f"{i + 1:x}" + EP_ID[1:]}
+        assert call("/NetworkDriver.CreateEndpoint", {**ids, "Interface": {"Address": f"{ip}/16"}})[0] == 200
+        seen.clear()
+        if i == 1:  # the second Join fails after its answer: at the commit
+            monkeypatch.setenv("NETKIT_FAULT_AT", "commit")
+            monkeypatch.setenv("NETKIT_FAULT_MODE", "raise")
+        assert call("/NetworkDriver.Join", {**ids, "SandboxKey": "/run/netns/dockerbox"}, at_answer) is None
+        monkeypatch.delenv("NETKIT_FAULT_AT", raising=False)
+        assert seen["status"] == 200 and seen["answer"]["Gateway"] == "172.30.0.1"
+        assert seen["peer_state"] == "DOWN" and "UP" in seen["port_flags"]
+        assert ip in seen["guarded"] and f"-d {ip}/32" in seen["rules"]
+        assert [c.name for c in seen["committed"]] == ([] if i == 0 else [first])
+        if i == 0:
+            (first,) = sandbox.inspect("network", "dk-5a3b1c9e8d7f")["containers"]
+            assert call("/NetworkDriver.EndpointOperInfo", ids)[1]["Value"]["netkit_container"] == first
+            sandbox.sh(f"ip link set {seen['answer']['InterfaceName']['SrcName']} netns dockerbox name eth0 && ip -n "
+                       f"dockerbox addr add {ip}/16 dev eth0 && ip -n dockerbox link set eth0 up && ip -n dockerbox "
+                       "route add default via 172.30.0.1")  # what dockerd does with the answer
+            continue
+        status, err = call("/NetworkDriver.EndpointOperInfo", ids)
+        assert status == 500 and "could not finish joining" in err["Err"] and "injected fault" in err["Err"]
+        assert call("/NetworkDriver.ProgramExternalConnectivity", {**ids, "Options": {}})[0] == 500
+        assert list(sandbox.inspect("network", "dk-5a3b1c9e8d7f")["containers"]) == [first]
+        assert seen["answer"]["InterfaceName"]["SrcName"] not in sandbox.sh("ip -br link").stdout
+        assert len(sandbox.sh("ip -br link show master nk-5a3b1c9e8d7f").stdout.splitlines()) == 1
+        assert ip not in sandbox.sh("nft list set bridge netkit ip_ok").stdout
+        assert f"-d {ip}/32" not in sandbox.sh(firewall).stdout
+        assert len([n for n in os.listdir("/run/netns") if n.startswith("rt-")]) == 1
+        assert call("/NetworkDriver.Leave", ids) == (200, {})  # Docker's undo
+        assert call("/NetworkDriver.DeleteEndpoint", ids) == (200, {})
+    assert sandbox.netkit("doctor").returncode == 0

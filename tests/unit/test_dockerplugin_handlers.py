@@ -39,6 +39,7 @@ EP_ONLY = {"NetworkID": NET_ID, "EndpointID": EP_ID}
 
 SANDBOX_READY = {"yes": True}  # whether Docker's netns exists at Join (network connect) or not yet (run)
 INTERNAL = {"yes": False}  # whether the network of the attachment is --internal (no default route)
+EARLY = {"then": lambda: None}  # what the fake attach does after its early answer
 
 
 @pytest.fixture
@@ -50,9 +51,13 @@ def calls(monkeypatch, tmp_path):
     monkeypatch.setenv("NETKIT_RUN_DIR", str(tmp_path))
     log: list = []
 
-    def attach(network, path, endpoint_id, ifname, ip, handover=None):
+    def attach(network, path, endpoint_id, ifname, ip, handover=None, on_handover_ready=None):
         log.append(("attach", network, path, endpoint_id, ifname, ip, handover))
         name = adapter.attachment_name(network, endpoint_id, ifname)
+        if on_handover_ready is not None:  # as the engine does once the veth exists
+            on_handover_ready(adapter.HandoverReady(name, "veth0", "02:42:ac:1e:00:02",
+                                                    None if INTERNAL["yes"] else "172.30.0.1"))
+            EARLY["then"]()  # the rest of the change (a test may hold it, or fail it)
         return adapter.Attachment(container=name, bridge="nk-x", bridge_mac="", host_ifname="veth0", host_mac="",
                                   ifname=ifname, mac="02:42:ac:1e:00:02", netns=name, ip=ip, prefixlen=16,
                                   gateway="172.30.0.1", default_route=not INTERNAL["yes"])
@@ -193,4 +198,75 @@ def test_http_keep_alive_over_a_unix_socket():
     reader.close()
     client.close()  # EOF: the server's loop ends
     thread.join(timeout=5)
+    assert not thread.is_alive()
+
+
+def _http_client(sock: socket.socket):
+    reader = sock.makefile("rb")
+
+    def send(path: str, body: dict) -> None:
+        data = json.dumps(body).encode()
+        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: plugin\r\nContent-Length: {len(data)}\r\n\r\n".encode() + data)
+
+    def answer() -> tuple[int, dict]:
+        status = int(reader.readline().split()[1])
+        length = 0
+        while (line := reader.readline()) not in (b"\r\n", b""):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        return status, json.loads(reader.read(length))
+    return send, answer, reader
+
+
+def test_join_answers_once_the_veth_exists_and_a_later_failure_fails_the_next_request(calls):
+    """Over HTTP, Join is answered when the engine says the veth exists, before its change ends;
+    if the change then fails, Docker's next request for the endpoint (ProgramExternalConnectivity
+    or EndpointOperInfo, which come after it moved the interface) is an error, so that Docker
+    undoes the connect. A Join that fails before its answer is answered as an error, once."""
+    from netkit.errors import KernelError
+
+    post("/NetworkDriver.CreateEndpoint", CREATE_ENDPOINT)
+    server, client = socket.socketpair()
+    thread = threading.Thread(target=http.serve_connection, args=(server,))
+    thread.start()
+    send, answer, reader = _http_client(client)
+    held, answered = threading.Event(), threading.Event()
+
+    def rest_of_the_change():
+        answered.wait(5)
+        held.set()
+        raise KernelError("cannot bring 'veth0' up: No such device")
+    EARLY["then"] = rest_of_the_change
+    try:
+        send("/NetworkDriver.Join", JOIN)
+        status, joined = answer()  # arrives while the change is still held
+        answered.set()
+        assert status == 200 and joined["InterfaceName"]["SrcName"] == "nke1f2a3b4c5d6e"
+        assert joined["Gateway"] == "172.30.0.1"
+        send("/NetworkDriver.ProgramExternalConnectivity", PROGRAM)
+        status, failed = answer()
+        assert held.is_set()
+        assert status == 500 and "could not finish joining" in failed["Err"] and "No such device" in failed["Err"]
+        send("/NetworkDriver.EndpointOperInfo", EP_ONLY)
+        assert answer()[0] == 500
+        assert not [c for c in calls if c[0] == "publish"]
+        send("/NetworkDriver.Leave", EP_ONLY)  # Docker's undo: the failure is forgotten
+        assert answer() == (200, {})
+        send("/NetworkDriver.EndpointOperInfo", EP_ONLY)
+        assert answer()[0] == 200
+
+        def refuse():
+            raise KernelError("no room")
+        EARLY["then"] = lambda: None
+        handlers.adapter.attach = lambda *a, **k: refuse()  # fails before any answer
+        send("/NetworkDriver.Join", JOIN)
+        status, refused = answer()
+        assert status == 500 and refused["Err"] == "no room"
+        send("/Plugin.Activate", {})
+        assert answer()[0] == 200  # one answer per request: the stream is still in step
+    finally:
+        EARLY["then"] = lambda: None
+        reader.close()
+        client.close()
+        thread.join(timeout=5)
     assert not thread.is_alive()

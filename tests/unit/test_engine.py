@@ -3,6 +3,8 @@ sandbox. What is checked is what a use case decides: the steps it plans, the sta
 rules and host settings the reconciler makes, and what it refuses."""
 import pytest
 
+from netkit.state import Store
+
 
 from netkit import ops, rules
 from netkit.engine import containers, doctor, networks, ports, reconcile
@@ -282,6 +284,21 @@ def test_attach_with_a_handover_leaves_the_peer_on_the_host_and_names_the_netns_
     containers.remove(ctx, "rt-a")
     assert "nkabc" not in kernel.probe.links and "rt-a" not in kernel.probe.netns
     assert containers.pin_runtime_netns(ctx, "rt-a", sandbox) is False  # gone: nothing to name
+    # The runtime is told (the hook) once the port is guarded by its rules, before the commit,
+    # which goes on while the runtime works on its end.
+    seen = []
+
+    def ready(c, ep, gateway):
+        committed = Store(ctx.store.directory).container(c.name)  # another reader: not yet
+        seen.append((c.name, gateway, committed, [type(op) for op in kernel.log[start:]]))
+    ctx.on_handover_ready = ready
+    start = len(kernel.log)
+    containers.attach(ctx, "app", netns_path=sandbox, name="rt-z", ip="172.20.0.10", handover="nkzzz")
+    ((name, gateway, committed, before),) = seen
+    assert (name, gateway, committed) == ("rt-z", "172.20.0.1", None)
+    assert before.index(ops.EndpointAdd) < before.index(ops.PortGuardAdd) < before.index(ops.FirewallChange)
+    assert ctx.store.container("rt-z") and ctx.on_handover_ready is None
+    containers.remove(ctx, "rt-z")
     # Network connect: the netns exists, named at once; a failing step leaves nothing behind.
     kernel.fail_on = ops.HairpinOn
     with pytest.raises(KernelError, match="injected failure"):
