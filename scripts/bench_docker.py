@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """Benchmark (issue 14): `docker network connect` + `disconnect` with netkit's remote driver
-against Docker's own bridge driver, same dockerd, same container, same run, interleaved.
+against Docker's own bridge driver, same dockerd, same container, same run, interleaved; and, as
+the protocol's floor, a remote driver that only makes a veth (scripts/floor_driver.py).
 
 A real dockerd (Debian's docker.io) in a sandbox (scripts/dockerbox.py), netkitd serving the
 driver on /run/docker/plugins/netkit.sock, one running container `bench` on Docker's default
 bridge network; each round connects it to the netkit network then disconnects it, then the same
-with a bridge-driver network. Two measures, medians (and p90) of N rounds each:
+with a bridge-driver network and with a floor-driver network. Two measures, medians (and p90) of
+N rounds each:
 - `docker network connect/disconnect` as a user types them (whole docker CLI process);
 - the same request straight to dockerd's API (POST /networks/ID/connect on its unix socket):
   without the CLI's start-up, closer to what the driver itself costs;
@@ -29,6 +31,9 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
+
+
+FLOOR_SOCKET = "/run/docker/plugins/floor.sock"  # driver name "floor"
 
 
 def pct(values: list[float], q: float) -> float:
@@ -75,9 +80,10 @@ def main() -> int:
     try:
         subprocess.run([sys.executable, "-m", "netkit", "daemon", "start", "--docker-socket",
                         dockerbox.PLUGIN_SOCKET], check=True, capture_output=True)
+        floor = subprocess.Popen([sys.executable, os.path.join(HERE, "floor_driver.py"), FLOOR_SOCKET, "floorbr0"])
         image = box.import_busybox()
         ids = {driver: box.docker("network", "create", "-d", driver, f"bench-{driver}").stdout.strip()
-               for driver in ("netkit", "bridge")}
+               for driver in ("netkit", "bridge", "floor")}
         box.docker("run", "-d", "--name", "bench", image, "sleep", "3600")
         cli = {d: {"connect": [], "disconnect": []} for d in ids}
         raw = {d: {"connect": [], "disconnect": []} for d in ids}
@@ -96,15 +102,21 @@ def main() -> int:
     finally:
         box.stop()
         subprocess.run([sys.executable, "-m", "netkit", "daemon", "stop"], capture_output=True)
+        if "floor" in locals():
+            floor.kill()
+            floor.wait()
 
     parts = in_process_breakdown(args.n)
     version = subprocess.run([dockerbox.DOCKERD, "--version"], capture_output=True, text=True).stdout.strip()
     print(f"{version}; N={args.n} rounds, interleaved; milliseconds, median (p90)")
     for label, table in (("docker CLI", cli), ("dockerd API", raw)):
         for op in ("connect", "disconnect"):
-            cells = [f"{d} {statistics.median(table[d][op]):6.1f} ({pct(table[d][op], 0.9):6.1f})" for d in ids]
+            drivers = ids if op == "connect" else ("netkit", "bridge")  # the floor's Leave runs `ip`
+            cells = [f"{d} {statistics.median(table[d][op]):6.1f} ({pct(table[d][op], 0.9):6.1f})" for d in drivers]
             ratio = statistics.median(table["netkit"][op]) / statistics.median(table["bridge"][op])
-            print(f"{label:11s} network {op:10s}: " + "   ".join(cells) + f"   netkit/bridge {ratio:.2f}x")
+            floor_ratio = (f"   floor/bridge {statistics.median(table['floor'][op]) / statistics.median(table['bridge'][op]):.2f}x"
+                           if op == "connect" else "")
+            print(f"{label:11s} network {op:10s}: " + "   ".join(cells) + f"   netkit/bridge {ratio:.2f}x" + floor_ratio)
     print("netkit driver in-process (no dockerd, recorded bodies, a netns standing in for Docker's), median ms:")
     print("  " + "   ".join(f"{k} {statistics.median(v):.1f}" for k, v in parts.items()))
     return 0

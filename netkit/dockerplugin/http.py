@@ -37,8 +37,11 @@ def _send(conn: socket.socket, status: int, answer: dict) -> None:
     conn.sendall(head + data)
 
 
-def serve_connection(conn: socket.socket) -> None:
-    from netkit.dockerplugin.handlers import handle
+def serve_connection(conn: socket.socket, handle=None) -> None:
+    """Answer the requests of one connection until the client closes it or stays idle. `handle`:
+    (path, body, answer_early) -> (status, answer) or None; default netkit's driver."""
+    if handle is None:
+        from netkit.dockerplugin.handlers import handle
 
     conn.settimeout(IDLE_TIMEOUT)
     stream = conn.makefile("rb")
