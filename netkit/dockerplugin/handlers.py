@@ -184,7 +184,7 @@ def join(body: dict, answer_early: Callable[[dict], None] | None = None) -> dict
     from netkit.kernel import netns
 
     endpoint_id = body["EndpointID"]
-    ep = _load(endpoint_id)
+    ep = {k: v for k, v in _load(endpoint_id).items() if k != "failed"}  # a new try starts clean
     sandbox = body.get("SandboxKey") or ""
     if not sandbox:
         raise PluginError("Docker sent no SandboxKey")

@@ -250,6 +250,18 @@ def test_join_answers_once_the_veth_exists_and_a_later_failure_fails_the_next_re
         send("/NetworkDriver.EndpointOperInfo", EP_ONLY)
         assert answer()[0] == 500
         assert not [c for c in calls if c[0] == "publish"]
+        EARLY["then"] = lambda: None
+        send("/NetworkDriver.Join", JOIN)  # tried again, it succeeds, and so do the next calls
+        assert answer()[0] == 200
+        send("/NetworkDriver.EndpointOperInfo", EP_ONLY)
+        assert answer()[0] == 200
+        EARLY["then"] = rest_of_the_change
+        answered.clear()
+        send("/NetworkDriver.Join", JOIN)
+        assert answer()[0] == 200
+        answered.set()
+        send("/NetworkDriver.EndpointOperInfo", EP_ONLY)
+        assert answer()[0] == 500
         send("/NetworkDriver.Leave", EP_ONLY)  # Docker's undo: the failure is forgotten
         assert answer() == (200, {})
         send("/NetworkDriver.EndpointOperInfo", EP_ONLY)
