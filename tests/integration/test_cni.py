@@ -210,5 +210,6 @@ def test_del_through_the_daemon_answers_at_the_commit(sandbox):
     # The doctor saw the state either before the DEL's deletions or after the ADD: never half-way.
     assert doctor.returncode == 0, report
     assert cni("DEL", CONF, ns1, "c1") == (0, None)
+    sandbox.netkit("doctor")  # a netkit command waits for the DEL's deletions (it answered at its commit)
     assert sandbox.sh(f"ip link show {veth}", check=False).returncode != 0
     assert "eth0" not in sandbox.ns("ctr1", "ip -br link").stdout
