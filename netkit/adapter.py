@@ -52,7 +52,7 @@ class Attachment:
 
 @dataclass
 class HandoverReady:
-    """A hand-over attachment whose interface is ready (its change still commits): what a runtime
+    """A hand-over attachment just committed (its names are still being written): what a runtime
     that takes the interface over itself needs to be answered with."""
 
     container: str
@@ -67,15 +67,19 @@ def attachment_name(network: str, container_id: str, ifname: str) -> str:
     return RUNTIME_PREFIX + digest[:20]
 
 
-_STORE: tuple | None = None  # (process id, state file identity, Store) of _store()
+_STORE: tuple | None = None  # ((process id, thread id), state file identity, Store) of _store()
 
 
 def _store():
-    """The state, opened once per process for runtime calls: a Docker plugin child answers every
-    request of a connection, and opening the state (connect, integrity check, schema) takes
-    ~0.5 ms of a Join. Opened afresh in a forked child and when the file was replaced (a state
-    restored from a backup, another NETKIT_STATE_DIR)."""
+    """The state, opened once per process and thread for runtime calls: a Docker plugin child
+    answers every request of a connection, and opening the state (connect, integrity check,
+    schema) takes ~0.5 ms of a Join. Opened afresh when the file was replaced (a state restored
+    from a backup, another NETKIT_STATE_DIR) and in a forked child, which must not use the
+    parent's connection: a child that forks after using the adapter must exec (SQLite keeps no
+    connection across a fork)."""
     global _STORE
+    import threading
+
     from netkit.state import Store, state_dir
 
     path = os.path.join(state_dir(), "netkit.db")
@@ -84,13 +88,14 @@ def _store():
         identity = (path, st.st_dev, st.st_ino)
     except OSError:
         identity = None
-    if _STORE is not None and identity is not None and _STORE[:2] == (os.getpid(), identity):
+    owner = (os.getpid(), threading.get_ident())
+    if _STORE is not None and identity is not None and _STORE[:2] == (owner, identity):
         return _STORE[2]
     store = Store()
     if identity is None:  # made just now
         st = os.stat(path)
         identity = (path, st.st_dev, st.st_ino)
-    _STORE = (os.getpid(), identity, store)
+    _STORE = (owner, identity, store)
     return store
 
 
@@ -166,9 +171,9 @@ def attach(network: str, netns_path: str, container_id: str, ifname: str, ip: st
     its port mappings; all or nothing. `handover`: the runtime moves and configures the
     interface itself; its end of the veth is left on the host under that name, and the netns
     at `netns_path` may not exist yet (then pin_netns names it once it does).
-    `on_handover_ready(HandoverReady)` runs once that interface is ready (on the bridge, with its
-    anti-spoofing and rules), before the commit and the names: if the change then fails, the
-    interface is deleted and this raises as usual."""
+    `on_handover_ready(HandoverReady)` runs once the change that made that interface committed
+    (on the bridge, with its anti-spoofing and rules), before the names; a failure after it
+    leaves the attachment and raises as usual."""
     from netkit.engine import containers
 
     name = attachment_name(network, container_id, ifname)

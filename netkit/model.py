@@ -59,6 +59,9 @@ class Endpoint:
     gateway: str
     mac: str
     aliases: list[str] = field(default_factory=list)  # DNS aliases on this network
+    # The runtime moved the container end in and configured it (Docker's remote driver): its
+    # name inside (eth<N>) and which network gives the default route are the runtime's.
+    handover: bool = False
 
 
 @dataclass

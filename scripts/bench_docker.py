@@ -12,7 +12,7 @@ N rounds each:
 - the same request straight to dockerd's API (POST /networks/ID/connect on its unix socket):
   without the CLI's start-up, closer to what the driver itself costs;
 and, to say where netkit's time goes, the driver's Join and Leave called in-process, with the
-engine attach/detach in them and, inside the attach, the veth, the netns name, the rules sync
+engine attach in the Join and, inside the attach, the veth, the netns name, the rules sync
 (reconcile: the container's rules) and the adapter's read-back (describe).
 
     .venv/bin/python scripts/bench_docker.py [--n 30]
@@ -81,6 +81,9 @@ def main() -> int:
         subprocess.run([sys.executable, "-m", "netkit", "daemon", "start", "--docker-socket",
                         dockerbox.PLUGIN_SOCKET], check=True, capture_output=True)
         floor = subprocess.Popen([sys.executable, os.path.join(HERE, "floor_driver.py"), FLOOR_SOCKET, "floorbr0"])
+        deadline = time.monotonic() + 10
+        while not os.path.exists(FLOOR_SOCKET) and time.monotonic() < deadline:
+            time.sleep(0.02)
         image = box.import_busybox()
         ids = {driver: box.docker("network", "create", "-d", driver, f"bench-{driver}").stdout.strip()
                for driver in ("netkit", "bridge", "floor")}
@@ -145,7 +148,7 @@ def in_process_breakdown(n: int) -> dict[str, list[float]]:
 
     for module, name, label in ((adapter, "attach", "engine attach"), (links, "endpoint_add", "veth"),
                                 (links, "netns_attach", "netns name"), (reconcile, "sync", "rules sync"),
-                                (adapter, "_describe", "describe"), (adapter, "detach", "engine detach")):
+                                (adapter, "_describe", "describe")):
         timing(module, name, label)
     net_id = "b" * 64
     post = lambda path, body: handlers.handle(path, json.dumps(body).encode())  # noqa: E731

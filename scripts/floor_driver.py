@@ -72,6 +72,7 @@ def main() -> int:
     while True:
         conn, _ = listener.accept()
         if os.fork() == 0:
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # else `ip`'s exit status is lost
             listener.close()
             http.serve_connection(conn, handle)
             os._exit(0)

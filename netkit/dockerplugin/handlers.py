@@ -126,7 +126,7 @@ JOINED_KEYS = ("netkit_container", "host_interface", "mac")  # what Join records
 
 def endpoint_info(body: dict) -> dict:
     """Asked twice per connect: answered from the endpoint's file, without opening netkit's state."""
-    ep = _joined(body["EndpointID"])
+    ep = _settled(body["EndpointID"])
     value = {"address": ep["address"], "published": ep["published"]}
     if ep.get("netkit_container"):
         value.update({key: ep[key] for key in JOINED_KEYS})
@@ -134,10 +134,14 @@ def endpoint_info(body: dict) -> dict:
 
 
 def delete_endpoint(body: dict) -> dict:
-    try:
-        os.unlink(_endpoint_file(body["EndpointID"]))
-    except FileNotFoundError:
-        pass
+    """The endpoint's file, and an attachment no Leave removed (Docker calls no Leave after a
+    Join whose answer it never got)."""
+    path = _endpoint_file(body["EndpointID"])
+    with _endpoints_lock(exclusive=False):
+        if os.path.exists(path):
+            adapter.detach(network_name(body["NetworkID"]), body["EndpointID"], "eth0")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
     return {}
 
 
@@ -165,9 +169,9 @@ def _endpoints_lock(exclusive: bool):
         os.close(fd)
 
 
-def _joined(endpoint_id: str) -> dict:
+def _settled(endpoint_id: str) -> dict:
     """The endpoint's file once no Join is half-way; a Join that failed after its early answer is
-    this request's error, so that Docker undoes the connect."""
+    this call's error (Docker then fails the connect)."""
     with _endpoints_lock(exclusive=False):
         ep = _load(endpoint_id)
     if ep.get("failed"):
@@ -177,10 +181,11 @@ def _joined(endpoint_id: str) -> dict:
 
 def join(body: dict, answer_early: Callable[[dict], None] | None = None) -> dict | None:
     """The veth for Docker to move in. With `answer_early` (the HTTP server), Docker is answered
-    once the veth is on the bridge with its anti-spoofing elements and rules, and moves it in
-    while the change commits and writes names: ~2.4 of the Join's ~5 ms are on Docker's path
-    (docs/facts.md, "Docker connect"). Docker's next request for the endpoint comes ~20 ms later
-    and waits for the change's end; if it failed, that request fails and Docker undoes the connect."""
+    as soon as the change has committed (the veth on the bridge with its anti-spoofing elements
+    and rule, the state holding it) and moves the interface in while names are written: ~2.5 of
+    the Join's ~5 ms are on Docker's path (docs/facts.md, "Docker connect"). Nothing after the
+    answer undoes the attachment; a failure then (names) is the answer to Docker's next call for
+    the endpoint, which waits for the Join's end."""
     from netkit.kernel import netns
 
     endpoint_id = body["EndpointID"]
@@ -193,6 +198,9 @@ def join(body: dict, answer_early: Callable[[dict], None] | None = None) -> dict
 
     def ready(made: adapter.HandoverReady) -> None:
         nonlocal answered
+        # Recorded before the answer: if this process dies after it, the endpoint still names
+        # the committed attachment (EndpointOperInfo, and Leave removes it).
+        _save(endpoint_id, {**ep, **_joined(made.container, made.host_ifname, made.mac)})
         if answer_early is not None:
             answer_early(_join_answer(src, made.gateway))
             answered = True
@@ -201,16 +209,20 @@ def join(body: dict, answer_early: Callable[[dict], None] | None = None) -> dict
         try:
             att = adapter.attach(ep["network"], sandbox, endpoint_id, "eth0", ep["address"].split("/")[0],
                                  handover=src, on_handover_ready=ready)
-        except Exception as err:  # noqa: BLE001 - after the early answer, the next request reports it
+            if not netns.is_netns_file(netns.netns_path(att.netns)):  # docker run: named once runc made it
+                _pin_later(ep["network"], endpoint_id, att.host_ifname, sandbox)
+            _save(endpoint_id, {**ep, **_joined(att.container, att.host_ifname, att.mac)})
+        except Exception as err:  # noqa: BLE001 - after the early answer, Docker's next call reports it
             if not answered:
                 raise
-            _save(endpoint_id, {**ep, "failed": str(err) or type(err).__name__})
+            with contextlib.suppress(OSError):
+                _save(endpoint_id, {**ep, "failed": str(err) or type(err).__name__})
             return None
-        if not netns.is_netns_file(netns.netns_path(att.netns)):  # docker run: named once runc made it
-            _pin_later(ep["network"], endpoint_id, att.host_ifname, sandbox)
-        _save(endpoint_id, {**ep, "netkit_container": att.container, "host_interface": att.host_ifname,
-                            "mac": att.mac})
     return None if answered else _join_answer(src, att.gateway if att.default_route else None)
+
+
+def _joined(container: str, host_ifname: str, mac: str) -> dict:
+    return dict(zip(JOINED_KEYS, (container, host_ifname, mac)))
 
 
 def _pin_later(network: str, endpoint_id: str, host_ifname: str, sandbox: str) -> None:
@@ -245,7 +257,7 @@ def _spec(pm: dict) -> str:
 
 
 def program_external(body: dict) -> dict:
-    ep = _joined(body["EndpointID"])
+    ep = _settled(body["EndpointID"])
     name = adapter.attachment_name(ep["network"], body["EndpointID"], "eth0")
     for pm in (body.get("Options") or {}).get(OPT_PORTMAP) or []:
         spec = _spec(pm)

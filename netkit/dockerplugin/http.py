@@ -57,8 +57,13 @@ def serve_connection(conn: socket.socket, handle=None) -> None:
             if method != "POST":
                 _send(conn, 405, {"Err": "POST only"})
                 continue
-            result = handle(path, body, lambda status, answer: _send(conn, status, answer))
-            if result is not None:  # else answered early, and finished since
+            answered: list = []  # one answer per request, early or not
+
+            def early(status: int, answer: dict) -> None:
+                answered.append(status)
+                _send(conn, status, answer)
+            result = handle(path, body, early)
+            if result is not None and not answered:  # else answered early, and finished since
                 _send(conn, *result)
     finally:
         stream.close()

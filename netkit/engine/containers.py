@@ -78,6 +78,7 @@ def plan_endpoint(ctx: Context, c: Container, net: Network, ip: str | None, mac:
         container=c.name, network=net.name, ifname=ifname, host_ifname=naming.veth_name(c.id, net.id),
         ip=str(addr), prefixlen=net.prefixlen, gateway=net.gateway,
         mac=naming.validate_mac(mac) if mac else naming.mac_for_ip(str(addr)), aliases=list(aliases or []),
+        handover=handover is not None,
     )
     if mac:
         _check_mac_free(ctx, net.name, ep.mac)
@@ -501,7 +502,7 @@ def _attach_change(ctx: Context, network: str, name: str, source: str | None, pi
     c.endpoints.append(ep)
     _check_host_gateway(ctx, c)
     ctx.apply(plan + steps)
-    if handover:  # the runtime may take its end once the rules exist (the rules sync)
+    if handover:  # the runtime may take its end once the change committed (with its rules)
         ctx.handover_made(c, ep, next(s.gateway for s in steps if isinstance(s, ops.EndpointAdd)))
     ctx.store.put_container(c)
     ctx.container_changed(None, c)

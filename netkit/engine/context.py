@@ -69,11 +69,11 @@ class Context:
         # run: a caller that answers someone else (netkit-cni's DEL under netkitd) may let them
         # go then. What still runs holds the state lock, so no netkit command sees it half-way.
         self.on_committed: Callable[[], None] | None = None
-        # Called once, when a hand-over interface is ready (made, guarded by its rules) and before
-        # the commit, with the container, its new endpoint and the default gateway it gives
-        # (None: none): a runtime that takes the interface over itself (Docker's Join) may be
-        # answered then, and works on its end while the change commits and derives names. If
-        # the commit fails, the interface is deleted and the change raises as usual.
+        # Called once, when a change that made a hand-over interface has committed (the veth is
+        # on its bridge with its rules, the state holds it), before the derived steps (names),
+        # with the container, its new endpoint and the default gateway it gives (None: none):
+        # a runtime that takes the interface over itself (Docker's Join) may be answered then
+        # and work on its end while names are written. Nothing after it undoes the change.
         self.on_handover_ready: Callable[[object, object, str | None], None] | None = None
         self._handover: tuple | None = None  # (container, endpoint, gateway) of handover_made
 
@@ -169,9 +169,12 @@ class Context:
 
     def _announce_handover(self) -> None:
         made, self._handover = self._handover, None
-        if made is not None and self.on_handover_ready is not None and not self.dry_run:
+        if made is not None and self.on_handover_ready is not None:
             hook, self.on_handover_ready = self.on_handover_ready, None
-            hook(*made)
+            try:
+                hook(*made)
+            except Exception:  # noqa: BLE001 - the caller's business (it answers at its end); the change is saved
+                pass
 
     def remove(self, plan: list) -> None:
         """Deletion steps: run once the state no longer holds the objects (after the commit),
@@ -263,6 +266,7 @@ class Context:
         from netkit import faults
 
         self._applied = []  # committed: the kernel plan stays
+        self._announce_handover()
         if self.on_committed is not None:
             hook, self.on_committed = self.on_committed, None
             try:
@@ -304,7 +308,6 @@ class Context:
                 # Every change ends with netkit's rules and host settings matching the new state
                 # (a dry run prints the changes instead); a failure here rolls back state and plan.
                 reconcile.sync(self)
-                self._announce_handover()
                 if self.dry_run:
                     raise _DryRun
                 self._journal_seal()

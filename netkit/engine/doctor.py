@@ -73,17 +73,25 @@ def endpoint_problems(ctx: Context, c: Container, ep: Endpoint, route_via: str |
         return out
     if bridge is not None and host.get("master") != bridge.get("ifindex"):
         out.append(f"problem: veth '{ep.host_ifname}' of {where} is not a port of bridge '{net.bridge}' {fix}")
-    inner = probe.link_info(ep.ifname, netns) if netns else None
-    if inner is None:
-        out.append(f"problem: '{ep.ifname}' of {where} is missing inside netns {netns} {fix}")
-        return out
+    if ep.handover:  # named by the runtime (eth<N>): found as the host veth's peer
+        inner = probe.link_by_index(host.get("iflink"), netns) if netns else None
+        if inner is None:
+            out.append(f"problem: the peer of veth '{ep.host_ifname}' of {where} is missing inside netns {netns} {fix}")
+            return out
+    else:
+        inner = probe.link_info(ep.ifname, netns) if netns else None
+        if inner is None:
+            out.append(f"problem: '{ep.ifname}' of {where} is missing inside netns {netns} {fix}")
+            return out
+    name = inner.get("ifname") or ep.ifname
     if host.get("iflink") != inner.get("ifindex") or inner.get("iflink") != host.get("ifindex"):
-        out.append(f"problem: veth '{ep.host_ifname}' of {where} is not peered with its '{ep.ifname}' {fix}")
+        out.append(f"problem: veth '{ep.host_ifname}' of {where} is not peered with its '{name}' {fix}")
     if f"{ep.ip}/{ep.prefixlen}" not in (inner.get("ipv4") or []):
-        out.append(f"problem: {ep.ifname} of {where} lacks its address {ep.ip}/{ep.prefixlen} {fix}")
+        out.append(f"problem: {name} of {where} lacks its address {ep.ip}/{ep.prefixlen} {fix}")
     if (inner.get("address") or "").lower() != ep.mac.lower():
-        out.append(f"problem: {ep.ifname} of {where} has MAC {inner.get('address')}, the state says {ep.mac} {fix}")
-    if route_via is not None and probe.default_gateway(netns) != route_via:
+        out.append(f"problem: {name} of {where} has MAC {inner.get('address')}, the state says {ep.mac} {fix}")
+    # The runtime picks the network that gives the default route (Docker: by its own order).
+    if route_via is not None and not ep.handover and probe.default_gateway(netns) != route_via:
         out.append(f"problem: container '{c.name}' has no default route via {route_via} ({ep.network}'s gateway) {fix}")
     return out
 

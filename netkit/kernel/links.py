@@ -223,11 +223,14 @@ def set_hairpin(ifnames) -> None:
 
     for name in ifnames:
         try:
-            rtlink.hairpin_on(socket.if_nametoindex(name))
-        except OSError as err:
-            if isinstance(err, rtlink.LinkError) and not rtlink.gone(err):
+            index = socket.if_nametoindex(name)
+        except OSError:
+            continue  # gone meanwhile: nothing to set
+        try:
+            rtlink.hairpin_on(index)
+        except rtlink.LinkError as err:
+            if not rtlink.gone(err):  # else gone between the two calls
                 raise KernelError(f"cannot set hairpin mode on '{name}': {err.strerror}") from None
-            # gone meanwhile (no such name, or the index went): nothing to set
 
 
 def _gone(err: Exception) -> bool:
@@ -248,22 +251,28 @@ def describe(err: Exception) -> str:
 
 # ---- reading back -----------------------------------------------------------------------
 
-def link_info(ifname: str, netns_name: str | None = None) -> dict | None:
-    """kind, ifindex, iflink (peer index for veth), master, mtu, address, state, ipv4 addrs."""
+def link_info(ifname: str, netns_name: str | None = None, index: int | None = None) -> dict | None:
+    """kind, ifindex, iflink (peer index for veth), master, mtu, address, state, ipv4 addrs; of the
+    link named `ifname`, or with `index` (a veth's peer found by its iflink, whatever its name)."""
     if netns_name:
         ipr = IPRoute(fileno=netns.open_socket(netns.netns_path(netns_name)).detach())
     else:
         ipr = IPRoute()
     try:
-        found = ipr.link_lookup(ifname=ifname)
+        found = [index] if index is not None else ipr.link_lookup(ifname=ifname)
         if not found:
             return None
-        msg = ipr.get_links(found[0])[0]
+        try:
+            msg = ipr.get_links(found[0])[0]
+        except NetlinkError as err:
+            if _gone(err):
+                return None
+            raise
         info = msg.get_attr("IFLA_LINKINFO")
         kind = info.get_attr("IFLA_INFO_KIND") if info else None
         addrs = [f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}" for a in ipr.get_addr(index=found[0], family=socket.AF_INET)]
         return {
-            "ifname": ifname,
+            "ifname": msg.get_attr("IFLA_IFNAME"),
             "ifindex": msg["index"],
             "iflink": msg.get_attr("IFLA_LINK") or msg["index"],
             "kind": kind,

@@ -17,6 +17,7 @@ from typing import Protocol
 class Probe(Protocol):
     def link_exists(self, ifname: str) -> bool: ...
     def link_info(self, ifname: str, netns: str | None = None) -> dict | None: ...
+    def link_by_index(self, index: int, netns: str | None = None) -> dict | None: ...
     def link_names(self) -> list[str]: ...
     def bridge_ports(self, bridge: str) -> list[str]: ...
     def default_gateway(self, netns: str) -> str | None: ...
@@ -53,6 +54,11 @@ class HostProbe:
         from netkit.kernel import links
 
         return links.link_info(ifname, netns)
+
+    def link_by_index(self, index: int, netns: str | None = None) -> dict | None:
+        from netkit.kernel import links
+
+        return links.link_info("", netns, index=index)
 
     def link_names(self) -> list[str]:
         return sorted(name for _, name in socket.if_nameindex())
@@ -197,6 +203,10 @@ class FakeProbe:
     def link_info(self, ifname: str, netns: str | None = None) -> dict | None:
         table = self.netns_links.get(netns, {}) if netns else self.links
         return table.get(ifname)
+
+    def link_by_index(self, index: int, netns: str | None = None) -> dict | None:
+        table = self.netns_links.get(netns, {}) if netns else self.links
+        return next((link for link in table.values() if link.get("ifindex") == index), None)
 
     def link_names(self) -> list[str]:
         return sorted(self.links)

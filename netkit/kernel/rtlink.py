@@ -1,11 +1,11 @@
-"""Raw rtnetlink requests for the links on a runtime's hot path (Docker's Join): a veth pair made
-in one request, a bridge port brought up with its hairpin flag in one, hairpin alone.
+"""Raw rtnetlink requests for the links on a runtime's hot path (Docker's Join): a veth pair on a
+bridge made in one request, a link brought up, hairpin mode on a bridge port.
 
 pyroute2 spends ~0.7 ms of Python per request around ~0.15 ms of kernel work, and a Join made
 three of them plus a fourth, on a handle of its own, for hairpin: 3.4 ms of the 7.3 ms a Join
 took in-process. These requests are a few packed structs on a socket made for the call
-(socket + bind ~0.02 ms); measured here, a veth pair on a bridge with IPv6 off and its port up
-with hairpin takes 0.52 ms in all (docs/facts.md, "Docker connect").
+(socket + bind ~0.02 ms); measured here, a veth pair on a bridge, IPv6 off on its host end, that
+end up and hairpin on take ~0.5 ms in all (docs/facts.md, "Docker's remote driver").
 """
 from __future__ import annotations
 
@@ -78,9 +78,9 @@ def veth_on_bridge(host: str, peer: str, master_index: int, mtu: int, peer_mac: 
              + _u32(IFLA_MASTER, master_index) + _attr(IFLA_LINKINFO, kind))
 
 
-def port_up(index: int, hairpin: bool = False) -> None:
-    """A bridge port up, with hairpin mode on if asked, in one request."""
-    _request(0, IFINFO.pack(0, 0, index, IFF_UP, IFF_UP) + (_hairpin() if hairpin else b""))
+def port_up(index: int) -> None:
+    """The link with this index up."""
+    _request(0, IFINFO.pack(0, 0, index, IFF_UP, IFF_UP))
 
 
 def hairpin_on(index: int) -> None:

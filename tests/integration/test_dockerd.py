@@ -113,6 +113,15 @@ def test_real_dockerd_runs_containers_on_netkit_networks(sandbox):
         assert box.docker("exec", "client", "ip", "route").stdout.startswith(f"default via {gateway1} ")
         assert box.docker("exec", "client", "wget", "-q", "-O", "-", f"http://{web_ip2}/").stdout.strip() == "hello-from-web"
         assert len(sandbox.inspect("network", f"dk-{n2[:12]}")["containers"]) == 2
+        # A container on Docker's default bridge, connected to n1: Docker keeps its default route
+        # on `bridge` (its own order). Docker names the interfaces eth1 ...: doctor finds each
+        # attachment's by the veth's peer and leaves the default route to Docker.
+        box.docker("run", "-d", "--name", "plain", image, "sleep", "600")
+        box.docker("network", "connect", "n1", "plain")
+        assert not box.docker("exec", "plain", "ip", "route").stdout.startswith(f"default via {gateway1} ")
+        report = sandbox.netkit("doctor", check=False)
+        assert report.returncode == 0, report.stdout
+        box.docker("rm", "-f", "plain")
         box.docker("network", "disconnect", "n2", "client")
         assert f"inet {client_ip2}/" not in box.docker("exec", "client", "ip", "addr").stdout
         assert attachment(n2, client_ep2) not in sandbox.netkit("container", "ls", "--all").stdout

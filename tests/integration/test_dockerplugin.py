@@ -100,12 +100,14 @@ def test_docker_driver_protocol_end_to_end(sandbox):
     assert json.loads(sandbox.netkit("network", "ls", "--json").stdout) == []
 
 
-def test_join_is_answered_once_the_port_is_guarded_and_a_later_failure_undoes_it(sandbox, monkeypatch):
-    """Join answers Docker before its change commits (docs/facts.md, "Docker connect"): at that
-    moment the port is on the bridge and up, its anti-spoofing elements and its rule are in the
-    kernel, and the state has not committed. A failure after the answer (here at the commit)
-    deletes what was made, and Docker's next request for the endpoint is the error that makes
-    Docker undo the connect. In-process, as netkitd's plugin child runs it."""
+def test_join_answers_at_its_commit_and_a_later_failure_is_docker_next_answer(sandbox, monkeypatch):
+    """Join answers Docker once its change has committed, before the names (docs/facts.md,
+    "Docker's remote driver"): at that moment the port is on the bridge and up, its anti-spoofing
+    elements and its rule are in the kernel, the state holds it, and the endpoint's file names it.
+    A failure after the answer (a derived step) leaves the attachment and is the answer to
+    Docker's next call for the endpoint; Docker's Leave then removes it. A failure before the
+    answer (at the commit) is Join's own error and leaves nothing. In-process, as netkitd's
+    plugin child runs it."""
     from netkit.dockerplugin import handlers
     from netkit.state import Store
 
@@ -123,39 +125,54 @@ def test_join_is_answered_once_the_port_is_guarded_and_a_later_failure_undoes_it
         peer = json.loads(sandbox.sh(f"ip -j link show {answer['InterfaceName']['SrcName']}").stdout)[0]
         (port,) = [link for link in json.loads(sandbox.sh("ip -j link show master nk-5a3b1c9e8d7f").stdout)
                    if link["ifname"] == peer["link"]]  # the veth's host end
+        with open(handlers._endpoint_file(ids["EndpointID"])) as fh:
+            record = json.load(fh)
         seen.update(status=status, answer=answer, peer_state=peer["operstate"], port_flags=port["flags"],
-                    guarded=sandbox.sh("nft list set bridge netkit ip_ok").stdout,
-                    rules=sandbox.sh(firewall).stdout,
-                    committed=Store(os.environ["NETKIT_STATE_DIR"], read_only=True).containers())
-    for i, ip in enumerate(("172.30.0.9", "172.30.0.10")):
+                    guarded=sandbox.sh("nft list set bridge netkit ip_ok").stdout, rules=sandbox.sh(firewall).stdout,
+                    committed=[c.name for c in Store(os.environ["NETKIT_STATE_DIR"], read_only=True).containers()],
+                    record=record.get("netkit_container"))
+
+    def members() -> list[str]:
+        return sorted(sandbox.inspect("network", "dk-5a3b1c9e8d7f")["containers"])
+    for i, (ip, fault) in enumerate((("172.30.0.9", None), ("172.30.0.10", "after-commit"), ("172.30.0.11", "commit"))):
         ids = {"NetworkID": NET_ID, "EndpointID": f"{i + 1:x}" + EP_ID[1:]}
         assert call("/NetworkDriver.CreateEndpoint", {**ids, "Interface": {"Address": f"{ip}/16"}})[0] == 200
         seen.clear()
-        if i == 1:  # the second Join fails after its answer: at the commit
-            monkeypatch.setenv("NETKIT_FAULT_AT", "commit")
+        before = members()
+        if fault:
+            monkeypatch.setenv("NETKIT_FAULT_AT", fault)
             monkeypatch.setenv("NETKIT_FAULT_MODE", "raise")
-        assert call("/NetworkDriver.Join", {**ids, "SandboxKey": "/run/netns/dockerbox"}, at_answer) is None
+        result = call("/NetworkDriver.Join", {**ids, "SandboxKey": "/run/netns/dockerbox"}, at_answer)
         monkeypatch.delenv("NETKIT_FAULT_AT", raising=False)
-        assert seen["status"] == 200 and seen["answer"]["Gateway"] == "172.30.0.1"
+        if fault == "commit":  # before the answer: Join's own error, nothing left
+            assert not seen and result[0] == 500 and "injected fault" in result[1]["Err"], result
+            assert members() == before and len(sandbox.sh("ip -br link show master nk-5a3b1c9e8d7f").stdout.splitlines()) == 1
+            assert ip not in sandbox.sh("nft list set bridge netkit ip_ok").stdout
+            assert f"-d {ip}/32" not in sandbox.sh(firewall).stdout
+            assert len([n for n in os.listdir("/run/netns") if n.startswith("rt-")]) == 1
+            assert call("/NetworkDriver.DeleteEndpoint", ids) == (200, {})
+            continue
+        assert result is None and seen["status"] == 200 and seen["answer"]["Gateway"] == "172.30.0.1"
+        (made,) = set(members()) - set(before)
         assert seen["peer_state"] == "DOWN" and "UP" in seen["port_flags"]
         assert ip in seen["guarded"] and f"-d {ip}/32" in seen["rules"]
-        assert [c.name for c in seen["committed"]] == ([] if i == 0 else [first])
-        if i == 0:
-            (first,) = sandbox.inspect("network", "dk-5a3b1c9e8d7f")["containers"]
-            assert call("/NetworkDriver.EndpointOperInfo", ids)[1]["Value"]["netkit_container"] == first
+        assert made in seen["committed"] and seen["record"] == made
+        if fault is None:
+            assert call("/NetworkDriver.EndpointOperInfo", ids)[1]["Value"]["netkit_container"] == made
             sandbox.sh(f"ip link set {seen['answer']['InterfaceName']['SrcName']} netns dockerbox name eth0 && ip -n "
                        f"dockerbox addr add {ip}/16 dev eth0 && ip -n dockerbox link set eth0 up && ip -n dockerbox "
                        "route add default via 172.30.0.1")  # what dockerd does with the answer
+            joined = ids
             continue
         status, err = call("/NetworkDriver.EndpointOperInfo", ids)
         assert status == 500 and "could not finish joining" in err["Err"] and "injected fault" in err["Err"]
         assert call("/NetworkDriver.ProgramExternalConnectivity", {**ids, "Options": {}})[0] == 500
-        assert list(sandbox.inspect("network", "dk-5a3b1c9e8d7f")["containers"]) == [first]
+        assert call("/NetworkDriver.Leave", ids) == (200, {})  # Docker's undo removes the attachment
+        assert made not in members() and ip not in sandbox.sh("nft list set bridge netkit ip_ok").stdout
         assert seen["answer"]["InterfaceName"]["SrcName"] not in sandbox.sh("ip -br link").stdout
-        assert len(sandbox.sh("ip -br link show master nk-5a3b1c9e8d7f").stdout.splitlines()) == 1
-        assert ip not in sandbox.sh("nft list set bridge netkit ip_ok").stdout
-        assert f"-d {ip}/32" not in sandbox.sh(firewall).stdout
-        assert len([n for n in os.listdir("/run/netns") if n.startswith("rt-")]) == 1
-        assert call("/NetworkDriver.Leave", ids) == (200, {})  # Docker's undo
         assert call("/NetworkDriver.DeleteEndpoint", ids) == (200, {})
+    assert sandbox.netkit("doctor").returncode == 0
+    # DeleteEndpoint with no Leave before it (Docker never got a Join's answer) removes the attachment.
+    assert call("/NetworkDriver.DeleteEndpoint", joined) == (200, {})
+    assert members() == [] and "eth0" not in sandbox.ns("dockerbox", "ip -br link").stdout
     assert sandbox.netkit("doctor").returncode == 0

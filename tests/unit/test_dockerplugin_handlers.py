@@ -282,3 +282,35 @@ def test_join_answers_once_the_veth_exists_and_a_later_failure_fails_the_next_re
         client.close()
         thread.join(timeout=5)
     assert not thread.is_alive()
+
+
+def test_a_failure_after_the_early_answer_outside_the_engine_is_one_answer_and_the_next_error(calls, monkeypatch):
+    """Whatever fails after Join's early answer (here the waiting child for `docker run` cannot be
+    started) gives no second HTTP response: the stream stays in step and Docker's next call for
+    the endpoint carries the error."""
+    import errno
+
+    SANDBOX_READY["yes"] = False  # docker run: netkit names the netns later, from a child
+
+    def no_child(*_a):
+        raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+    monkeypatch.setattr(handlers, "_pin_later", no_child)
+    post("/NetworkDriver.CreateEndpoint", CREATE_ENDPOINT)
+    server, client = socket.socketpair()
+    thread = threading.Thread(target=http.serve_connection, args=(server,))
+    thread.start()
+    send, answer, reader = _http_client(client)
+    try:
+        send("/NetworkDriver.Join", JOIN)
+        assert answer()[0] == 200
+        send("/Plugin.Activate", {})
+        assert answer() == (200, {"Implements": ["NetworkDriver"]})  # not a second answer to the Join
+        send("/NetworkDriver.EndpointOperInfo", EP_ONLY)
+        status, failed = answer()
+        assert status == 500 and "temporarily unavailable" in failed["Err"]
+    finally:
+        SANDBOX_READY["yes"] = True
+        reader.close()
+        client.close()
+        thread.join(timeout=5)
+    assert not thread.is_alive()

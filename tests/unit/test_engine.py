@@ -284,18 +284,18 @@ def test_attach_with_a_handover_leaves_the_peer_on_the_host_and_names_the_netns_
     containers.remove(ctx, "rt-a")
     assert "nkabc" not in kernel.probe.links and "rt-a" not in kernel.probe.netns
     assert containers.pin_runtime_netns(ctx, "rt-a", sandbox) is False  # gone: nothing to name
-    # The runtime is told (the hook) once the port is guarded by its rules, before the commit,
-    # which goes on while the runtime works on its end.
+    # The runtime is told (the hook) once the change committed: the port made and guarded by its
+    # rules, the state holding it; the derived steps (names) go on while it works on its end.
     seen = []
 
     def ready(c, ep, gateway):
-        committed = Store(ctx.store.directory).container(c.name)  # another reader: not yet
-        seen.append((c.name, gateway, committed, [type(op) for op in kernel.log[start:]]))
+        committed = Store(ctx.store.directory).container(c.name)  # another reader sees it
+        seen.append((c.name, gateway, committed is not None, [type(op) for op in kernel.log[start:]]))
     ctx.on_handover_ready = ready
     start = len(kernel.log)
     containers.attach(ctx, "app", netns_path=sandbox, name="rt-z", ip="172.20.0.10", handover="nkzzz")
     ((name, gateway, committed, before),) = seen
-    assert (name, gateway, committed) == ("rt-z", "172.20.0.1", None)
+    assert (name, gateway, committed) == ("rt-z", "172.20.0.1", True)
     assert before.index(ops.EndpointAdd) < before.index(ops.PortGuardAdd) < before.index(ops.FirewallChange)
     assert ctx.store.container("rt-z") and ctx.on_handover_ready is None
     containers.remove(ctx, "rt-z")
