@@ -176,36 +176,11 @@ def test_refusals_are_err_answers(calls):
         (500, {"Err": "subnet 172.30.0.0/16 overlaps network 'app'"})
 
 
-def test_http_keep_alive_over_a_unix_socket():
-    server, client = socket.socketpair()
-    thread = threading.Thread(target=http.serve_connection, args=(server,))
-    thread.start()
-    reader = client.makefile("rb")
-
-    def request(path: str, body: bytes) -> tuple[int, dict]:
-        client.sendall(f"POST {path} HTTP/1.1\r\nHost: plugin\r\nContent-Type: application/json\r\n"
-                       f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
-        status = int(reader.readline().split()[1])
-        length = 0
-        while (line := reader.readline()) not in (b"\r\n", b""):
-            if line.lower().startswith(b"content-length:"):
-                length = int(line.split(b":")[1])
-        return status, json.loads(reader.read(length))
-
-    assert request("/Plugin.Activate", b"") == (200, {"Implements": ["NetworkDriver"]})
-    assert request("/NetworkDriver.GetCapabilities", b"{}")[1]["Scope"] == "local"
-    assert request("/Nope", b"{}")[0] == 404
-    reader.close()
-    client.close()  # EOF: the server's loop ends
-    thread.join(timeout=5)
-    assert not thread.is_alive()
-
-
 def _http_client(sock: socket.socket):
     reader = sock.makefile("rb")
 
     def send(path: str, body: dict) -> None:
-        data = json.dumps(body).encode()
+        data = json.dumps(body).encode() if body is not None else b""
         sock.sendall(f"POST {path} HTTP/1.1\r\nHost: plugin\r\nContent-Length: {len(data)}\r\n\r\n".encode() + data)
 
     def answer() -> tuple[int, dict]:
@@ -218,11 +193,30 @@ def _http_client(sock: socket.socket):
     return send, answer, reader
 
 
-def test_join_answers_once_the_veth_exists_and_a_later_failure_fails_the_next_request(calls):
-    """Over HTTP, Join is answered when the engine says the veth exists, before its change ends;
-    if the change then fails, Docker's next request for the endpoint (ProgramExternalConnectivity
-    or EndpointOperInfo, which come after it moved the interface) is an error, so that Docker
-    undoes the connect. A Join that fails before its answer is answered as an error, once."""
+
+def test_http_keep_alive_over_a_unix_socket():
+    server, client = socket.socketpair()
+    thread = threading.Thread(target=http.serve_connection, args=(server,))
+    thread.start()
+    send, answer, reader = _http_client(client)
+
+    send("/Plugin.Activate", None)
+    assert answer() == (200, {"Implements": ["NetworkDriver"]})
+    send("/NetworkDriver.GetCapabilities", {})
+    assert answer()[1]["Scope"] == "local"
+    send("/Nope", {})
+    assert answer()[0] == 404
+    reader.close()
+    client.close()  # EOF: the server's loop ends
+    thread.join(timeout=5)
+    assert not thread.is_alive()
+
+
+def test_join_answers_early_and_a_later_failure_is_the_next_calls_error(calls):
+    """Over HTTP, Join is answered when the engine says its change committed, before the change
+    ends (names); if the rest then fails, Docker's next call for the endpoint
+    (ProgramExternalConnectivity or EndpointOperInfo, which come after it moved the interface) is
+    the error. A Join that fails before its answer is answered as an error, once."""
     from netkit.errors import KernelError
 
     post("/NetworkDriver.CreateEndpoint", CREATE_ENDPOINT)
