@@ -158,9 +158,9 @@ def _join_answer(src: str, gateway: str | None) -> dict:
 
 @contextlib.contextmanager
 def _endpoints_lock(exclusive: bool):
-    """Held by a Join until its change has ended and the endpoint's file says how; requests that
-    read what a Join left (EndpointOperInfo, ProgramExternalConnectivity, Leave) wait for it, even
-    from another connection than the Join's (whose own requests come one after the other)."""
+    """Held by a Join until its change has ended and the endpoint's file says how; calls that read
+    what a Join left (EndpointOperInfo, ProgramExternalConnectivity, Leave, DeleteEndpoint) wait
+    for it, even from another connection than the Join's (whose own calls come one by one)."""
     fd = os.open(os.path.join(_state_dir(), "join.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
@@ -183,7 +183,7 @@ def join(body: dict, answer_early: Callable[[dict], None] | None = None) -> dict
     """The veth for Docker to move in. With `answer_early` (the HTTP server), Docker is answered
     as soon as the change has committed (the veth on the bridge with its anti-spoofing elements
     and rule, the state holding it) and moves the interface in while names are written: ~2.5 of
-    the Join's ~5 ms are on Docker's path (docs/facts.md, "Docker connect"). Nothing after the
+    the Join's ~5 ms are on Docker's path (docs/facts.md, "Docker's remote driver"). Nothing after the
     answer undoes the attachment; a failure then (names) is the answer to Docker's next call for
     the endpoint, which waits for the Join's end."""
     from netkit.kernel import netns
