@@ -174,14 +174,20 @@ def rm(names: List[str] = typer.Argument(..., help="Network names, IDs or unique
 
 
 @net_app.command("prune")
-def prune(force: bool = typer.Option(False, "--force", "-f", help="Do not ask for confirmation.")):
+def prune(force: bool = typer.Option(False, "--force", "-f", help="Do not ask for confirmation."),
+          dry_run: bool = DRY_OPT):
     """Remove every network without containers, except the default one (docker network prune)."""
     from netkit.engine import networks
 
-    if not force and not typer.confirm("WARNING! This will remove all custom networks not used by at least "
-                                       "one container.\nAre you sure you want to continue?", default=False):
+    if not force and not dry_run and not typer.confirm(
+            "WARNING! This will remove all custom networks not used by at least "
+            "one container.\nAre you sure you want to continue?", default=False):
         raise typer.Exit(0)
-    gone = networks.prune(context())
+    ctx = context(dry_run)
+    gone = networks.prune(ctx)
+    if dry_run:
+        render.emit_plan(ctx.printed)
+        return
     if gone:
         render.emit("Deleted Networks:")
         for net in gone:

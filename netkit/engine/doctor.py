@@ -327,7 +327,7 @@ def firewall(ctx: Context, fix: bool = False) -> Findings:
         lines.append(f"problem: net.ipv4.ip_forward is 0 and {ctx.config.source} says \"ip_forward\": false: containers "
                      f"on {', '.join(n.name for n in managed)} cannot reach outside, nor be reached on published "
                      "ports from other hosts (fix: set \"ip_forward\": true, or sysctl -w net.ipv4.ip_forward=1)")
-    elif managed and ctx.config.ip_forward and "forward_policy_was" in meta and facts.forward_policy != "DROP":
+    elif managed and ctx.config.ip_forward and "ip_forward_was" in meta and facts.forward_policy != "DROP":
         problems += 1
         lines.append(f"problem: the filter FORWARD policy is {facts.forward_policy}, netkit set DROP: the host "
                      "forwards for anyone (fix: netkit doctor --fix)")
@@ -442,8 +442,15 @@ def port_guards(ctx: Context, fix: bool = False) -> Findings:
                          f"(port {guard[0]}, {guard[1]}, {guard[2]}): it can send with any address")
             plan.append(ops.PortGuardAdd(*guard))
     wanted_ifnames = {g[0] for g in want}
+    ports = {e.host_ifname for c in ctx.store.containers() for e in c.endpoints}
     for ifname in sorted(named - wanted_ifnames):
-        lines.append(f"stale anti-spoofing elements of port {ifname}, which no container in the state has")
+        if ifname not in ports:
+            why = "which no container in the state has"
+        elif not ctx.firewall.manages_rules:
+            why = f"which the firewall backend {ctx.firewall.name} does not guard (it writes no rules)"
+        else:
+            why = "whose network has no anti-spoofing"
+        lines.append(f"stale anti-spoofing elements of port {ifname}, {why}")
         plan.append(ops.PortGuardForget(ifname))
     if not lines:
         return [f"ok: anti-spoofing holds for {len(want)} container port(s)"], 0

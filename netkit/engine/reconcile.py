@@ -128,7 +128,9 @@ def plan_full(current: dict, want: rules.RuleSet, nets: list[Network], facts: Ho
         meta.setdefault("ip_forward_was", "0")
         meta.setdefault("forward_policy_was", facts.forward_policy)
         changes.append(rules.Op(rules.FILTER, "P", "FORWARD", "DROP", was=facts.forward_policy))
-    elif claim_forward and bool(managed(nets)) and "ip_forward_was" in meta:
+    elif bool(managed(nets)) and "ip_forward_was" in meta and (
+            claim_forward or ("forward_policy_was" not in meta and forward_wanted)):
+        # Also when this backend takes over from `none` (which holds no policy, so none was kept).
         meta["forward_policy_was"] = facts.forward_policy
         if facts.forward_policy != "DROP":
             changes.append(rules.Op(rules.FILTER, "P", "FORWARD", "DROP", was=facts.forward_policy))

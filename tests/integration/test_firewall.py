@@ -280,3 +280,10 @@ def test_switching_backends_moves_the_rules(sandbox, servers):
     sandbox.netkit("container", "create", "web2", "--net", "app")
     assert _netkit_everywhere(sandbox) == {"iptables-legacy": False, "iptables-nft": False, "nftables": False}
     assert forward_policy(sandbox, "iptables-nft") == "ACCEPT"
+
+    use_backend("iptables-nft")  # back from none: the rules and netkit's FORWARD DROP come back
+    sandbox.netkit("doctor", "--fix")
+    assert _netkit_everywhere(sandbox) == {"iptables-legacy": False, "iptables-nft": True, "nftables": False}
+    assert forward_policy(sandbox, "iptables-nft") == "DROP"  # was left ACCEPT: the host routed for anyone
+    traffic_flows()
+    assert sandbox.netkit("doctor").returncode == 0

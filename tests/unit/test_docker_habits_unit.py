@@ -216,3 +216,29 @@ def test_every_option_and_argument_has_help_and_no_escaped_brackets():
         assert "\\[" not in out and "[required]" in out and "Positional arguments" not in out
     demo = _cli("trace", "demo", "--help").stdout
     assert all(mode in demo for mode in ("bridge", "publish", "outbound", "host", "container", "none"))
+
+
+def test_every_command_that_changes_networks_containers_bridges_or_ports_takes_dry_run():
+    """What the README promises, checked on the CLI's command tree."""
+    import click
+    import typer.main
+
+    from netkit.cli.main import load
+
+    load()
+    from netkit.cli.app import app
+
+    root = typer.main.get_command(app)
+    changing = (("bridge", "create"), ("bridge", "rm"), ("network", "create"), ("network", "rm"),
+                ("network", "prune"), ("network", "connect"), ("network", "disconnect"),
+                ("container", "create"), ("container", "rm"), ("attach",), ("publish",), ("unpublish",),
+                ("up",), ("down",), ("reset",))
+    lacking = []
+    for path in changing:
+        cmd = root
+        for name in path:
+            assert isinstance(cmd, click.Group) and name in cmd.commands, path
+            cmd = cmd.commands[name]
+        if not any("--dry-run" in p.opts for p in cmd.params):
+            lacking.append(" ".join(path))
+    assert lacking == []
