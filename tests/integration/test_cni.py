@@ -107,8 +107,9 @@ def test_refused_in_the_netns_leaves_nothing_behind(sandbox):
     ADD fails in one line with the kernel's reason and what was refused; no veth, no address, no
     container is left, and once the netns is clear the same address is given."""
     ns1 = netns(sandbox, "ctr1")
-    sandbox.ns("ctr1", "sh -c 'ip link add d0 type veth peer name d1 && ip addr add 192.0.2.2/24 dev d0 && "
-                       "ip link set d0 up && ip route add default via 192.0.2.1'")
+    for cmd in ("link add d0 type veth peer name d1", "addr add 192.0.2.2/24 dev d0", "link set d0 up",
+                "route add default via 192.0.2.1"):
+        sandbox.ns("ctr1", f"ip {cmd}")
     code, err = cni("ADD", CONF, ns1, "c1")
     assert code == 1 and len(err["msg"].splitlines()) == 1, err
     assert "cannot add the default route via 10.22.0.1 in netns" in err["msg"] and "File exists" in err["msg"]
@@ -120,7 +121,8 @@ def test_refused_in_the_netns_leaves_nothing_behind(sandbox):
         assert "10.22.0." not in sandbox.ns("ctr1", "ip -br addr").stdout
         assert json.loads(sandbox.netkit("container", "ls", "--json").stdout) == []
     nothing_left()
-    sandbox.ns("ctr1", "sh -c 'ip route del default && ip link add eth0 type veth peer name e1'")
+    sandbox.ns("ctr1", "ip route del default")
+    sandbox.ns("ctr1", "ip link add eth0 type veth peer name e1")
     code, err = cni("ADD", CONF, ns1, "c1")
     assert code == 1 and "cannot make veth" in err["msg"] and "(peer 'eth0' in netns" in err["msg"], err
     assert "File exists" in err["msg"]
