@@ -169,9 +169,10 @@ def link_del(h: Handles, op: ops.LinkDel) -> None:
 
 def endpoint_add(h: Handles, op: ops.EndpointAdd) -> None:
     """The veth with its peer made directly in the container's netns, then that end configured
-    from a socket inside the netns: raw netlink requests (kernel/rtlink.py), no thread ever
-    entering the netns here. A failure once the veth exists deletes it (and so its peer, with
-    the address and route on it): all or nothing."""
+    from a rtnetlink socket inside the netns: raw netlink requests (kernel/rtlink.py), no pyroute2,
+    and no thread in the netns but for opening that socket when netns_add did not give one
+    (netns.open_socket steps back on every path). A failure once the veth exists deletes it
+    (and so its peer, with the address and route on it): all or nothing."""
     if op.handover:
         _endpoint_handover_add(h, op)
         return
