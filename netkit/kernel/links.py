@@ -12,7 +12,7 @@ from netkit.kernel.pyroute2_loader import NetlinkError
 
 from netkit import ops
 from netkit.errors import KernelError
-from netkit.kernel import netns, nsutil
+from netkit.kernel import netns
 
 
 def _sysctl_disable_ipv6(ifname: str) -> None:
@@ -33,12 +33,16 @@ def _ifindex(name: str) -> int:
 
 class Handles:
     """Netlink sockets and netns fds kept open for one command: one IPRoute on the host, one per
-    container netns, so that a plan of many steps pays for each only once."""
+    container netns, so that a plan of many steps pays for each only once. Beside them, a raw
+    rtnetlink socket per container netns for kernel/rtlink.py (the regular endpoint's batch):
+    `netns_add` gives its own, made while its thread was in the new netns, so a container's
+    create makes no pyroute2 handle in its netns at all."""
 
     def __init__(self):
         self._host: IPRoute | None = None
         self._ns: dict[str, IPRoute] = {}
         self._ns_fd: dict[str, int] = {}
+        self._rt: dict[str, socket.socket] = {}
 
     def host(self) -> IPRoute:
         if self._host is None:
@@ -51,6 +55,13 @@ class Handles:
             self._ns[name] = IPRoute(fileno=sock.detach())
         return self._ns[name]
 
+    def rt_socket(self, name: str) -> socket.socket:
+        """A raw NETLINK_ROUTE socket inside the netns (its own, not the IPRoute's: pyroute2
+        reads its socket its own way, and the replies must not cross)."""
+        if name not in self._rt:
+            self._rt[name] = netns.open_socket(netns.netns_path(name))
+        return self._rt[name]
+
     def netns_fd(self, name: str) -> int:
         if name not in self._ns_fd:
             self._ns_fd[name] = os.open(netns.netns_path(name), os.O_RDONLY | os.O_CLOEXEC)
@@ -58,18 +69,21 @@ class Handles:
 
     def adopt(self, name: str, ns_fd: int, sock: socket.socket) -> None:
         self._ns_fd[name] = ns_fd
-        self._ns[name] = IPRoute(fileno=sock.detach())
+        self._rt[name] = sock
 
     def forget(self, name: str) -> None:
         ipr = self._ns.pop(name, None)
         if ipr is not None:
             ipr.close()
+        sock = self._rt.pop(name, None)
+        if sock is not None:
+            sock.close()
         fd = self._ns_fd.pop(name, None)
         if fd is not None:
             os.close(fd)
 
     def close(self) -> None:
-        for name in list(self._ns) + list(self._ns_fd):
+        for name in set(self._ns) | set(self._rt) | set(self._ns_fd):
             self.forget(name)
         if self._host is not None:
             self._host.close()
@@ -154,26 +168,34 @@ def link_del(h: Handles, op: ops.LinkDel) -> None:
 
 
 def endpoint_add(h: Handles, op: ops.EndpointAdd) -> None:
+    """The veth with its peer made directly in the container's netns, then that end configured
+    from a rtnetlink socket inside the netns: raw netlink requests (kernel/rtlink.py), no pyroute2,
+    and no thread in the netns but for opening that socket when netns_add did not give one
+    (netns.open_socket steps back on every path). A failure once the veth exists deletes it
+    (and so its peer, with the address and route on it): all or nothing."""
     if op.handover:
         _endpoint_handover_add(h, op)
         return
-    host = h.host()
+    from netkit.kernel import rtlink
+
     # Created down: IPv6 must be off before the link comes up, or its MLD reports are
     # flooded to every port of the bridge and each attach gets slower (docs/facts.md, "IPv6 flooding").
-    host.link(
-        "add", ifname=op.host_ifname, kind="veth", mtu=op.mtu, master=_ifindex(op.bridge),
-        peer={"ifname": op.ifname, "net_ns_fd": h.netns_fd(op.netns), "mtu": op.mtu, "address": op.mac},
-    )
+    try:
+        rtlink.veth_on_bridge(op.host_ifname, op.ifname, _ifindex(op.bridge), op.mtu, op.mac,
+                              peer_netns_fd=h.netns_fd(op.netns))
+    except rtlink.LinkError as err:
+        raise KernelError(f"cannot make veth '{op.host_ifname}' (peer '{op.ifname}' in netns {op.netns}) "
+                          f"on bridge '{op.bridge}': {err.strerror}") from None
     try:
         _sysctl_disable_ipv6(op.host_ifname)
-        host.link("set", index=_ifindex(op.host_ifname), state="up")
-        inner = h.in_netns(op.netns)
-        with nsutil.entered_netns(netns.netns_path(op.netns)):
-            idx = _ifindex(op.ifname)
-            nsutil.set_link_up(op.ifname)
-        inner.addr("add", index=idx, address=op.ip, prefixlen=op.prefixlen)
-        if op.gateway:
-            inner.route("add", dst="0.0.0.0/0", gateway=op.gateway)
+        try:
+            rtlink.port_up(_ifindex(op.host_ifname))
+        except rtlink.LinkError as err:
+            raise KernelError(f"cannot bring '{op.host_ifname}' up: {err.strerror}") from None
+        try:
+            rtlink.configure(h.rt_socket(op.netns), op.ifname, op.ip, op.prefixlen, op.gateway)
+        except rtlink.LinkError as err:
+            raise KernelError(f"cannot {err.step} in netns {op.netns}: {err.strerror}") from None
     except BaseException:
         link_del(h, ops.LinkDel(op.host_ifname))
         raise

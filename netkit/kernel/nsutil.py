@@ -96,17 +96,19 @@ def current_netns_fd() -> int:
 @contextmanager
 def entered_netns(path: str):
     """Run the body with the calling thread inside the netns at `path`, then step back."""
-    home = current_netns_fd()
     target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        setns(target, CLONE_NEWNET)
+        home = current_netns_fd()
         try:
-            yield
+            setns(target, CLONE_NEWNET)
+            try:
+                yield
+            finally:
+                setns(home, CLONE_NEWNET)
         finally:
-            setns(home, CLONE_NEWNET)
+            os.close(home)
     finally:
-        os.close(target)
-        os.close(home)
+        os.close(target)  # also when the path is no netns or the setns is refused: no fd leaked
 
 
 def link_exists(ifname: str) -> bool:

@@ -101,6 +101,38 @@ def test_errors_are_the_specs_json(sandbox):
         assert set(err) <= {"cniVersion", "code", "msg", "details"}
 
 
+def test_refused_in_the_netns_leaves_nothing_behind(sandbox):
+    """The runtime's netns already has what netkit would add: a default route (refused once the
+    veth exists and its end is addressed and up), then an `eth0` (refused at the veth). Each
+    ADD fails in one line with the kernel's reason and what was refused; no veth, no address, no
+    container is left, and once the netns is clear the same address is given."""
+    ns1 = netns(sandbox, "ctr1")
+    for cmd in ("link add d0 type veth peer name d1", "addr add 192.0.2.2/24 dev d0", "link set d0 up",
+                "route add default via 192.0.2.1"):
+        sandbox.ns("ctr1", f"ip {cmd}")
+    code, err = cni("ADD", CONF, ns1, "c1")
+    assert code == 1 and len(err["msg"].splitlines()) == 1, err
+    assert "cannot add the default route via 10.22.0.1 in netns" in err["msg"] and "File exists" in err["msg"]
+    assert "nothing was changed" in err["msg"]
+
+    def nothing_left() -> None:
+        assert sandbox.sh("ip -br link show master cni-nk0").stdout.strip() == ""
+        assert "02:42:0a:16:00:02" not in sandbox.ns("ctr1", "ip -br link").stdout  # netkit's end
+        assert "10.22.0." not in sandbox.ns("ctr1", "ip -br addr").stdout
+        assert json.loads(sandbox.netkit("container", "ls", "--json").stdout) == []
+    nothing_left()
+    sandbox.ns("ctr1", "ip route del default")
+    sandbox.ns("ctr1", "ip link add eth0 type veth peer name e1")
+    code, err = cni("ADD", CONF, ns1, "c1")
+    assert code == 1 and "cannot make veth" in err["msg"] and "(peer 'eth0' in netns" in err["msg"], err
+    assert "File exists" in err["msg"]
+    nothing_left()
+    sandbox.ns("ctr1", "ip link del eth0")
+    code, result = cni("ADD", CONF, ns1, "c1")
+    assert code == 0 and result["ips"][0]["address"] == "10.22.0.2/24", result
+    sandbox.ns("ctr1", "ping -c1 -W2 10.22.0.1")
+
+
 def test_version_status_gc(sandbox):
     code, out = cni("VERSION", {"cniVersion": "1.0.0"})
     assert code == 0 and "1.0.0" in out["supportedVersions"] and "1.1.0" in out["supportedVersions"]
