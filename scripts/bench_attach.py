@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Benchmark: bridge-mode `container create` (netns + veth + address + route + bridge port).
 
-Prints median and p90 of N in-process creates, then removes, through the engine beside the raw
-floor (the same kernel work written straight against pyroute2: no state, journal, firewall or name
-files), the 10th and 500th attach on one network (the cost must not grow with the bridge's size:
+Prints median and p90 of N in-process creates, then removes, through the engine beside two raw
+floors (the same kernel work with no state, journal, firewall or name files: written straight
+against pyroute2, and in raw rtnetlink requests as netkit's kernel/rtlink.py sends them), the 10th
+and 500th attach on one network (the cost must not grow with the bridge's size:
 docs/facts.md, "IPv6 flooding"), and the whole-process time of `netkit container create`. Runs
 itself inside a netkit sandbox.
 
@@ -76,6 +77,44 @@ def raw_floor(n: int) -> list[float]:
     return times
 
 
+def raw_floor_rtnetlink(n: int) -> list[float]:
+    """raw_floor's steps in raw rtnetlink requests (netkit/kernel/rtlink.py), no pyroute2: the
+    leanest Python for that kernel work."""
+    import socket
+
+    from netkit.kernel import nsutil, rtlink
+
+    subprocess.run("ip link add br-rtfloor type bridge && ip addr add 10.202.0.1/16 dev br-rtfloor && "
+                   "ip link set br-rtfloor up", shell=True, check=True)
+    bridge = socket.if_nametoindex("br-rtfloor")
+    times = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        nsutil.unshare(nsutil.CLONE_NEWNET)
+        nsutil.pin("/proc/thread-self/ns/net", f"/run/netns/rt{i}")
+        for scope in ("all", "default"):
+            with open(f"/proc/sys/net/ipv6/conf/{scope}/disable_ipv6", "w") as fh:
+                fh.write("1")
+        nsutil.set_link_up("lo")
+        inner = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE)
+        inner.bind((0, 0))  # a socket made inside the new netns acts there
+        ns_fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        nsutil.setns(home, nsutil.CLONE_NEWNET)
+        os.close(home)
+        host_if = f"vrt{i}"
+        rtlink.veth_on_bridge(host_if, "eth0", bridge, 1500, f"02:42:0a:ca:{i // 250:02x}:{i % 250 + 2:02x}",
+                              peer_netns_fd=ns_fd)
+        os.close(ns_fd)
+        with open(f"/proc/sys/net/ipv6/conf/{host_if}/disable_ipv6", "w") as fh:
+            fh.write("1")
+        rtlink.port_up(socket.if_nametoindex(host_if))
+        rtlink.configure(inner, "eth0", f"10.202.{1 + i // 250}.{1 + i % 250}", 16, "10.202.0.1")
+        inner.close()
+        times.append((time.perf_counter() - t0) * 1000)
+    return times
+
+
 def main() -> None:
     from netkit import sandbox
 
@@ -92,6 +131,8 @@ def main() -> None:
 
     raw = raw_floor(args.n)
     wait_idle()
+    rt = raw_floor_rtnetlink(args.n)
+    wait_idle()
     ctx = Context()
     networks.create(ctx, networks.NetworkRequest("bench", subnet="10.200.0.0/16"))
     times = []
@@ -100,7 +141,8 @@ def main() -> None:
         containers.create(ctx, containers.ContainerRequest(f"c{i}", net="bench"))
         times.append((time.perf_counter() - t0) * 1000)
     print(f"in-process create, N={args.n}: median {statistics.median(times):.2f} ms, p90 {pct(times, 0.9):.2f} ms "
-          f"(raw pyroute2 floor: median {statistics.median(raw):.2f} ms, p90 {pct(raw, 0.9):.2f} ms)")
+          f"(raw pyroute2 floor: median {statistics.median(raw):.2f} ms, p90 {pct(raw, 0.9):.2f} ms; "
+          f"raw rtnetlink floor: median {statistics.median(rt):.2f} ms, p90 {pct(rt, 0.9):.2f} ms)")
 
     for i in range(args.n, args.big):
         t0 = time.perf_counter()

@@ -245,8 +245,8 @@ def records(ctx: Context, net: Network, members: list | None = None) -> dict:
         doc["upstreams"] = names.upstream_servers(host_resolv_text())
         doc["host_resolv"] = [os.path.abspath(HOST_RESOLV), RESOLVED_UPSTREAMS]
     per_client: dict[str, dict] = {}
-    others: dict[str, dict[str, list[str]]] = {}  # network -> its names, read once
-    for c in members if members is not None else ctx.store.member_containers(net.name):
+    others: dict[str, dict[str, list[str]] | None] = {}  # network -> its names (None: no DNS), read once
+    for c in members if members is not None else ctx.store.dns_clients(net.name):
         # Forwarded queries leave from the container's own netns, as Docker's resolver dials
         # them: through its routes and rules (an --internal network reaches no outside
         # resolver), and a --dns on loopback is the container's own loopback.
@@ -254,19 +254,19 @@ def records(ctx: Context, net: Network, members: list | None = None) -> dict:
         if c.dns:
             entry["upstreams"] = list(c.dns)
         extra: dict[str, list[str]] = {}
-        for ep in c.endpoints:
-            other = ctx.store.network(ep.network) if ep.network != net.name else None
-            if other is None or not serves_dns(other):
+        for network, _ip in c.endpoints:
+            if network == net.name:
                 continue
-            if other.name not in others:
-                others[other.name] = _names_of(ctx, other)
-            for n, ips in others[other.name].items():
+            if network not in others:
+                other = ctx.store.network(network)
+                others[network] = _names_of(ctx, other) if other is not None and serves_dns(other) else None
+            for n, ips in (others[network] or {}).items():
                 extra.setdefault(n, ips)
         if extra:
             entry["names"] = extra
-        for ep in c.endpoints:
-            if ep.network == net.name and entry:
-                per_client[ep.ip] = entry
+        for network, ip in c.endpoints:
+            if network == net.name and entry:
+                per_client[ip] = entry
     if per_client:
         doc["per_client"] = per_client
     return doc
@@ -282,11 +282,11 @@ def sync_networks(ctx: Context, network_names: list[str]) -> None:
     """sync_network for each named network and for every network that shares a container with
     one of them: a container on two networks asks one server for the names of both."""
     todo = list(dict.fromkeys(network_names))
-    members: dict[str, list] = {}  # network -> its containers, decoded once for both uses
+    members: dict[str, list] = {}  # network -> its containers (Store.dns_clients), read once for both uses
     for name in list(todo):
-        members[name] = ctx.store.member_containers(name)
-        todo += [ep.network for c in members[name] for ep in c.endpoints if ep.network not in todo]
-    for name in todo:
+        members[name] = ctx.store.dns_clients(name)
+        todo += [network for c in members[name] for network, _ip in c.endpoints if network not in todo]
+    for name in dict.fromkeys(todo):
         net = ctx.store.network(name)
         if net:
             sync_network(ctx, net, members.get(name))
@@ -294,7 +294,7 @@ def sync_networks(ctx: Context, network_names: list[str]) -> None:
 
 def sync_network(ctx: Context, net: Network, members: list | None = None) -> None:
     """Rewrite the records (the server reloads on change) and start the server if it is not up.
-    `members`: the network's containers, if the caller has them decoded already."""
+    `members`: the network's Store.dns_clients, if the caller has them already."""
     if not serves_dns(net):
         return
     from netkit.dns import supervisor
