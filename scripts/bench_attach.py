@@ -32,14 +32,35 @@ def wait_idle(seconds: float = 3.0) -> None:
     time.sleep(seconds)
 
 
+def _enter_new_netns(name: str) -> int:
+    """This thread into a new netns pinned at /run/netns/NAME, IPv6 off there; the fd to step back to."""
+    from netkit.kernel import nsutil
+
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    nsutil.unshare(nsutil.CLONE_NEWNET)
+    nsutil.pin("/proc/thread-self/ns/net", f"/run/netns/{name}")
+    for scope in ("all", "default"):
+        with open(f"/proc/sys/net/ipv6/conf/{scope}/disable_ipv6", "w") as fh:
+            fh.write("1")
+    return home
+
+
+def _step_back(home: int) -> int:
+    """Back to `home`; an fd of the netns left."""
+    from netkit.kernel import nsutil
+
+    ns_fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    nsutil.setns(home, nsutil.CLONE_NEWNET)
+    os.close(home)
+    return ns_fd
+
+
 def raw_floor(n: int) -> list[float]:
     """N attaches with nothing but the kernel steps: netns (unshare + pin, IPv6 off, lo up), veth
     made with its peer inside the netns and its bridge set, host end up, address, default route."""
     import socket
 
     from pyroute2 import IPRoute
-
-    from netkit.kernel import nsutil
 
     os.makedirs("/run/netns", exist_ok=True)
     ipr = IPRoute()
@@ -50,17 +71,10 @@ def raw_floor(n: int) -> list[float]:
     times = []
     for i in range(n):
         t0 = time.perf_counter()
-        home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-        nsutil.unshare(nsutil.CLONE_NEWNET)
-        nsutil.pin("/proc/thread-self/ns/net", f"/run/netns/raw{i}")
-        for scope in ("all", "default"):
-            with open(f"/proc/sys/net/ipv6/conf/{scope}/disable_ipv6", "w") as fh:
-                fh.write("1")
+        home = _enter_new_netns(f"raw{i}")
         inner = IPRoute()  # opened inside the new netns
         inner.link("set", index=1, state="up")
-        ns_fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-        nsutil.setns(home, nsutil.CLONE_NEWNET)
-        os.close(home)
+        ns_fd = _step_back(home)
         host_if = f"vraw{i}"
         ipr.link("add", ifname=host_if, kind="veth", master=bridge, peer={"ifname": "eth0", "net_ns_fd": ns_fd})
         os.close(ns_fd)
@@ -90,18 +104,11 @@ def raw_floor_rtnetlink(n: int) -> list[float]:
     times = []
     for i in range(n):
         t0 = time.perf_counter()
-        home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-        nsutil.unshare(nsutil.CLONE_NEWNET)
-        nsutil.pin("/proc/thread-self/ns/net", f"/run/netns/rt{i}")
-        for scope in ("all", "default"):
-            with open(f"/proc/sys/net/ipv6/conf/{scope}/disable_ipv6", "w") as fh:
-                fh.write("1")
+        home = _enter_new_netns(f"rt{i}")
         nsutil.set_link_up("lo")
         inner = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE)
         inner.bind((0, 0))  # a socket made inside the new netns acts there
-        ns_fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-        nsutil.setns(home, nsutil.CLONE_NEWNET)
-        os.close(home)
+        ns_fd = _step_back(home)
         host_if = f"vrt{i}"
         rtlink.veth_on_bridge(host_if, "eth0", bridge, 1500, f"02:42:0a:ca:{i // 250:02x}:{i % 250 + 2:02x}",
                               peer_netns_fd=ns_fd)
