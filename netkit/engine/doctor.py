@@ -73,16 +73,11 @@ def endpoint_problems(ctx: Context, c: Container, ep: Endpoint, route_via: str |
         return out
     if bridge is not None and host.get("master") != bridge.get("ifindex"):
         out.append(f"problem: veth '{ep.host_ifname}' of {where} is not a port of bridge '{net.bridge}' {fix}")
-    if ep.handover:  # named by the runtime (eth<N>): found as the host veth's peer
-        inner = probe.link_by_index(host.get("iflink"), netns) if netns else None
-        if inner is None:
-            out.append(f"problem: the peer of veth '{ep.host_ifname}' of {where} is missing inside netns {netns} {fix}")
-            return out
-    else:
-        inner = probe.link_info(ep.ifname, netns) if netns else None
-        if inner is None:
-            out.append(f"problem: '{ep.ifname}' of {where} is missing inside netns {netns} {fix}")
-            return out
+    inner = _inner_link(probe, ep, netns, host)
+    if inner is None:
+        what = f"the peer of veth '{ep.host_ifname}'" if ep.handover else f"'{ep.ifname}'"
+        out.append(f"problem: {what} of {where} is missing inside netns {netns} {fix}")
+        return out
     name = inner.get("ifname") or ep.ifname
     if host.get("iflink") != inner.get("ifindex") or inner.get("iflink") != host.get("ifindex"):
         out.append(f"problem: veth '{ep.host_ifname}' of {where} is not peered with its '{name}' {fix}")
@@ -94,6 +89,17 @@ def endpoint_problems(ctx: Context, c: Container, ep: Endpoint, route_via: str |
     if route_via is not None and not ep.handover and probe.default_gateway(netns) != route_via:
         out.append(f"problem: container '{c.name}' has no default route via {route_via} ({ep.network}'s gateway) {fix}")
     return out
+
+
+def _inner_link(probe, ep: Endpoint, netns: str | None, host: dict | None = None) -> dict | None:
+    """The endpoint's interface inside the container's netns: by its name, or, when a runtime
+    named it (Docker's eth<N>: Endpoint.handover), as the host veth's peer."""
+    if not netns:
+        return None
+    if not ep.handover:
+        return probe.link_info(ep.ifname, netns)
+    host = host if host is not None else probe.link_info(ep.host_ifname)
+    return probe.link_by_index(host.get("iflink"), netns) if host else None
 
 
 def _route_via(ctx: Context, c: Container) -> tuple[Endpoint | None, str | None]:
@@ -158,14 +164,15 @@ def container_addresses(ctx: Context) -> list[str]:
             continue
         holder, via = _route_via(ctx, c)
         for ep in c.endpoints:
-            inner = probe.link_info(ep.ifname, netns)
+            inner = _inner_link(probe, ep, netns)
             if inner is None:
                 continue
-            want = f"{ep.ip}/{ep.prefixlen}"
+            want, name = f"{ep.ip}/{ep.prefixlen}", inner.get("ifname") or ep.ifname
             if want not in (inner.get("ipv4") or []):
-                ctx.executor().apply([ops.AddrAdd(ep.ifname, want, netns)])
-                done.append(f"fix: put address {want} back on {ep.ifname} of container '{c.name}'")
-            if ep is holder and probe.default_gateway(netns) != via:
+                ctx.executor().apply([ops.AddrAdd(name, want, netns)])
+                done.append(f"fix: put address {want} back on {name} of container '{c.name}'")
+            # A runtime that configured the interface itself (Docker) chose the default route.
+            if ep is holder and not ep.handover and probe.default_gateway(netns) != via:
                 ctx.executor().apply([ops.RouteReplace(netns, via)])
                 done.append(f"fix: put the default route via {via} back in container '{c.name}'")
     return done

@@ -121,6 +121,17 @@ def test_real_dockerd_runs_containers_on_netkit_networks(sandbox):
         assert not box.docker("exec", "plain", "ip", "route").stdout.startswith(f"default via {gateway1} ")
         report = sandbox.netkit("doctor", check=False)
         assert report.returncode == 0, report.stdout
+        # --fix puts an address back on the interface Docker named, and leaves Docker's route.
+        routes = box.docker("exec", "plain", "ip", "route").stdout
+        plain_ip, plain_ep = docker_ip(box, "plain", "n1")
+        plain_ns = attachment(n1, plain_ep)  # netkit's name for the container's netns
+        plain_if = next(line.split()[1] for line in sandbox.sh(f"ip -n {plain_ns} -o addr").stdout.splitlines()
+                        if f"{plain_ip}/" in line)
+        sandbox.sh(f"ip -n {plain_ns} addr flush dev {plain_if}")
+        fixed = sandbox.netkit("doctor", "--fix").stdout
+        assert f"back on {plain_if} of container" in fixed and "default route" not in fixed, fixed
+        assert f"inet {plain_ip}/" in box.docker("exec", "plain", "ip", "addr", "show", plain_if).stdout
+        assert box.docker("exec", "plain", "ip", "route").stdout == routes
         box.docker("rm", "-f", "plain")
         box.docker("network", "disconnect", "n2", "client")
         assert f"inet {client_ip2}/" not in box.docker("exec", "client", "ip", "addr").stdout
